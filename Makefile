@@ -1,0 +1,33 @@
+# difphys: two commands do all set-up on a fresh machine.
+#   make demo   create .venv if missing, run the main job on the embedded default
+#   make test   create .venv if missing, run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.difphys-installed
+
+.PHONY: demo test test-slow bench lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/difphys demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/phasespace.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check difphys tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,11 @@
+"""difphys: a pure-functional, differentiable JAX toolkit for high-energy physics.
+
+Units: GeV, mm, Tesla. Four-momenta are ``(..., 4)`` arrays ordered (E, px, py, pz) with the
+particle axis second-to-last.
+"""
+
+from . import kinematics as kinematics
+from . import phasespace as phasespace
+from . import sharding as sharding
+
+__version__ = "0.1.0"
