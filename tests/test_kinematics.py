@@ -94,6 +94,15 @@ def test_boost_known_values_and_rest_frame(key):
     at_rest = kin.boost_to_rest_frame(frame, frame)
     np.testing.assert_allclose(at_rest[:, 1:], 0.0, atol=1e-12)
     np.testing.assert_allclose(at_rest[:, 0], kin.mass(frame), rtol=1e-12)
+    # boost_from_rest_frame inverts boost_to_rest_frame, also at gamma ~ 1e6.
+    q = _random_momenta(jax.random.fold_in(key, 3), 4)
+    back = kin.boost_from_rest_frame(kin.boost_to_rest_frame(q, frame), frame)
+    np.testing.assert_allclose(back, q, rtol=1e-12, atol=1e-12 * float(jnp.max(q)))
+    fast = jnp.array([1e6 * jnp.sqrt(1.0 + 1e-12), 0.0, 0.0, 1e6])  # mass 1, gamma = 1e6
+    daughter = jnp.array([0.5, 0.3, 0.0, 0.4])
+    lab = kin.boost_from_rest_frame(daughter, fast, frame_mass=1.0)
+    np.testing.assert_allclose(kin.mass2(lab), 0.0, atol=1e-12 * float(lab[0]) ** 2)
+    np.testing.assert_allclose(lab[0], 1e6 * 0.5 + 1e6 * 0.4, rtol=1e-12)
     # Zero velocity is the identity, with exact derivatives.
     np.testing.assert_allclose(kin.boost(frame, jnp.zeros(3)), frame, rtol=0)
 

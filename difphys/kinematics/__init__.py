@@ -19,5 +19,6 @@ from ._invariants import dot as dot
 from ._invariants import mass as mass
 from ._invariants import mass2 as mass2
 from ._transforms import boost as boost
+from ._transforms import boost_from_rest_frame as boost_from_rest_frame
 from ._transforms import boost_to_rest_frame as boost_to_rest_frame
 from ._transforms import rotate as rotate

@@ -7,6 +7,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_trailing_dim, is_concrete
+from .._numerics import safe_norm
 from ._invariants import _four
 
 
@@ -41,6 +42,50 @@ def boost(p: Float[ArrayLike, "*batch 4"], beta: Float[ArrayLike, "*batch 3"]) -
     return jnp.where(valid[..., None], out, jnp.zeros_like(out))
 
 
+def _frame_mass(frame, frame_mass):
+    if frame_mass is not None:
+        return jnp.asarray(frame_mass)
+    energy, vec = frame[..., 0], frame[..., 1:]
+    return jnp.sqrt(jnp.maximum((energy - safe_norm(vec)) * (energy + safe_norm(vec)), 0.0))
+
+
+def _check_frame(frame) -> None:
+    if is_concrete(frame):
+        f = np.asarray(frame)
+        if not np.all(np.isfinite(f)) or np.any(f[..., 0] <= np.linalg.norm(f[..., 1:], axis=-1)):
+            raise ValueError("frame must be a finite time-like four-momentum with E > |p|")
+
+
+def boost_from_rest_frame(
+    p: Float[ArrayLike, "*batch 4"],
+    frame: Float[ArrayLike, "*batch 4"],
+    frame_mass: Float[ArrayLike, "*batch"] | None = None,
+) -> Float[Array, "*batch 4"]:
+    """Take ``p``, given in the rest frame of ``frame``, to the frame in which ``frame`` is given.
+
+    Inverse of :func:`boost_to_rest_frame`. Written with the frame's four-momentum ``(E_Q, q)``
+    and mass ``M`` rather than a velocity, ``E' = (E_Q e + q.v) / M`` and
+    ``v' = v + q [q.v / (M (E_Q + M)) + e / M]``, which keeps full precision at large ``gamma``
+    (no ``1 / sqrt(1 - beta^2)``). Pass ``frame_mass`` when it is known exactly (e.g. from a
+    phase-space map); otherwise it is computed from ``frame``. A non-time-like frame raises
+    outside ``jit`` and gives zeros inside.
+    """
+    p, frame = _four(p), _four(frame, "frame")
+    _check_frame(frame)
+    big_m = _frame_mass(frame, frame_mass)
+    energy_q, q = frame[..., 0], frame[..., 1:]
+    valid = (big_m > 0) & (energy_q > 0)
+    m_safe = jnp.where(valid, big_m, jnp.ones_like(big_m))
+    e_safe = jnp.where(valid, energy_q, jnp.ones_like(energy_q))
+    e, v = p[..., 0], p[..., 1:]
+    qv = jnp.sum(q * v, axis=-1)
+    new_energy = (e_safe * e + qv) / m_safe
+    coeff = qv / (m_safe * (e_safe + m_safe)) + e / m_safe
+    new_vec = v + coeff[..., None] * q
+    out = jnp.concatenate([new_energy[..., None], new_vec], axis=-1)
+    return jnp.where(valid[..., None], out, jnp.zeros_like(out))
+
+
 def boost_to_rest_frame(
     p: Float[ArrayLike, "*batch 4"], frame: Float[ArrayLike, "*batch 4"]
 ) -> Float[Array, "*batch 4"]:
@@ -50,15 +95,9 @@ def boost_to_rest_frame(
     ``E > |p|`` (checked outside ``jit``; inside ``jit`` a non-time-like frame gives zeros).
     """
     p, frame = _four(p), _four(frame, "frame")
-    energy = frame[..., 0]
-    if is_concrete(frame):
-        f = np.asarray(frame)
-        if not np.all(np.isfinite(f)) or np.any(f[..., 0] <= np.linalg.norm(f[..., 1:], axis=-1)):
-            raise ValueError("frame must be a finite time-like four-momentum with E > |p|")
-    positive = energy > 0
-    e_safe = jnp.where(positive, energy, jnp.ones_like(energy))
-    beta = jnp.where(positive[..., None], -frame[..., 1:] / e_safe[..., None], 2.0)
-    return boost(p, beta)
+    _check_frame(frame)
+    mirrored = jnp.concatenate([frame[..., :1], -frame[..., 1:]], axis=-1)
+    return boost_from_rest_frame(p, mirrored)
 
 
 def rotate(

@@ -10,7 +10,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_trailing_dim, is_concrete
 from .._numerics import kallen, safe_sqrt
-from ..kinematics import boost
+from ..kinematics import boost_from_rest_frame
 from ._validate import prepare
 
 
@@ -99,9 +99,8 @@ def from_unit_cube(
         e_b = jnp.sqrt(mb**2 + pstar**2)
         daughter_a = jnp.concatenate([e_a[..., None], vec], axis=-1)
         daughter_b = jnp.concatenate([e_b[..., None], -vec], axis=-1)
-        beta = parent[..., 1:] / parent[..., :1]
-        momenta.append(boost(daughter_a, beta))
-        parent = boost(daughter_b, beta)
+        momenta.append(boost_from_rest_frame(daughter_a, parent, mk))
+        parent = boost_from_rest_frame(daughter_b, parent, mk)
     momenta.append(parent)
     momenta = jnp.stack(momenta, axis=-2)
     momenta = jnp.where(valid[..., None, None], momenta, jnp.zeros_like(momenta))
