@@ -18,7 +18,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
-
 def make_mesh(axis_name: str = "batch", devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D :class:`jax.sharding.Mesh` named ``axis_name`` over ``devices`` (default: all)."""
     devices = list(jax.devices() if devices is None else devices)

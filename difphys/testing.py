@@ -16,7 +16,9 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 from .kinematics import boost, rotate
 
 
-def finite_difference_grad(f: Callable[[Array], Array], x: ArrayLike, eps: float = 1e-4) -> np.ndarray:
+def finite_difference_grad(
+    f: Callable[[Array], Array], x: ArrayLike, eps: float = 1e-4
+) -> np.ndarray:
     """Five-point central finite-difference gradient of scalar ``f`` at ``x`` (float64).
 
     The step is ``eps * max(1, |x_i|)``; the truncation error is O(h^4).

@@ -16,7 +16,11 @@ def _random_momenta(key, n, masses=None):
     # Masses comparable to momenta (b quark to top): the conditioning of E^2 - |p|^2 is then
     # that of typical physics use; a light particle boosted to gamma >> 1 loses digits to
     # cancellation in any floating-point representation of (E, p).
-    m = jax.random.uniform(k2, (n,), dtype=jnp.float64, minval=5.0, maxval=175.0) if masses is None else masses
+    m = (
+        jax.random.uniform(k2, (n,), dtype=jnp.float64, minval=5.0, maxval=175.0)
+        if masses is None
+        else masses
+    )
     energy = jnp.sqrt(m**2 + jnp.sum(vec**2, axis=-1))
     return jnp.concatenate([energy[:, None], vec], axis=-1)
 
@@ -47,7 +51,9 @@ def test_rotation_preserves_three_momentum_and_energy(key):
     np.testing.assert_allclose(dphi, 0.5, rtol=1e-12)
     # Quarter turn about z maps x to y exactly.
     x = jnp.array([1.0, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(kin.rotate(x, jnp.array([0.0, 0.0, 1.0]), jnp.pi / 2), [1, 0, 1, 0], atol=1e-15)
+    np.testing.assert_allclose(
+        kin.rotate(x, jnp.array([0.0, 0.0, 1.0]), jnp.pi / 2), [1, 0, 1, 0], atol=1e-15
+    )
 
 
 def test_known_values():
@@ -77,7 +83,12 @@ def test_known_values():
 
 
 def test_from_pt_eta_phi_m_round_trip():
-    p = kin.from_pt_eta_phi_m(jnp.array([25.0, 3.0]), jnp.array([1.3, -2.1]), jnp.array([0.4, -2.9]), jnp.array([4.8, 0.1]))
+    p = kin.from_pt_eta_phi_m(
+        jnp.array([25.0, 3.0]),
+        jnp.array([1.3, -2.1]),
+        jnp.array([0.4, -2.9]),
+        jnp.array([4.8, 0.1]),
+    )
     np.testing.assert_allclose(kin.pt(p), [25.0, 3.0], rtol=1e-13)
     np.testing.assert_allclose(kin.eta(p), [1.3, -2.1], rtol=1e-13)
     np.testing.assert_allclose(kin.phi(p), [0.4, -2.9], rtol=1e-13)
@@ -114,8 +125,12 @@ def test_second_order_gradients(key):
     check_grads(kin.eta, (p,), order=2, modes=("fwd", "rev"), eps=1e-5)
     check_grads(kin.rapidity, (p,), order=2, modes=("fwd", "rev"), eps=1e-5)
     check_grads(kin.phi, (p,), order=2, modes=("fwd", "rev"), eps=1e-5)
-    check_grads(kin.boost, (p, jnp.array([0.2, -0.5, 0.3])), order=2, modes=("fwd", "rev"), eps=1e-5)
-    check_grads(kin.rotate, (p, jnp.array([0.2, -0.5, 0.3]), 0.7), order=2, modes=("fwd", "rev"), eps=1e-5)
+    check_grads(
+        kin.boost, (p, jnp.array([0.2, -0.5, 0.3])), order=2, modes=("fwd", "rev"), eps=1e-5
+    )
+    check_grads(
+        kin.rotate, (p, jnp.array([0.2, -0.5, 0.3]), 0.7), order=2, modes=("fwd", "rev"), eps=1e-5
+    )
     q = _random_momenta(jax.random.fold_in(key, 1), 1)[0]
     check_grads(kin.delta_r, (p, q), order=2, modes=("fwd", "rev"), eps=1e-5)
     check_grads(kin.boost_to_rest_frame, (p, q), order=1, modes=("fwd", "rev"))
@@ -138,7 +153,9 @@ def test_finite_gradients_at_singular_points(fn):
         value = fn(p)
         grad = jax.grad(fn)(p)
         hess = jax.hessian(fn)(p)
-        assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad)) and np.all(np.isfinite(hess))
+        assert (
+            np.all(np.isfinite(value)) and np.all(np.isfinite(grad)) and np.all(np.isfinite(hess))
+        )
     assert kin.eta(along_beam) == kin.INFINITE_RAPIDITY
     assert kin.eta(-along_beam.at[0].set(5.0)) == -kin.INFINITE_RAPIDITY
     assert kin.phi(along_beam) == 0.0

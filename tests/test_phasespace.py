@@ -87,7 +87,9 @@ def _observable(p):
 def test_unit_cube_integral_equals_rambo(key, masses):
     masses = jnp.asarray(masses)
     a = ps.integrate(_observable, key, 400_000, 150.0, masses, sampler="rambo")
-    b = ps.integrate(_observable, jax.random.fold_in(key, 7), 400_000, 150.0, masses, sampler="unit_cube")
+    b = ps.integrate(
+        _observable, jax.random.fold_in(key, 7), 400_000, 150.0, masses, sampler="unit_cube"
+    )
     combined = math.hypot(float(a.error), float(b.error))
     assert abs(float(a.value - b.value)) < 3 * combined, (a, b)
 
@@ -124,7 +126,9 @@ def test_two_body_volume_derivative_matches_analytic_and_integral():
     # d Phi_2 / d m1 from the formula, and by differentiating the unit-cube weight.
     m1, m2, rs = 30.0, 20.0, 100.0
     u = jnp.array([0.3, 0.7])
-    grad_map = jax.grad(lambda m: ps.from_unit_cube(u, rs, jnp.stack([m, jnp.asarray(m2)]))[1])(jnp.asarray(m1))
+    grad_map = jax.grad(lambda m: ps.from_unit_cube(u, rs, jnp.stack([m, jnp.asarray(m2)]))[1])(
+        jnp.asarray(m1)
+    )
     grad_formula = jax.grad(lambda m: ps.two_body_volume(rs, m, m2))(jnp.asarray(m1))
     # lambda = s^2 - 2 s (m1^2 + m2^2) + (m1^2 - m2^2)^2; dlambda/dm1 = -4 m1 s + 4 m1 (m1^2 - m2^2)
     s = rs**2

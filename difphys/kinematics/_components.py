@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_trailing_dim
 from .._numerics import safe_norm, safe_sqrt
 from ._invariants import _four
 
@@ -67,13 +66,17 @@ def rapidity(p: Float[ArrayLike, "*batch 4"]) -> Float[Array, "*batch"]:
     return jnp.where(regular_point, regular, jnp.sign(pz) * INFINITE_RAPIDITY)
 
 
-def delta_phi(p: Float[ArrayLike, "*batch 4"], q: Float[ArrayLike, "*batch 4"]) -> Float[Array, "*batch"]:
+def delta_phi(
+    p: Float[ArrayLike, "*batch 4"], q: Float[ArrayLike, "*batch 4"]
+) -> Float[Array, "*batch"]:
     """Azimuthal difference ``phi(p) - phi(q)`` wrapped into ``[-pi, pi)`` (rad)."""
     d = phi(p) - phi(q)
     return jnp.mod(d + jnp.pi, 2 * jnp.pi) - jnp.pi
 
 
-def delta_r(p: Float[ArrayLike, "*batch 4"], q: Float[ArrayLike, "*batch 4"]) -> Float[Array, "*batch"]:
+def delta_r(
+    p: Float[ArrayLike, "*batch 4"], q: Float[ArrayLike, "*batch 4"]
+) -> Float[Array, "*batch"]:
     """Angular distance ``sqrt(d_eta^2 + d_phi^2)`` with pseudorapidity; gradient 0 at ``dR = 0``."""
     deta = eta(p) - eta(q)
     dphi = delta_phi(p, q)
@@ -93,4 +96,3 @@ def from_pt_eta_phi_m(
     pz = pt_ * jnp.sinh(eta_)
     energy = jnp.sqrt(m * m + pt_ * pt_ * jnp.cosh(eta_) ** 2)
     return jnp.stack(jnp.broadcast_arrays(energy, px, py, pz), axis=-1)
-

@@ -11,7 +11,9 @@ from .._numerics import safe_norm
 from ._invariants import _four
 
 
-def boost(p: Float[ArrayLike, "*batch 4"], beta: Float[ArrayLike, "*batch 3"]) -> Float[Array, "*batch 4"]:
+def boost(
+    p: Float[ArrayLike, "*batch 4"], beta: Float[ArrayLike, "*batch 3"]
+) -> Float[Array, "*batch 4"]:
     """Boost ``p`` by velocity ``beta`` (a 3-vector in units of c, ``|beta| < 1``).
 
     A particle at rest is given velocity ``beta``: ``boost((m, 0, 0, 0), beta)`` has
@@ -101,7 +103,9 @@ def boost_to_rest_frame(
 
 
 def rotate(
-    p: Float[ArrayLike, "*batch 4"], axis: Float[ArrayLike, "*batch 3"], angle: Float[ArrayLike, "*batch"]
+    p: Float[ArrayLike, "*batch 4"],
+    axis: Float[ArrayLike, "*batch 3"],
+    angle: Float[ArrayLike, "*batch"],
 ) -> Float[Array, "*batch 4"]:
     """Rotate the spatial part of ``p`` by ``angle`` (rad, right-handed) about ``axis``.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -107,5 +106,3 @@ def rambo(
     momenta = jnp.where(valid, momenta, jnp.zeros_like(momenta))
     weight = jnp.where(valid, weight, jnp.zeros_like(weight))
     return momenta, weight
-
-

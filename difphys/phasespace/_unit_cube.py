@@ -22,7 +22,9 @@ def unit_cube_dim(n: int) -> int:
 
 
 def from_unit_cube(
-    u: Float[ArrayLike, "*batch d"], sqrt_s: Float[ArrayLike, "*batch"], masses: Float[ArrayLike, " n"]
+    u: Float[ArrayLike, "*batch d"],
+    sqrt_s: Float[ArrayLike, "*batch"],
+    masses: Float[ArrayLike, " n"],
 ) -> tuple[Float[Array, "*batch n 4"], Float[Array, "*batch"]]:
     """Map ``u`` in ``[0, 1]^(3n-4)`` to ``n`` momenta in the centre-of-mass frame, with weight.
 

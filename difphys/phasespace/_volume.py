@@ -33,7 +33,9 @@ def massless_volume(n: int, sqrt_s: Float[ArrayLike, "*batch"]) -> Float[Array, 
 
 
 def two_body_volume(
-    sqrt_s: Float[ArrayLike, "*batch"], m1: Float[ArrayLike, "*batch"], m2: Float[ArrayLike, "*batch"]
+    sqrt_s: Float[ArrayLike, "*batch"],
+    m1: Float[ArrayLike, "*batch"],
+    m2: Float[ArrayLike, "*batch"],
 ) -> Float[Array, "*batch"]:
     """Two-body phase-space volume ``lambda^(1/2)(s, m1^2, m2^2) / (8 pi s)`` (dimensionless).
 

@@ -1,0 +1,48 @@
+"""The ``difphys`` command line: help, the demo's report, errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from difphys import cli, phasespace
+
+
+def test_help_lists_demo():
+    out = subprocess.run(
+        [sys.executable, "-m", "difphys.cli", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert "demo" in out.stdout
+
+
+def test_demo_report_is_correct(tmp_path, capsys):
+    code = cli.main(["demo", "--out", str(tmp_path), "--points", "20000", "--quiet", "--seed", "3"])
+    assert code == 0
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1
+    report = json.loads((runs[0] / "report.json").read_text())
+    assert (runs[0] / "demo.png").stat().st_size > 10_000
+    vol = report["massless_3body_volume"]
+    np.testing.assert_allclose(
+        vol["analytic"], float(phasespace.massless_volume(3, 91.1876)), rtol=1e-14
+    )
+    assert abs(vol["monte_carlo"] - vol["analytic"]) < 4 * vol["error"]
+    grad = report["gradient"]
+    # I(sqrt s) = s^2 / (768 pi^3) for massless 3-body, so dI/dsqrt(s) = 4 I / sqrt(s).
+    np.testing.assert_allclose(grad["I_analytic"], 91.1876**4 / (768 * np.pi**3), rtol=1e-14)
+    np.testing.assert_allclose(
+        grad["dI_dsqrt_s_autodiff"], grad["dI_dsqrt_s_finite_difference"], rtol=1e-6
+    )
+    assert report["all_checks_pass"]
+    assert "massless Phi_3" in capsys.readouterr().out
+    # A second run never overwrites the first.
+    assert cli.main(["demo", "--out", str(tmp_path), "--points", "2000", "--quiet"]) in (0, 1)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_demo_rejects_bad_input(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path), "--points", "10"]) == 2
+    assert "n_points" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path), "--sqrt-s", "nan", "--quiet"]) == 2
