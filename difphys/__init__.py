@@ -6,6 +6,7 @@ particle axis second-to-last.
 
 from . import kinematics as kinematics
 from . import phasespace as phasespace
+from . import amplitudes as amplitudes
 from . import sharding as sharding
 
 __version__ = "0.1.0"

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
-from tqdm.auto import tqdm
+
+from .._montecarlo import batch_moments, streaming_mean
 
 from ._rambo import rambo
 from ._unit_cube import from_unit_cube, unit_cube_dim
@@ -55,11 +56,7 @@ def sample_batch(
 def _batch_moments(f, sampler, batch_size, key, n_valid, sqrt_s, masses):
     momenta, weights = sample_batch(key, batch_size, sqrt_s, masses, sampler)
     values = weights * jnp.asarray(f(momenta)).astype(weights.dtype)
-    mask = jnp.arange(batch_size) < n_valid
-    count = jnp.sum(mask).astype(values.dtype)
-    mean = jnp.sum(jnp.where(mask, values, 0.0)) / count
-    m2 = jnp.sum(jnp.where(mask, (values - mean) ** 2, 0.0))
-    return count, mean, m2
+    return batch_moments(values, n_valid)
 
 
 def integrate(
@@ -96,24 +93,13 @@ def integrate(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     sqrt_s, masses, _ = prepare(sqrt_s, masses)
     batch_size = int(min(batch_size, n_points))
-    n_batches = -(-n_points // batch_size)
-    keys = jax.random.split(key, n_batches)
-    count = mean = m2 = None
-    with tqdm(total=n_points, disable=not progress, unit="pt", desc="integrate") as bar:
-        for i in range(n_batches):
-            n_valid = min(batch_size, n_points - i * batch_size)
-            c, mu, s2 = _batch_moments(f, sampler, batch_size, keys[i], n_valid, sqrt_s, masses)
-            if count is None:
-                count, mean, m2 = c, mu, s2
-            else:
-                total = count + c
-                delta = mu - mean
-                mean = mean + delta * c / total
-                m2 = m2 + s2 + delta**2 * count * c / total
-                count = total
-            bar.update(n_valid)
-    variance = m2 / jnp.maximum(count - 1.0, 1.0)
-    error = jnp.sqrt(variance / count)
+    mean, error = streaming_mean(
+        lambda k, n_valid: _batch_moments(f, sampler, batch_size, k, n_valid, sqrt_s, masses),
+        key,
+        n_points,
+        batch_size,
+        progress=progress,
+    )
     if not isinstance(mean, jax.core.Tracer) and not np.isfinite(np.asarray(mean)):
         raise ValueError("integrand returned NaN or infinite values on phase space")
     return IntegrationResult(mean, error, n_points)

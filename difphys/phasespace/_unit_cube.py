@@ -14,6 +14,31 @@ from ..kinematics import boost_from_rest_frame
 from ._validate import prepare
 
 
+def two_body_decay(parent, parent_mass, ma, mb, u_cos, u_phi):
+    """Decay ``parent`` (lab four-momentum, mass ``parent_mass``) into masses ``ma`` and ``mb``.
+
+    The direction of daughter ``a`` in the parent rest frame is ``cos theta = 2 u_cos - 1``,
+    ``phi = 2 pi u_phi``. Returns ``(p_a, p_b, weight)`` with the lab momenta and the two-body
+    phase-space factor ``lambda^(1/2)(M^2, ma^2, mb^2) / (8 pi M^2)`` (the angular average
+    ``dOmega / 4 pi`` is the Jacobian of the map, so ``E_u[weight] = Phi_2``).
+    """
+    lam = safe_sqrt(kallen(parent_mass**2, ma**2, mb**2))
+    factor = lam / (8.0 * jnp.pi * parent_mass**2)
+    pstar = lam / (2.0 * parent_mass)
+    cos_t = 2.0 * u_cos - 1.0
+    sin_t = 2.0 * safe_sqrt(u_cos * (1.0 - u_cos))
+    azim = 2.0 * jnp.pi * u_phi
+    direction = jnp.stack([sin_t * jnp.cos(azim), sin_t * jnp.sin(azim), cos_t], axis=-1)
+    vec = pstar[..., None] * direction
+    e_a = jnp.sqrt(ma**2 + pstar**2)
+    e_b = jnp.sqrt(mb**2 + pstar**2)
+    daughter_a = jnp.concatenate([e_a[..., None], vec], axis=-1)
+    daughter_b = jnp.concatenate([e_b[..., None], -vec], axis=-1)
+    p_a = boost_from_rest_frame(daughter_a, parent, parent_mass)
+    p_b = boost_from_rest_frame(daughter_b, parent, parent_mass)
+    return p_a, p_b, factor
+
+
 def unit_cube_dim(n: int) -> int:
     """Dimension ``3n - 4`` of the unit cube that parametrises ``n``-body phase space."""
     if n < 2:
@@ -87,22 +112,10 @@ def from_unit_cube(
     parent = jnp.stack([roots, *([jnp.zeros_like(roots)] * 3)], axis=-1)
     momenta = []
     for k in range(n - 1):
-        mk, ma, mb = big_m[k], masses[k], big_m[k + 1]
-        lam = safe_sqrt(kallen(mk**2, ma**2, mb**2))
-        weight = weight * (lam / (8.0 * jnp.pi * mk**2))
-        pstar = lam / (2.0 * mk)
         uc, up = u[..., n - 2 + 2 * k], u[..., n - 1 + 2 * k]
-        cos_t = 2.0 * uc - 1.0
-        sin_t = 2.0 * safe_sqrt(uc * (1.0 - uc))
-        azim = 2.0 * jnp.pi * up
-        direction = jnp.stack([sin_t * jnp.cos(azim), sin_t * jnp.sin(azim), cos_t], axis=-1)
-        vec = pstar[..., None] * direction
-        e_a = jnp.sqrt(ma**2 + pstar**2)
-        e_b = jnp.sqrt(mb**2 + pstar**2)
-        daughter_a = jnp.concatenate([e_a[..., None], vec], axis=-1)
-        daughter_b = jnp.concatenate([e_b[..., None], -vec], axis=-1)
-        momenta.append(boost_from_rest_frame(daughter_a, parent, mk))
-        parent = boost_from_rest_frame(daughter_b, parent, mk)
+        daughter, parent, factor = two_body_decay(parent, big_m[k], masses[k], big_m[k + 1], uc, up)
+        weight = weight * factor
+        momenta.append(daughter)
     momenta.append(parent)
     momenta = jnp.stack(momenta, axis=-2)
     momenta = jnp.where(valid[..., None, None], momenta, jnp.zeros_like(momenta))

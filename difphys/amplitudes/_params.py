@@ -1,0 +1,227 @@
+"""Standard Model parameters: MadGraph ``sm`` model inputs as array leaves, derived quantities.
+
+Defaults are the MadGraph5_aMC@NLO ``sm`` model's default ``param_card.dat``. The derived
+quantities follow that model's ``parameters.py``:
+``MW = sqrt(MZ^2/2 + sqrt(MZ^4/4 - aEW pi MZ^2 / (Gf sqrt2)))``, ``sw^2 = 1 - MW^2/MZ^2``,
+``e = sqrt(4 pi aEW)``, ``gs = sqrt(4 pi aS)``, ``vev = 2 MW sw / e``.
+Changing any value (``eqx.tree_at`` or :meth:`SMParams.replace`) neither retraces nor recompiles.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array
+
+#: SLHA blocks: (block, pdg/index) -> field name.
+_CARD_ENTRIES = {
+    ("SMINPUTS", 1): "aEWM1",
+    ("SMINPUTS", 2): "Gf",
+    ("SMINPUTS", 3): "aS",
+    ("MASS", 5): "MB",
+    ("MASS", 6): "MT",
+    ("MASS", 15): "MTA",
+    ("MASS", 23): "MZ",
+    ("MASS", 25): "MH",
+    ("YUKAWA", 5): "ymb",
+    ("YUKAWA", 6): "ymt",
+    ("YUKAWA", 15): "ymtau",
+    ("DECAY", 6): "WT",
+    ("DECAY", 23): "WZ",
+    ("DECAY", 24): "WW",
+    ("DECAY", 25): "WH",
+}
+
+_DEFAULTS = {
+    "aEWM1": 132.507,
+    "Gf": 1.16639e-5,
+    "aS": 0.118,
+    "MZ": 91.188,
+    "MT": 173.0,
+    "MB": 4.7,
+    "MH": 125.0,
+    "MTA": 1.777,
+    "WZ": 2.441404,
+    "WW": 2.0476,
+    "WT": 1.4915,
+    "WH": 6.382339e-3,
+    "ymb": 4.7,
+    "ymt": 173.0,
+    "ymtau": 1.777,
+}
+
+
+class SMParams(eqx.Module):
+    """Standard Model inputs (GeV units; ``aEWM1 = 1/alpha_EW(MZ)``, ``Gf`` in GeV^-2).
+
+    All fields are scalar float arrays (PyTree leaves), so ``jax.grad`` with respect to the
+    parameters works and a new value does not recompile a jitted matrix element. Widths are
+    fixed widths used in s-channel propagators.
+    """
+
+    aEWM1: Array
+    Gf: Array
+    aS: Array
+    MZ: Array
+    MT: Array
+    MB: Array
+    MH: Array
+    MTA: Array
+    WZ: Array
+    WW: Array
+    WT: Array
+    WH: Array
+    ymb: Array
+    ymt: Array
+    ymtau: Array
+
+    def __init__(self, **values):
+        unknown = set(values) - set(_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown SM parameter(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+        for name, default in _DEFAULTS.items():
+            value = jnp.asarray(values.get(name, default), dtype=float)
+            if value.shape != ():
+                raise ValueError(f"SM parameter {name} must be a scalar; got shape {value.shape}")
+            setattr(self, name, value)
+
+    def replace(self, **values) -> SMParams:
+        """A copy with some inputs changed (e.g. ``params.replace(MZ=91.0)``)."""
+        current = {name: getattr(self, name) for name in _DEFAULTS}
+        current.update(values)
+        return SMParams(**current)
+
+    # Derived quantities (MadGraph sm model parameters.py).
+    @property
+    def aEW(self) -> Array:
+        return 1.0 / self.aEWM1
+
+    @property
+    def MW(self) -> Array:
+        mz2 = self.MZ**2
+        return jnp.sqrt(mz2 / 2 + jnp.sqrt(mz2**2 / 4 - self.aEW * math.pi * mz2 / (self.Gf * math.sqrt(2.0))))
+
+    @property
+    def sw2(self) -> Array:
+        return 1.0 - self.MW**2 / self.MZ**2
+
+    @property
+    def sw(self) -> Array:
+        return jnp.sqrt(self.sw2)
+
+    @property
+    def cw(self) -> Array:
+        return self.MW / self.MZ
+
+    @property
+    def ee(self) -> Array:
+        """Electric charge ``e = sqrt(4 pi aEW)``."""
+        return 2.0 * jnp.sqrt(self.aEW) * math.sqrt(math.pi)
+
+    @property
+    def gs(self) -> Array:
+        """Strong coupling ``gs = sqrt(4 pi aS)``."""
+        return 2.0 * jnp.sqrt(self.aS) * math.sqrt(math.pi)
+
+    @property
+    def g1(self) -> Array:
+        return self.ee / self.cw
+
+    @property
+    def gw(self) -> Array:
+        return self.ee / self.sw
+
+    @property
+    def vev(self) -> Array:
+        return 2.0 * self.MW * self.sw / self.ee
+
+    @property
+    def yb(self) -> Array:
+        return self.ymb * math.sqrt(2.0) / self.vev
+
+    @property
+    def yt(self) -> Array:
+        return self.ymt * math.sqrt(2.0) / self.vev
+
+    def z_couplings(self, t3: float, charge: float) -> tuple[Array, Array]:
+        """``(cl, cr)`` of the Z to a fermion: ``e/(sw cw) (T3 - Q sw^2, -Q sw^2)``."""
+        gz = self.ee / (self.sw * self.cw)
+        return gz * (t3 - charge * self.sw2), gz * (-charge * self.sw2)
+
+    def photon_couplings(self, charge: float) -> tuple[Array, Array]:
+        """``(cl, cr) = (e Q, e Q)``."""
+        return self.ee * charge, self.ee * charge
+
+    def w_couplings(self) -> tuple[Array, Array]:
+        """``(cl, cr) = (gw / sqrt2, 0)`` (CKM = 1)."""
+        return self.gw / math.sqrt(2.0), jnp.zeros_like(self.gw)
+
+    # SLHA / MadGraph param_card I/O.
+    @classmethod
+    def from_param_card(cls, path: str | Path) -> SMParams:
+        """Read a MadGraph/SLHA ``param_card.dat`` (blocks MASS, SMINPUTS, YUKAWA, DECAY).
+
+        Other blocks are ignored; missing entries keep their defaults. A malformed line raises
+        ``ValueError`` naming the file and line number.
+        """
+        path = Path(path)
+        values: dict[str, float] = {}
+        block = None
+        for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            head = fields[0].upper()
+            where = f"{path}:{lineno}: {raw.strip()!r}"
+            try:
+                if head == "BLOCK":
+                    if len(fields) < 2:
+                        raise ValueError("BLOCK without a name")
+                    block = fields[1].upper()
+                elif head == "DECAY":
+                    if len(fields) < 3:
+                        raise ValueError("DECAY needs a PDG id and a width")
+                    block = "DECAY"
+                    key = ("DECAY", abs(int(fields[1])))
+                    if key in _CARD_ENTRIES:
+                        values[_CARD_ENTRIES[key]] = float(fields[2])
+                elif block == "DECAY":
+                    [float(x) for x in fields]  # branching-ratio line: BR, NDA, ids
+                elif block is None:
+                    raise ValueError("entry outside any BLOCK")
+                elif block in ("MASS", "SMINPUTS", "YUKAWA"):
+                    if len(fields) != 2:
+                        raise ValueError(f"expected 'index value' in BLOCK {block}")
+                    key = (block, abs(int(fields[0])))
+                    if key in _CARD_ENTRIES:
+                        values[_CARD_ENTRIES[key]] = float(fields[1])
+                else:
+                    [float(x) for x in fields[:-1] if x]  # other numeric blocks: syntax check
+                    float(fields[-1])
+            except ValueError as err:
+                raise ValueError(f"malformed param card line {where}: {err}") from None
+        return cls(**values)
+
+    def to_param_card(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a MadGraph-style ``param_card.dat``; refuses to overwrite unless asked."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        by_block: dict[str, list[tuple[int, str]]] = {}
+        for (block, idx), name in _CARD_ENTRIES.items():
+            by_block.setdefault(block, []).append((idx, name))
+        lines = ["######################################################################",
+                 "## PARAM_CARD written by difphys (MadGraph sm model conventions)   ##",
+                 "######################################################################"]
+        for block in ("MASS", "SMINPUTS", "YUKAWA"):
+            lines.append(f"BLOCK {block} #")
+            for idx, name in sorted(by_block[block]):
+                lines.append(f"  {idx:5d} {float(getattr(self, name)):.16e} # {name}")
+        for idx, name in sorted(by_block["DECAY"]):
+            lines.append(f"DECAY {idx:5d} {float(getattr(self, name)):.16e} # {name}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
