@@ -27,6 +27,14 @@ P_RIGHT = np.diag([0.0, 0.0, 1.0, 1.0]).astype(np.complex128)
 METRIC = np.diag([1.0, -1.0, -1.0, -1.0])
 
 
+def complex_dtype(dtype):
+    """The complex dtype matching a real (or complex) dtype: float32 -> complex64, else complex128."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return dtype
+    return jnp.dtype(jnp.complex64) if dtype == jnp.float32 else jnp.dtype(jnp.complex128)
+
+
 def mdot(a, b):
     """Minkowski product of (complex) four-vectors, no conjugation: ``a^0 b^0 - a.b``."""
     return a[..., 0] * b[..., 0] - jnp.sum(a[..., 1:] * b[..., 1:], axis=-1)
@@ -34,13 +42,13 @@ def mdot(a, b):
 
 def lower(v):
     """Lower the index: ``v_mu = g_{mu nu} v^nu``."""
-    return v * jnp.asarray(METRIC.diagonal(), dtype=jnp.real(v).dtype)
+    return v * jnp.asarray(METRIC.diagonal(), dtype=v.dtype)
 
 
 def slash(v):
     """``gamma^mu v_mu`` as a ``(..., 4, 4)`` matrix."""
     v_low = lower(v)
-    gamma = jnp.asarray(GAMMA, dtype=jnp.result_type(v.dtype, jnp.complex64))
+    gamma = jnp.asarray(GAMMA, dtype=complex_dtype(v.dtype))
     return jnp.einsum("...m,mij->...ij", v_low.astype(gamma.dtype), gamma)
 
 

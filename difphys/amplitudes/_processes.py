@@ -23,7 +23,7 @@ from .._checks import is_concrete
 from ..phasespace import RESONANT_PAIR_DIM, from_unit_cube, resonant_pair_from_unit_cube, unit_cube_dim
 from ._berends_giele import gluon_amplitude, quark_line_amplitude
 from ._colour import gluon_colour_matrix, quark_line_colour_matrix
-from ._dirac import chiral, slash
+from ._dirac import chiral, complex_dtype, mdot, slash
 from ._params import SMParams
 from ._particles import PARTICLES, Particle
 from ._vertices import fermion_current, fermion_propagator, vector_propagator
@@ -31,24 +31,37 @@ from ._wavefunctions import polarization_vector, u_spinor, ubar_spinor, v_spinor
 
 
 class _External:
-    """Wavefunctions of the external legs, broadcast to (..., H, 4) over helicity combinations."""
+    """Wavefunctions of the external legs on a factorised helicity grid.
 
-    def __init__(self, momenta, helicities, params, particles, gauge_leg):
+    Leg ``i``'s wavefunctions are computed for its own helicities only and placed on axis ``i``
+    of an ``n``-axis helicity grid (shape ``(..., 1, ..., h_i, ..., 1, 4)``), so products and
+    currents broadcast over just the legs they involve; the amplitude builders return
+    ``(..., h_0, ..., h_{n-1}, K)``, flattened at the end in ``itertools.product`` order.
+    """
+
+    def __init__(self, momenta, params, particles, gauge_leg):
         self.p = momenta
-        self.hel = helicities
         self.params = params
         self.particles = particles
         self.gauge_leg = gauge_leg
+        self.n = len(particles)
+
+    def _grid(self, x, i, size):
+        shape = x.shape[:-2] + tuple(size if k == i else 1 for k in range(self.n)) + x.shape[-1:]
+        return x.reshape(shape)
 
     def momentum(self, i):
-        return self.p[..., None, i, :]
+        return self.p[..., i, :].reshape(self.p.shape[:-2] + (1,) * self.n + (4,))
 
     def mass(self, i):
         name = self.particles[i].mass
         return jnp.zeros((), self.p.dtype) if name is None else getattr(self.params, name).astype(self.p.dtype)
 
-    def wf(self, i):
-        part, p, h = self.particles[i], self.momentum(i), self.hel[:, i]
+    def leg(self, i):
+        """Wavefunctions of leg ``i`` for its own helicities only: shape (..., n_hel_i, 4)."""
+        part = self.particles[i]
+        p = self.p[..., None, i, :]
+        h = jnp.asarray(part.helicities)
         incoming = i < 2
         m = self.mass(i)
         if part.kind == "fermion":
@@ -56,18 +69,13 @@ class _External:
         if part.kind == "antifermion":
             return vbar_spinor(p, m, h) if incoming else v_spinor(p, m, h)
         if self.gauge_leg == i:
-            dtype = jnp.result_type(p.dtype, jnp.complex64)
+            dtype = complex_dtype(p.dtype)
             return jnp.broadcast_to(p.astype(dtype), p.shape[:-2] + (h.shape[0], 4))
         return polarization_vector(p, m, h, outgoing=not incoming)
 
-    def leg(self, i):
-        """Wavefunctions of leg ``i`` for its own helicities only: shape (..., n_hel_i, 4)."""
-        hel = jnp.asarray(self.particles[i].helicities)
-        saved, self.hel = self.hel, jnp.zeros((hel.shape[0], len(self.particles)), hel.dtype).at[:, i].set(hel)
-        try:
-            return self.wf(i)
-        finally:
-            self.hel = saved
+    def wf(self, i):
+        """Wavefunctions of leg ``i`` on the helicity grid."""
+        return self._grid(self.leg(i), i, len(self.particles[i].helicities))
 
     def gluon_momentum_in(self, i):
         """Momentum flowing *into* the diagram (incoming: p, outgoing: -p)."""
@@ -188,8 +196,12 @@ class Process:
         params = SMParams() if params is None else params
         if gauge_leg is not None and self.particles[gauge_leg].kind != "vector":
             raise ValueError(f"leg {gauge_leg} of {self.name!r} is not a vector boson")
-        ext = _External(momenta, jnp.asarray(self.helicities), params, self.particles, gauge_leg)
-        return self._amplitude_fn(ext, params)
+        ext = _External(momenta, params, self.particles, gauge_leg)
+        amps = self._amplitude_fn(ext, params)
+        if amps.ndim >= momenta.ndim - 2 + self.n_external + 1:  # factorised grid
+            grid = momenta.shape[:-2] + tuple(len(p.helicities) for p in self.particles) + amps.shape[-1:]
+            amps = jnp.broadcast_to(amps, grid)
+        return amps.reshape(momenta.shape[:-2] + (self.n_helicities, amps.shape[-1]))
 
     def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
         amps = self.helicity_amplitudes(momenta, params)
@@ -231,10 +243,7 @@ def _s_channel(in_bra, in_ket, out_bra, out_ket, bosons):
             dl, dr = _couplings(params, boson, f_out)
             mass, width = _boson_mass_width(params, boson, ext.p.dtype)
             current = vector_propagator(fermion_current(j_in_bra, j_in_ket, cl, cr), q, mass, width)
-            total = total + jnp.sum(
-                current * fermion_current(j_out_bra, j_out_ket, dl, dr) * jnp.asarray([1, -1, -1, -1]),
-                axis=-1,
-            )
+            total = total + mdot(current, fermion_current(j_out_bra, j_out_ket, dl, dr))
         return total[..., None]
 
     return amplitude
@@ -271,7 +280,7 @@ def _ee_qqbar_g(ext, params):
     for vertex in _lepton_currents(ext, params, ext.particles[2]):
         total = total + jnp.einsum("...i,...ij,...j->...", row_a, vertex, v)
         total = total + jnp.einsum("...i,...ij,...j->...", ubar, vertex, col_b)
-    return (params.gs.astype(ext.p.dtype) * total)[..., None]
+    return (params.gs.astype(total.dtype) * total)[..., None]
 
 
 def _ee_wbwb(ext, params):
@@ -326,8 +335,8 @@ def _gg_quark_line(gluon_legs, quark_leg, antiquark_leg):
             quark_line_amplitude(ubar, v, pq, mq, [ks[o] for o in order], [eps[o] for o in order])
             for order in orders
         ]
-        coupling = params.gs.astype(ext.p.dtype) ** len(gluon_legs)
-        return coupling * jnp.stack(amps, axis=-1)
+        stacked = jnp.stack(amps, axis=-1)
+        return params.gs.astype(stacked.dtype) ** len(gluon_legs) * stacked
 
     return amplitude
 
@@ -339,7 +348,8 @@ def _gluons(n):
         ks = [ext.gluon_momentum_in(i) for i in range(n)]
         eps = [ext.wf(i) for i in range(n)]
         amps = [gluon_amplitude([ks[o] for o in order], [eps[o] for o in order]) for order in orders]
-        return params.gs.astype(ext.p.dtype) ** (n - 2) * jnp.stack(amps, axis=-1)
+        stacked = jnp.stack(amps, axis=-1)
+        return params.gs.astype(stacked.dtype) ** (n - 2) * stacked
 
     return amplitude
 

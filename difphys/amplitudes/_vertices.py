@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._dirac import GAMMA, chiral, mdot, slash
+from ._dirac import GAMMA, chiral, complex_dtype, mdot, slash
 
 
 def fermion_current(bra, ket, cl, cr):
@@ -52,15 +52,18 @@ def vector_propagator(current, q, mass, width):
     m2_safe = jnp.where(massive, mass**2, jnp.ones_like(mass))
     qc = q.astype(dtype)
     longitudinal = jnp.where(massive, 1.0, 0.0).astype(dtype)
-    numerator = current - longitudinal[..., None] * qc * (mdot(qc, current) / m2_safe)[..., None]
+    numerator = current - longitudinal[..., None] * qc * (mdot(qc, current) / m2_safe.astype(dtype))[..., None]
     denominator = (q2 - mass**2).astype(dtype) + 1j * (mass * width).astype(dtype)
     return numerator / denominator[..., None]
 
 
 def scalar_propagator(value, q, mass, width):
     """``value / (q^2 - M^2 + i M Gamma)``."""
+    q = jnp.asarray(q)
+    dtype = complex_dtype(q.dtype)
     q2 = q[..., 0] ** 2 - jnp.sum(q[..., 1:] ** 2, axis=-1)
-    return value / (q2 - mass**2 + 1j * mass * width)
+    mass, width = jnp.asarray(mass, q.dtype), jnp.asarray(width, q.dtype)
+    return value / ((q2 - mass**2).astype(dtype) + 1j * (mass * width).astype(dtype))
 
 
 def fermion_propagator(q, mass, width, dtype):

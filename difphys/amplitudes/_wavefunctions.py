@@ -10,7 +10,11 @@ with two-component helicity eigenstates ``chi_+ = (cos t/2, e^{i phi} sin t/2)``
 ``m / sqrt(E + |p|)``, exact on shell, smooth in ``p`` and ``m``, and exactly 0 when ``m = 0``.
 
 Vector bosons: ``eps(k, +-1) = (-+eps_1 - i eps_2) / sqrt(2)`` with
-``eps_1 = (0, cos t cos phi, cos t sin phi, -sin t)``, ``eps_2 = (0, -sin phi, cos phi, 0)``;
+``eps_1 = (0, cos t cos phi, cos t sin phi, -sin t)``, ``eps_2 = (0, -sin phi, cos phi, 0)``,
+multiplied by ``e^{+-i phi}`` (north) or ``e^{-+i phi}`` (south hemisphere) and written as
+rational functions of the momentum, ``(eps_1 + i eps_2) e^{i phi} = (1 - px^2/D - i px py/D,
+-px py/D + i (1 - py^2/D), -(px + i py)/|p|)`` with ``D = |p|(|p| + pz)``, so that states and
+their derivatives are regular on the beam axis;
 ``eps(k, 0) = (|k|, E k_hat) / m`` for massive bosons. Outgoing vectors take the complex
 conjugate. Summed over helicities, ``sum u ubar = pslash + m``, ``sum v vbar = pslash - m`` and
 ``sum eps eps* = -g + k k / m^2`` (tested).
@@ -21,35 +25,57 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .._numerics import safe_norm, safe_sqrt
-from ..kinematics import phi as _phi
-from ..kinematics import pt as _pt
-from ._dirac import bar
+from ._dirac import bar, complex_dtype
 
 
 def _complex_dtype(p):
-    return jnp.result_type(jnp.asarray(p).dtype, jnp.complex64)
+    return complex_dtype(jnp.asarray(p).dtype)
 
 
-def _angles(p):
-    """Polar and azimuthal angle of the 3-momentum, finite (0) with zero gradient at p = 0."""
-    transverse, pz = _pt(p), p[..., 3]
-    nonzero = (transverse > 0) | (pz != 0)
-    t_safe = jnp.where(nonzero, transverse, jnp.zeros_like(transverse))
-    z_safe = jnp.where(nonzero, pz, jnp.ones_like(pz))
-    theta = jnp.where(nonzero, jnp.arctan2(t_safe, z_safe), jnp.zeros_like(pz))
-    return theta, _phi(p)
+def _hemisphere_terms(p):
+    """``|p|``, the hemisphere flag (pz >= 0) and the safe denominators ``|p| +- pz``.
+
+    Helicity states are written in rational form with the phase convention switched between the
+    two hemispheres, so that they are smooth (and differentiable) everywhere, including on the
+    beam axis where an angle-based form has an undefined azimuth. Spin-summed quantities do not
+    depend on the phase convention.
+    """
+    norm = safe_norm(p[..., 1:])
+    pz = p[..., 3]
+    north = pz >= 0
+    denom = jnp.where(north, norm + pz, norm - pz)  # >= |p|, zero only at p = 0
+    nonzero = denom > 0
+    denom_safe = jnp.where(nonzero, denom, jnp.ones_like(denom))
+    norm_safe = jnp.where(nonzero, norm, jnp.ones_like(norm))
+    return norm_safe, north, denom_safe, nonzero
 
 
 def helicity_spinor_2d(p, hel):
-    """Two-component helicity eigenstate ``chi_hel(p_hat)``, shape (..., 2), complex."""
-    theta, phi = _angles(p)
+    """Two-component helicity eigenstate ``chi_hel(p_hat)`` (``sigma.p_hat chi = hel chi``).
+
+    North (``pz >= 0``): ``chi_+ = (|p| + pz, px + i py) / N``, ``chi_- = (-(px - i py), |p| + pz) / N``
+    with ``N = sqrt(2|p|(|p| + pz))``; south: the same states times a phase,
+    ``chi_+ = (px - i py, |p| - pz) / N'``, ``chi_- = (-(|p| - pz), px + i py) / N'``. At ``p = 0``
+    the z axis is used. Shape (..., 2), complex.
+    """
     dtype = _complex_dtype(p)
-    c, s = jnp.cos(theta / 2).astype(dtype), jnp.sin(theta / 2).astype(dtype)
-    phase = jnp.exp(1j * phi.astype(dtype))
+    norm, north, denom, nonzero = _hemisphere_terms(p)
+    scale = 1.0 / jnp.sqrt(2.0 * norm * denom)
+    px, py = p[..., 1].astype(dtype), p[..., 2].astype(dtype)
+    d = denom.astype(dtype)
+    plus_n = jnp.stack([d, px + 1j * py], axis=-1)
+    minus_n = jnp.stack([-(px - 1j * py), d], axis=-1)
+    plus_s = jnp.stack([px - 1j * py, d], axis=-1)
+    minus_s = jnp.stack([-d, px + 1j * py], axis=-1)
     hel = jnp.asarray(hel)
-    plus = jnp.stack([c, phase * s], axis=-1)
-    minus = jnp.stack([-jnp.conj(phase) * s, c], axis=-1)
-    return jnp.where((hel > 0)[..., None], plus, minus)
+    pos = (hel > 0)[..., None]
+    north_ = north[..., None]
+    chi = jnp.where(pos, jnp.where(north_, plus_n, plus_s), jnp.where(north_, minus_n, minus_s))
+    chi = chi * scale.astype(dtype)[..., None]
+    z_plus = jnp.asarray([1.0, 0.0], dtype)
+    z_minus = jnp.asarray([0.0, 1.0], dtype)
+    at_rest = jnp.where(pos, z_plus, z_minus)
+    return jnp.where(nonzero[..., None], chi, at_rest)
 
 
 def _big_small(p, m):
@@ -98,21 +124,44 @@ def vbar_spinor(p, m, hel):
     return bar(v_spinor(p, m, hel))
 
 
+def _transverse(k, hel, dtype):
+    """Circular polarisation ``eps(k, +-1)`` in rational, hemisphere-switched form (smooth)."""
+    norm, north, denom, nonzero = _hemisphere_terms(k)
+    px, py = k[..., 1], k[..., 2]
+    big_d = norm * denom
+    a = px * px / big_d
+    b = px * py / big_d
+    c = py * py / big_d
+    zero = jnp.zeros_like(px)
+    # (eps_1 + i eps_2) times e^{+i phi} (north) or e^{-i phi} (south); see the module docstring.
+    re_n = jnp.stack([zero, 1 - a, -b, -px / norm], axis=-1)
+    im_n = jnp.stack([zero, -b, 1 - c, -py / norm], axis=-1)
+    re_s = jnp.stack([zero, a - 1, b, -px / norm], axis=-1)
+    im_s = jnp.stack([zero, -b, 1 - c, py / norm], axis=-1)
+    north_ = north[..., None]
+    re = jnp.where(north_, re_n, re_s).astype(dtype)
+    im = jnp.where(north_, im_n, im_s).astype(dtype)
+    e_plus = re + 1j * im  # ~ eps_1 + i eps_2
+    e_minus = re - 1j * im  # ~ eps_1 - i eps_2
+    hel = jnp.asarray(hel)
+    eps = jnp.where((hel > 0)[..., None], -e_plus, e_minus) / jnp.sqrt(2.0)
+    axis_plus = jnp.asarray([0.0, -1.0, -1j, 0.0], dtype) / jnp.sqrt(2.0)
+    axis_minus = jnp.asarray([0.0, 1.0, -1j, 0.0], dtype) / jnp.sqrt(2.0)
+    at_rest = jnp.where((hel > 0)[..., None], axis_plus, axis_minus)
+    return jnp.where(nonzero[..., None], eps, at_rest)
+
+
 def polarization_vector(k, m, hel, outgoing: bool = False):
     """Polarisation vector ``eps^mu(k, hel)`` (..., 4) complex; ``hel`` in {-1, 0, +1}.
 
-    ``hel = 0`` (longitudinal) requires ``m > 0``. ``outgoing=True`` returns ``eps*``.
+    Transverse states are ``eps(+-) = (-+eps_1 - i eps_2) / sqrt2`` up to a phase (rational,
+    smooth form); ``hel = 0`` (longitudinal, ``m > 0`` only) is ``(|k|, E k_hat) / m``.
+    ``outgoing=True`` returns ``eps*``.
     """
     k = jnp.asarray(k)
     dtype = _complex_dtype(k)
-    theta, phi = _angles(k)
-    ct, st, cp, sp = (jnp.cos(theta), jnp.sin(theta), jnp.cos(phi), jnp.sin(phi))
-    zero = jnp.zeros_like(ct)
-    eps1 = jnp.stack([zero, ct * cp, ct * sp, -st], axis=-1).astype(dtype)
-    eps2 = jnp.stack([zero, -sp, cp, zero], axis=-1).astype(dtype)
     hel = jnp.asarray(hel)
-    sign = jnp.where(hel > 0, -1.0, 1.0).astype(dtype)[..., None]
-    transverse = (sign * eps1 - 1j * eps2) / jnp.sqrt(2.0)
+    transverse = _transverse(k, hel, dtype)
     m = jnp.asarray(m, k.dtype)
     m_safe = jnp.where(m > 0, m, jnp.ones_like(m))
     norm = safe_norm(k[..., 1:])
