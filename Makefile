@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/phasespace.py
+	$(PY) benchmarks/matrix_elements.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check difphys tests benchmarks

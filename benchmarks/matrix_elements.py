@@ -36,7 +36,9 @@ MG4GPU_PER_CORE = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--max-batch", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--processes", nargs="*", default=list(MG4GPU_PER_CORE))
@@ -50,7 +52,9 @@ def main() -> None:
             fn = jax.jit(proc.__call__)
             batch = 1
             while batch <= args.max_batch:
-                u = jax.random.uniform(jax.random.key(batch), (batch, proc.phase_space_dim), dtype, 0.01, 0.99)
+                u = jax.random.uniform(
+                    jax.random.key(batch), (batch, proc.phase_space_dim), dtype, 0.01, 0.99
+                )
                 momenta = proc.phase_space(u, jnp.asarray(1500.0, dtype), params)[0]
                 t0 = time.perf_counter()
                 jax.block_until_ready(fn(momenta, params))
@@ -62,9 +66,14 @@ def main() -> None:
                     best = min(best, time.perf_counter() - t0)
                 rate = batch / best
                 record = {
-                    "benchmark": "matrix_elements", "process": name, "dtype": jnp.dtype(dtype).name,
-                    "batch": batch, "me_per_s": rate, "compile_s": round(compile_s, 3),
-                    "device": jax.devices()[0].platform, "cores": cores,
+                    "benchmark": "matrix_elements",
+                    "process": name,
+                    "dtype": jnp.dtype(dtype).name,
+                    "batch": batch,
+                    "me_per_s": rate,
+                    "compile_s": round(compile_s, 3),
+                    "device": jax.devices()[0].platform,
+                    "cores": cores,
                     "n_helicities": proc.n_helicities,
                 }
                 if dtype == jnp.float64:

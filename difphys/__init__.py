@@ -4,9 +4,9 @@ Units: GeV, mm, Tesla. Four-momenta are ``(..., 4)`` arrays ordered (E, px, py, 
 particle axis second-to-last.
 """
 
+from . import amplitudes as amplitudes
 from . import kinematics as kinematics
 from . import phasespace as phasespace
-from . import amplitudes as amplitudes
 from . import sharding as sharding
 
 __version__ = "0.1.0"

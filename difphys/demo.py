@@ -7,7 +7,9 @@ Steps (all float64):
    (RAMBO and the unit-cube map), which must agree;
 3. the gradient d/d sqrt(s) of the integrated Lorentz-invariant observable
    ``I(sqrt s) = int s_12 dPhi_3`` by autodiff through the sampler, against the analytic
-   ``4 I / sqrt(s)`` (massless: I = s^2 / (768 pi^3)) and a common-random-number finite difference.
+   ``4 I / sqrt(s)`` (massless: I = s^2 / (768 pi^3)) and a common-random-number finite difference;
+4. sigma(e+ e- -> mu+ mu-) at sqrt(s) from the differentiable matrix element against the
+   analytic gamma + Z result, and d sigma / d MZ by autodiff against a finite difference.
 The report (JSON) and a figure (PNG: Dalitz plot and convergence) are written to a new directory.
 """
 
@@ -33,6 +35,19 @@ def _s12(p):
 
 def _ones(p):
     return jnp.ones(p.shape[:-2], dtype=p.dtype)
+
+
+def _sigma_mumu(sqrt_s: float, params) -> float:
+    """Analytic sigma(e+ e- > mu+ mu-) with gamma + Z (massless), in pb."""
+    from .amplitudes import GEV2_TO_PB
+
+    s = sqrt_s**2
+    e2 = float(params.ee) ** 2
+    sw2, cw2 = float(params.sw2), float(params.cw) ** 2
+    chi = s / (s - float(params.MZ) ** 2 + 1j * float(params.MZ) * float(params.WZ))
+    g = {"L": -0.5 + sw2, "R": sw2}
+    total = sum(abs(e2 + g[i] * g[j] * e2 / (sw2 * cw2) * chi) ** 2 for i in "LR" for j in "LR")
+    return total / (48 * math.pi * s) * GEV2_TO_PB
 
 
 def _new_run_dir(root: Path) -> Path:
@@ -124,7 +139,37 @@ def run_demo(
         "units": "GeV^3",
     }
 
+    # 4. a cross section and its derivative with respect to a model parameter.
+    from . import amplitudes as amp
+
+    proc = amp.process("e+ e- > mu+ mu-")
+    params = amp.SMParams()
+    k_xs = jax.random.fold_in(key, 4)
+    n_xs = max(n_points // 10, 1000)
+
+    def sigma_of_mz(mz):
+        return amp.cross_section(proc, rs, k_xs, n_xs, params.replace(MZ=mz)).value
+
+    xs = amp.cross_section(proc, rs, k_xs, n_xs, params, progress=progress)
+    dsig = float(jax.grad(sigma_of_mz)(params.MZ))
+    h_mz = 1e-3
+    dsig_fd = float((sigma_of_mz(params.MZ + h_mz) - sigma_of_mz(params.MZ - h_mz)) / (2 * h_mz))
+    exact_xs = _sigma_mumu(float(rs), params)
+    report["cross_section"] = {
+        "process": proc.name,
+        "sigma_pb": float(xs.value),
+        "error_pb": float(xs.error),
+        "analytic_pb": exact_xs,
+        "pull": _pull(float(xs.value), float(xs.error), exact_xs),
+        "dsigma_dMZ_autodiff_pb_per_GeV": dsig,
+        "dsigma_dMZ_finite_difference_pb_per_GeV": dsig_fd,
+    }
+
     checks = report["checks"]
+    checks["cross_section_within_3_sigma"] = abs(report["cross_section"]["pull"]) < 3
+    checks["dsigma_dMZ_autodiff_equals_finite_difference"] = bool(
+        np.isclose(dsig, dsig_fd, rtol=1e-4)
+    )
     checks["volume_within_3_sigma"] = abs(report["massless_3body_volume"]["pull"]) < 3
     checks["samplers_agree_within_3_sigma"] = abs(report["bbg_volume"]["pull"]) < 3
     checks["autodiff_equals_scaling_law"] = bool(
@@ -185,11 +230,14 @@ def _plot(path: Path, p, w, rs, exact) -> None:
 def format_report(report: dict) -> str:
     """Human-readable summary of a demo report."""
     v, b, g = report["massless_3body_volume"], report["bbg_volume"], report["gradient"]
+    x = report["cross_section"]
     lines = [
         f"difphys demo  (sqrt(s) = {report['sqrt_s_GeV']} GeV, {report['n_points']:,} points, seed {report['seed']})",
         f"  massless Phi_3   MC {v['monte_carlo']:.6e} +- {v['error']:.1e}   analytic {v['analytic']:.6e}   pull {v['pull']:+.2f}",
         f"  b b~ g   Phi_3   RAMBO {b['rambo']:.6e} +- {b['rambo_error']:.1e}   unit cube {b['unit_cube']:.6e} +- {b['unit_cube_error']:.1e}   pull {b['pull']:+.2f}",
         f"  d/dsqrt(s) int s12 dPhi_3   autodiff {g['dI_dsqrt_s_autodiff']:.8e}   finite diff {g['dI_dsqrt_s_finite_difference']:.8e}   analytic {g['dI_dsqrt_s_analytic']:.6e}",
+        f"  sigma(e+ e- > mu+ mu-)  MC {x['sigma_pb']:.5g} +- {x['error_pb']:.2g} pb   analytic {x['analytic_pb']:.5g} pb"
+        f"   dsigma/dMZ autodiff {x['dsigma_dMZ_autodiff_pb_per_GeV']:.6g} pb/GeV (finite diff {x['dsigma_dMZ_finite_difference_pb_per_GeV']:.6g})",
         "  checks: "
         + ", ".join(f"{k}={'ok' if ok else 'FAIL'}" for k, ok in report["checks"].items()),
         f"  wrote {report['report']} and {report['figure']} in {report['seconds']} s",

@@ -36,7 +36,10 @@ def test_demo_report_is_correct(tmp_path, capsys):
         grad["dI_dsqrt_s_autodiff"], grad["dI_dsqrt_s_finite_difference"], rtol=1e-6
     )
     assert report["all_checks_pass"]
-    assert "massless Phi_3" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "massless Phi_3" in out and "sigma(e+ e- > mu+ mu-)" in out
+    xs = report["cross_section"]
+    assert abs(xs["sigma_pb"] - xs["analytic_pb"]) < 4 * xs["error_pb"]
     # A second run never overwrites the first.
     assert cli.main(["demo", "--out", str(tmp_path), "--points", "2000", "--quiet"]) in (0, 1)
     assert len(list(tmp_path.iterdir())) == 2

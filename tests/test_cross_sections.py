@@ -84,7 +84,9 @@ def test_sigma_scales_as_one_over_s_far_below_the_pole(key):
     # QED: sigma = 4 pi alpha^2 / (3 s); Z effects ~ s / MZ^2 ~ 1e-2 at 10 GeV.
     np.testing.assert_allclose(float(low.value) / float(high.value), 4.0, rtol=0.02)
     alpha = float(PARAMS.aEW)
-    np.testing.assert_allclose(float(low.value), 4 * math.pi * alpha**2 / (3 * 25.0) * amp.GEV2_TO_PB, rtol=0.01)
+    np.testing.assert_allclose(
+        float(low.value), 4 * math.pi * alpha**2 / (3 * 25.0) * amp.GEV2_TO_PB, rtol=0.01
+    )
 
 
 def test_dsigma_dmz_near_the_pole(key):
@@ -100,7 +102,10 @@ def test_dsigma_dmz_near_the_pole(key):
     grad = float(jax.grad(sigma)(mz))
     h = 1e-3
     fd = float((sigma(mz + h) - sigma(mz - h)) / (2 * h))
-    analytic = (_sigma_mumu_analytic(rs, PARAMS.replace(MZ=mz + h)) - _sigma_mumu_analytic(rs, PARAMS.replace(MZ=mz - h))) / (2 * h)
+    analytic = (
+        _sigma_mumu_analytic(rs, PARAMS.replace(MZ=mz + h))
+        - _sigma_mumu_analytic(rs, PARAMS.replace(MZ=mz - h))
+    ) / (2 * h)
     assert grad > 0 and analytic > 0
     np.testing.assert_allclose(grad, fd, rtol=1e-5)
     np.testing.assert_allclose(grad, analytic, rtol=0.02)
@@ -115,7 +120,9 @@ def test_dsigma_histogram_integrates_to_sigma(key):
     edges = jnp.linspace(-1.0, 1.0, 21)
     hist = amp.dsigma(proc, cos_theta, edges, 200.0, key, 100_000)
     total = amp.cross_section(proc, 200.0, key, 100_000)
-    np.testing.assert_allclose(float(jnp.sum(hist.values * jnp.diff(edges))), float(total.value), rtol=1e-10)
+    np.testing.assert_allclose(
+        float(jnp.sum(hist.values * jnp.diff(edges))), float(total.value), rtol=1e-10
+    )
     # Forward-backward asymmetry of mu- along e- is positive above the Z pole.
     # mu- (leg 3) is measured against +z, the e+ direction, so A_FB(mu- along e-) > 0 shows up
     # as more mu- at cos(theta) < 0 (Z-photon interference above the pole).
@@ -156,8 +163,16 @@ def test_ee_wbwb_narrow_width_limit(key):
     gw2 = float(params.gw) ** 2
     lam = float(ps._volume.kallen(mt**2, mw**2, mb**2))
     # Exact LO width with m_b: gw^2/(64 pi mt^3) lambda^(1/2) [ (mt^2 + mb^2 - 2 MW^2) + (mt^2 - mb^2)^2 / MW^2 ]
-    gamma = gw2 / (64 * math.pi * mt**3) * math.sqrt(lam) * ((mt**2 + mb**2 - 2 * mw**2) + (mt**2 - mb**2) ** 2 / mw**2)
+    gamma = (
+        gw2
+        / (64 * math.pi * mt**3)
+        * math.sqrt(lam)
+        * ((mt**2 + mb**2 - 2 * mw**2) + (mt**2 - mb**2) ** 2 / mw**2)
+    )
     br = gamma / float(params.WT)
     expected = float(tt.value) * br**2
     err = math.hypot(float(wbwb.error), float(tt.error) * br**2)
-    assert abs(float(wbwb.value) - expected) < 3 * err + 0.01 * expected, (float(wbwb.value), expected)
+    assert abs(float(wbwb.value) - expected) < 3 * err + 0.01 * expected, (
+        float(wbwb.value),
+        expected,
+    )

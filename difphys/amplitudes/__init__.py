@@ -6,6 +6,11 @@ Spinors/vectors are complex ``(..., 4)`` arrays in the chiral Dirac basis; momen
 
 from ._berends_giele import gluon_amplitude as gluon_amplitude
 from ._berends_giele import quark_line_amplitude as quark_line_amplitude
+from ._cross_section import GEV2_TO_PB as GEV2_TO_PB
+from ._cross_section import CrossSection as CrossSection
+from ._cross_section import Histogram as Histogram
+from ._cross_section import cross_section as cross_section
+from ._cross_section import dsigma as dsigma
 from ._dirac import GAMMA as GAMMA
 from ._dirac import GAMMA5 as GAMMA5
 from ._dirac import mdot as mdot
@@ -14,10 +19,10 @@ from ._params import SMParams as SMParams
 from ._processes import PROCESS_NAMES as PROCESS_NAMES
 from ._processes import Process as Process
 from ._processes import process as process
-from ._vertices import ffs_amplitude as ffs_amplitude
-from ._vertices import ffv_amplitude as ffv_amplitude
 from ._vertices import fermion_current as fermion_current
 from ._vertices import fermion_propagator as fermion_propagator
+from ._vertices import ffs_amplitude as ffs_amplitude
+from ._vertices import ffv_amplitude as ffv_amplitude
 from ._vertices import scalar_propagator as scalar_propagator
 from ._vertices import vector_propagator as vector_propagator
 from ._vertices import vvv_vertex as vvv_vertex
@@ -27,8 +32,3 @@ from ._wavefunctions import u_spinor as u_spinor
 from ._wavefunctions import ubar_spinor as ubar_spinor
 from ._wavefunctions import v_spinor as v_spinor
 from ._wavefunctions import vbar_spinor as vbar_spinor
-from ._cross_section import GEV2_TO_PB as GEV2_TO_PB
-from ._cross_section import CrossSection as CrossSection
-from ._cross_section import Histogram as Histogram
-from ._cross_section import cross_section as cross_section
-from ._cross_section import dsigma as dsigma

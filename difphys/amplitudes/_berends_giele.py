@@ -53,7 +53,11 @@ def gluon_currents(momenta, polarisations, propagate_full: bool = True):
             j = i + length - 1
             acc = 0.0
             for m in range(i, j):
-                acc = acc + vvv_vertex(cur[(i, m)], cur[(m + 1, j)], mom[(i, m)], mom[(m + 1, j)]) / _SQRT2
+                acc = (
+                    acc
+                    + vvv_vertex(cur[(i, m)], cur[(m + 1, j)], mom[(i, m)], mom[(m + 1, j)])
+                    / _SQRT2
+                )
             for m in range(i, j):
                 for l in range(m + 1, j):
                     acc = acc + vvvv_vertex(cur[(i, m)], cur[(m + 1, l)], cur[(l + 1, j)]) / 2.0
@@ -96,5 +100,7 @@ def quark_line_amplitude(ubar, v, quark_momentum, mass, gluon_momenta, polarisat
         line[j] = jnp.einsum("...i,...ij->...j", acc, prop) / denom[..., None]
     total = 0.0
     for m in range(0, n):
-        total = total + jnp.einsum("...i,...ij,...j->...", line[m], slash(cur[(m, n - 1)]), v) / _SQRT2
+        total = (
+            total + jnp.einsum("...i,...ij,...j->...", line[m], slash(cur[(m, n - 1)]), v) / _SQRT2
+        )
     return total

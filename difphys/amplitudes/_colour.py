@@ -9,7 +9,7 @@ Dixon (hep-ph/9601359) and Del Duca, Dixon, Maltoni (hep-ph/9910563) hold.
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -18,7 +18,7 @@ C_F = 4.0 / 3.0
 C_A = 3.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def gell_mann() -> np.ndarray:
     """The eight Gell-Mann matrices ``lambda^a``, shape (8, 3, 3)."""
     lam = np.zeros((8, 3, 3), dtype=np.complex128)
@@ -38,7 +38,7 @@ def generators() -> np.ndarray:
     return gell_mann() / 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def structure_constants() -> np.ndarray:
     """``f^{abc} = -2 i Tr([t^a, t^b] t^c)``, real, shape (8, 8, 8)."""
     t = generators()
@@ -82,14 +82,14 @@ def colour_matrix(tensors: list[np.ndarray]) -> np.ndarray:
     return flat @ flat.conj().T
 
 
-@lru_cache(maxsize=None)
+@cache
 def quark_line_colour_matrix(n_gluons: int) -> tuple[tuple[tuple[int, ...], ...], np.ndarray]:
     """Orderings (all permutations of the gluons) and their colour matrix for q qbar + n g."""
     orders = tuple(itertools.permutations(range(n_gluons)))
     return orders, colour_matrix([quark_line_tensor(o) for o in orders])
 
 
-@lru_cache(maxsize=None)
+@cache
 def gluon_colour_matrix(n: int) -> tuple[tuple[tuple[int, ...], ...], np.ndarray]:
     """DDM orderings ``(0, sigma, n-1)`` and colour matrix for n gluons."""
     middle = tuple(itertools.permutations(range(1, n - 1)))

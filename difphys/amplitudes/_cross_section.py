@@ -61,7 +61,9 @@ def _check(proc, sqrt_s, params):
     if rs is not None:
         threshold = float(jnp.sum(proc.final_state_masses(params)))
         if not np.isfinite(rs) or rs <= threshold:
-            raise ValueError(f"sqrt_s = {rs} GeV is not above the {proc.name!r} threshold {threshold:.4g} GeV")
+            raise ValueError(
+                f"sqrt_s = {rs} GeV is not above the {proc.name!r} threshold {threshold:.4g} GeV"
+            )
 
 
 def cross_section(
@@ -139,7 +141,9 @@ def dsigma(
     with tqdm(total=n_points, disable=not progress, unit="pt", desc=f"dsigma {proc.name}") as bar:
         for i, k in enumerate(jax.random.split(key, n_batches)):
             n_valid = min(batch_size, n_points - i * batch_size)
-            s1, s2 = _hist_batch(proc, cuts, observable, batch_size, k, n_valid, sqrt_s, params, edges)
+            s1, s2 = _hist_batch(
+                proc, cuts, observable, batch_size, k, n_valid, sqrt_s, params, edges
+            )
             total, total_sq = total + s1, total_sq + s2
             bar.update(n_valid)
     widths = jnp.diff(edges)

@@ -10,16 +10,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-_SIGMA = np.array(
-    [[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=np.complex128
-)
+_SIGMA = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=np.complex128)
 _I2 = np.eye(2, dtype=np.complex128)
 _Z2 = np.zeros((2, 2), dtype=np.complex128)
 
 #: gamma^mu, shape (4, 4, 4): GAMMA[mu] is the 4x4 matrix gamma^mu (upper index).
 GAMMA = np.stack(
-    [np.block([[_Z2, _I2], [_I2, _Z2]])]
-    + [np.block([[_Z2, s], [-s, _Z2]]) for s in _SIGMA]
+    [np.block([[_Z2, _I2], [_I2, _Z2]])] + [np.block([[_Z2, s], [-s, _Z2]]) for s in _SIGMA]
 )
 GAMMA5 = np.diag([-1.0, -1.0, 1.0, 1.0]).astype(np.complex128)
 P_LEFT = np.diag([1.0, 1.0, 0.0, 0.0]).astype(np.complex128)

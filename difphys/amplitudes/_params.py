@@ -81,7 +81,9 @@ class SMParams(eqx.Module):
     def __init__(self, **values):
         unknown = set(values) - set(_DEFAULTS)
         if unknown:
-            raise ValueError(f"unknown SM parameter(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+            raise ValueError(
+                f"unknown SM parameter(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}"
+            )
         for name, default in _DEFAULTS.items():
             value = jnp.asarray(values.get(name, default), dtype=float)
             if value.shape != ():
@@ -102,7 +104,9 @@ class SMParams(eqx.Module):
     @property
     def MW(self) -> Array:
         mz2 = self.MZ**2
-        return jnp.sqrt(mz2 / 2 + jnp.sqrt(mz2**2 / 4 - self.aEW * math.pi * mz2 / (self.Gf * math.sqrt(2.0))))
+        return jnp.sqrt(
+            mz2 / 2 + jnp.sqrt(mz2**2 / 4 - self.aEW * math.pi * mz2 / (self.Gf * math.sqrt(2.0)))
+        )
 
     @property
     def sw2(self) -> Array:
@@ -214,9 +218,11 @@ class SMParams(eqx.Module):
         by_block: dict[str, list[tuple[int, str]]] = {}
         for (block, idx), name in _CARD_ENTRIES.items():
             by_block.setdefault(block, []).append((idx, name))
-        lines = ["######################################################################",
-                 "## PARAM_CARD written by difphys (MadGraph sm model conventions)   ##",
-                 "######################################################################"]
+        lines = [
+            "######################################################################",
+            "## PARAM_CARD written by difphys (MadGraph sm model conventions)   ##",
+            "######################################################################",
+        ]
         for block in ("MASS", "SMINPUTS", "YUKAWA"):
             lines.append(f"BLOCK {block} #")
             for idx, name in sorted(by_block[block]):

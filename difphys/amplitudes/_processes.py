@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._checks import is_concrete
-from ..phasespace import RESONANT_PAIR_DIM, from_unit_cube, resonant_pair_from_unit_cube, unit_cube_dim
+from ..phasespace import (
+    RESONANT_PAIR_DIM,
+    from_unit_cube,
+    resonant_pair_from_unit_cube,
+    unit_cube_dim,
+)
 from ._berends_giele import gluon_amplitude, quark_line_amplitude
 from ._colour import gluon_colour_matrix, quark_line_colour_matrix
 from ._dirac import chiral, complex_dtype, mdot, slash
@@ -55,7 +60,11 @@ class _External:
 
     def mass(self, i):
         name = self.particles[i].mass
-        return jnp.zeros((), self.p.dtype) if name is None else getattr(self.params, name).astype(self.p.dtype)
+        return (
+            jnp.zeros((), self.p.dtype)
+            if name is None
+            else getattr(self.params, name).astype(self.p.dtype)
+        )
 
     def leg(self, i):
         """Wavefunctions of leg ``i`` for its own helicities only: shape (..., n_hel_i, 4)."""
@@ -105,10 +114,16 @@ class Process:
         self.name = name
         self.resonant_pair = resonant_pair
         self.particles: tuple[Particle, ...] = tuple(PARTICLES[n] for n in particle_names)
-        self.helicities = np.array(list(itertools.product(*(p.helicities for p in self.particles))), dtype=np.int32)
+        self.helicities = np.array(
+            list(itertools.product(*(p.helicities for p in self.particles))), dtype=np.int32
+        )
         self.colour_matrix = np.asarray(colour_matrix, dtype=np.complex128)
         self.average = float(average)
         self._amplitude_fn = amplitude_fn
+        # Compiled once per process and input shape/dtype: eager calls from notebooks are fast,
+        # and inside a user's jit these are simply inlined.
+        self._amplitudes_jit = jax.jit(self._amplitudes, static_argnums=2)
+        self._squared_jit = jax.jit(self._squared)
 
     @property
     def n_external(self) -> int:
@@ -135,10 +150,12 @@ class Process:
     def external_masses(self, params: SMParams | None = None) -> jax.Array:
         """Masses (GeV) of all external particles, shape (n_external,)."""
         params = SMParams() if params is None else params
-        return jnp.stack([
-            jnp.zeros((), dtype=params.MZ.dtype) if p.mass is None else getattr(params, p.mass)
-            for p in self.particles
-        ])
+        return jnp.stack(
+            [
+                jnp.zeros((), dtype=params.MZ.dtype) if p.mass is None else getattr(params, p.mass)
+                for p in self.particles
+            ]
+        )
 
     def final_state_masses(self, params: SMParams | None = None) -> jax.Array:
         return self.external_masses(params)[2:]
@@ -186,7 +203,9 @@ class Process:
             momenta = momenta.astype(float)
         return momenta
 
-    def helicity_amplitudes(self, momenta, params: SMParams | None = None, gauge_leg: int | None = None):
+    def helicity_amplitudes(
+        self, momenta, params: SMParams | None = None, gauge_leg: int | None = None
+    ):
         """Complex amplitudes, shape (..., n_helicities, n_colour_basis), couplings included.
 
         ``gauge_leg=i`` replaces the polarisation vector of external vector ``i`` by its momentum
@@ -196,15 +215,27 @@ class Process:
         params = SMParams() if params is None else params
         if gauge_leg is not None and self.particles[gauge_leg].kind != "vector":
             raise ValueError(f"leg {gauge_leg} of {self.name!r} is not a vector boson")
+        return self._amplitudes_jit(momenta, params, gauge_leg)
+
+    def _amplitudes(self, momenta, params, gauge_leg):
         ext = _External(momenta, params, self.particles, gauge_leg)
         amps = self._amplitude_fn(ext, params)
         if amps.ndim >= momenta.ndim - 2 + self.n_external + 1:  # factorised grid
-            grid = momenta.shape[:-2] + tuple(len(p.helicities) for p in self.particles) + amps.shape[-1:]
+            grid = (
+                momenta.shape[:-2]
+                + tuple(len(p.helicities) for p in self.particles)
+                + amps.shape[-1:]
+            )
             amps = jnp.broadcast_to(amps, grid)
         return amps.reshape(momenta.shape[:-2] + (self.n_helicities, amps.shape[-1]))
 
     def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
-        amps = self.helicity_amplitudes(momenta, params)
+        momenta = self._validate(momenta)
+        params = SMParams() if params is None else params
+        return self._squared_jit(momenta, params)
+
+    def _squared(self, momenta, params):
+        amps = self._amplitudes(momenta, params, None)
         colour = jnp.asarray(self.colour_matrix, amps.dtype)
         summed = jnp.einsum("...hk,kl,...hl->...", amps, colour, jnp.conj(amps))
         return jnp.real(summed) * self.average
@@ -347,7 +378,9 @@ def _gluons(n):
     def amplitude(ext, params):
         ks = [ext.gluon_momentum_in(i) for i in range(n)]
         eps = [ext.wf(i) for i in range(n)]
-        amps = [gluon_amplitude([ks[o] for o in order], [eps[o] for o in order]) for order in orders]
+        amps = [
+            gluon_amplitude([ks[o] for o in order], [eps[o] for o in order]) for order in orders
+        ]
         stacked = jnp.stack(amps, axis=-1)
         return params.gs.astype(stacked.dtype) ** (n - 2) * stacked
 
@@ -365,7 +398,13 @@ def _ee_to_pair(name, out):
     fermion_idx = 2 if PARTICLES[a].kind == "fermion" else 3
     anti_idx = 5 - fermion_idx
     colour = PARTICLES[a].colour
-    return Process(name, ("e+", "e-", a, b), _s_channel(0, 1, fermion_idx, anti_idx, ("a", "z")), [[colour]], _EE)
+    return Process(
+        name,
+        ("e+", "e-", a, b),
+        _s_channel(0, 1, fermion_idx, anti_idx, ("a", "z")),
+        [[colour]],
+        _EE,
+    )
 
 
 def _build(name: str) -> Process:
@@ -375,21 +414,47 @@ def _build(name: str) -> Process:
         "e+ e- > d d~": lambda: _ee_to_pair(name, ("d", "d~")),
         "e+ e- > b b~": lambda: _ee_to_pair(name, ("b", "b~")),
         "e+ e- > t t~": lambda: _ee_to_pair(name, ("t", "t~")),
-        "e+ e- > u u~ g": lambda: Process(name, ("e+", "e-", "u", "u~", "g"), _ee_qqbar_g, [[4.0]], _EE),
+        "e+ e- > u u~ g": lambda: Process(
+            name, ("e+", "e-", "u", "u~", "g"), _ee_qqbar_g, [[4.0]], _EE
+        ),
         "e+ e- > w+ b w- b~": lambda: Process(
             name, ("e+", "e-", "w+", "b", "w-", "b~"), _ee_wbwb, [[3.0]], _EE, resonant_pair=True
         ),
         # Drell-Yan (crossing partners of e+ e- > q q~): colour sum 3, average 1/9.
-        "u u~ > e+ e-": lambda: Process(name, ("u", "u~", "e+", "e-"), _s_channel(1, 0, 3, 2, ("a", "z")), [[3.0]], _QQ),
-        "d d~ > e+ e-": lambda: Process(name, ("d", "d~", "e+", "e-"), _s_channel(1, 0, 3, 2, ("a", "z")), [[3.0]], _QQ),
+        "u u~ > e+ e-": lambda: Process(
+            name, ("u", "u~", "e+", "e-"), _s_channel(1, 0, 3, 2, ("a", "z")), [[3.0]], _QQ
+        ),
+        "d d~ > e+ e-": lambda: Process(
+            name, ("d", "d~", "e+", "e-"), _s_channel(1, 0, 3, 2, ("a", "z")), [[3.0]], _QQ
+        ),
         # Pure QCD s-channel gluon: colour sum Tr(t^a t^b)^2 = 2.
-        "u u~ > d d~": lambda: Process(name, ("u", "u~", "d", "d~"), _s_channel(1, 0, 2, 3, ("g",)), [[2.0]], _QQ),
-        "u u~ > t t~": lambda: Process(name, ("u", "u~", "t", "t~"), _s_channel(1, 0, 2, 3, ("g",)), [[2.0]], _QQ),
-        "g g > t t~": lambda: Process(name, ("g", "g", "t", "t~"), _gg_quark_line((0, 1), 2, 3), quark_line_colour_matrix(2)[1], _GG),
-        "g g > t t~ g": lambda: Process(name, ("g", "g", "t", "t~", "g"), _gg_quark_line((0, 1, 4), 2, 3), quark_line_colour_matrix(3)[1], _GG),
+        "u u~ > d d~": lambda: Process(
+            name, ("u", "u~", "d", "d~"), _s_channel(1, 0, 2, 3, ("g",)), [[2.0]], _QQ
+        ),
+        "u u~ > t t~": lambda: Process(
+            name, ("u", "u~", "t", "t~"), _s_channel(1, 0, 2, 3, ("g",)), [[2.0]], _QQ
+        ),
+        "g g > t t~": lambda: Process(
+            name,
+            ("g", "g", "t", "t~"),
+            _gg_quark_line((0, 1), 2, 3),
+            quark_line_colour_matrix(2)[1],
+            _GG,
+        ),
+        "g g > t t~ g": lambda: Process(
+            name,
+            ("g", "g", "t", "t~", "g"),
+            _gg_quark_line((0, 1, 4), 2, 3),
+            quark_line_colour_matrix(3)[1],
+            _GG,
+        ),
         "g g > g g": lambda: Process(name, ("g",) * 4, _gluons(4), gluon_colour_matrix(4)[1], _GG),
-        "g g > g g g": lambda: Process(name, ("g",) * 5, _gluons(5), gluon_colour_matrix(5)[1], _GG),
-        "g g > g g g g": lambda: Process(name, ("g",) * 6, _gluons(6), gluon_colour_matrix(6)[1], _GG),
+        "g g > g g g": lambda: Process(
+            name, ("g",) * 5, _gluons(5), gluon_colour_matrix(5)[1], _GG
+        ),
+        "g g > g g g g": lambda: Process(
+            name, ("g",) * 6, _gluons(6), gluon_colour_matrix(6)[1], _GG
+        ),
     }
     return builders[name]()
 
@@ -414,7 +479,7 @@ PROCESS_NAMES = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(name: str) -> Process:
     return _build(name)
 
@@ -428,5 +493,3 @@ def process(name: str) -> Process:
     if normalised not in PROCESS_NAMES:
         raise ValueError(f"unknown process {name!r}; available: {', '.join(PROCESS_NAMES)}")
     return _cached(normalised)
-
-

@@ -52,7 +52,10 @@ def vector_propagator(current, q, mass, width):
     m2_safe = jnp.where(massive, mass**2, jnp.ones_like(mass))
     qc = q.astype(dtype)
     longitudinal = jnp.where(massive, 1.0, 0.0).astype(dtype)
-    numerator = current - longitudinal[..., None] * qc * (mdot(qc, current) / m2_safe.astype(dtype))[..., None]
+    numerator = (
+        current
+        - longitudinal[..., None] * qc * (mdot(qc, current) / m2_safe.astype(dtype))[..., None]
+    )
     denominator = (q2 - mass**2).astype(dtype) + 1j * (mass * width).astype(dtype)
     return numerator / denominator[..., None]
 
@@ -95,4 +98,8 @@ def vvv_vertex(j1, j2, k1, k2):
 
 def vvvv_vertex(j1, j2, j3):
     """Quartic Lorentz structure ``2 j2 (j1.j3) - j1 (j2.j3) - j3 (j1.j2)`` (colour-ordered QCD)."""
-    return 2 * j2 * mdot(j1, j3)[..., None] - j1 * mdot(j2, j3)[..., None] - j3 * mdot(j1, j2)[..., None]
+    return (
+        2 * j2 * mdot(j1, j3)[..., None]
+        - j1 * mdot(j2, j3)[..., None]
+        - j3 * mdot(j1, j2)[..., None]
+    )

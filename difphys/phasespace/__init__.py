@@ -9,11 +9,11 @@ from ._integrate import IntegrationResult as IntegrationResult
 from ._integrate import integrate as integrate
 from ._integrate import sample_batch as sample_batch
 from ._rambo import rambo as rambo
-from ._unit_cube import from_unit_cube as from_unit_cube
-from ._unit_cube import unit_cube_dim as unit_cube_dim
-from ._volume import massless_volume as massless_volume
-from ._volume import two_body_volume as two_body_volume
 from ._resonant import RESONANT_PAIR_DIM as RESONANT_PAIR_DIM
 from ._resonant import breit_wigner_map as breit_wigner_map
 from ._resonant import resonant_pair_from_unit_cube as resonant_pair_from_unit_cube
+from ._unit_cube import from_unit_cube as from_unit_cube
 from ._unit_cube import two_body_decay as two_body_decay
+from ._unit_cube import unit_cube_dim as unit_cube_dim
+from ._volume import massless_volume as massless_volume
+from ._volume import two_body_volume as two_body_volume

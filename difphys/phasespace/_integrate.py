@@ -12,7 +12,6 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._montecarlo import batch_moments, streaming_mean
-
 from ._rambo import rambo
 from ._unit_cube import from_unit_cube, unit_cube_dim
 from ._validate import prepare
