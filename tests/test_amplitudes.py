@@ -64,7 +64,9 @@ def test_spinor_and_polarisation_completeness(key):
         for h in (-1, 1):
             assert np.all(np.isfinite(amp.u_spinor(q, mass, h)))
             assert np.all(
-                np.isfinite(jax.jacobian(lambda x, m=mass, h=h: jnp.abs(amp.u_spinor(x, m, h)) ** 2)(q))
+                np.isfinite(
+                    jax.jacobian(lambda x, m=mass, h=h: jnp.abs(amp.u_spinor(x, m, h)) ** 2)(q)
+                )
             )
 
 
