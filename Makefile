@@ -26,6 +26,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/phasespace.py
 	$(PY) benchmarks/matrix_elements.py
+	$(PY) benchmarks/vertex_fit.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check difphys tests benchmarks

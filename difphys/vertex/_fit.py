@@ -33,7 +33,7 @@ from ._helix import _wrap, local_to_momentum, perigee_from_local, state_at_verte
 from ._tracks import Perigee
 
 WEAK_PRIOR_SIGMA = 1e5  # mm
-_CHUNK = 2048  # jets per vmapped while_loop
+_CHUNK = 1024  # jets per vmapped while_loop
 
 
 class BeamSpot(eqx.Module):
