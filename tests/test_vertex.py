@@ -268,6 +268,11 @@ def test_beam_spot_constraint_pulls_the_vertex(key):
     )
     assert float(constrained.ndf) == float(free.ndf) + 3
     assert np.all(np.diag(constrained.cov) < np.diag(free.cov))
+    # An explicit seed changes the starting point only, never the beam-spot constraint.
+    offset = vx.BeamSpot(jnp.array([0.05, -0.05, 0.0]), spot.cov)
+    unseeded = vx.fit(tracks, bfield=B, constraint=offset)
+    seeded = vx.fit(tracks, seed=jnp.array([1.0, 1.0, 1.0]), bfield=B, constraint=offset)
+    np.testing.assert_allclose(seeded.position, unseeded.position, atol=1e-8)
 
 
 @pytest.mark.parametrize("case", ["no_tracks", "one_track", "parallel", "non_pd"])

@@ -323,8 +323,6 @@ def fit(
         prior_information = jnp.eye(3, dtype=dtype) / WEAK_PRIOR_SIGMA**2
     has_constraint = constraint is not None
     seeds = None if seed is None else jnp.broadcast_to(jnp.asarray(seed, dtype), batch + (3,))
-    if seeds is not None:
-        prior_position = jnp.zeros(3, dtype)  # replaced per jet by its seed below
     return _fit_batch(
         params,
         cov,
