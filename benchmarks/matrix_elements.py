@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
+
+from _timing import time_compiled  # noqa: E402
 
 from difphys import amplitudes as amp  # noqa: E402
 
@@ -56,14 +57,7 @@ def main() -> None:
                     jax.random.key(batch), (batch, proc.phase_space_dim), dtype, 0.01, 0.99
                 )
                 momenta = proc.phase_space(u, jnp.asarray(1500.0, dtype), params)[0]
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(momenta, params))
-                compile_s = time.perf_counter() - t0
-                best = float("inf")
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    jax.block_until_ready(fn(momenta, params))
-                    best = min(best, time.perf_counter() - t0)
+                compile_s, best = time_compiled(fn, momenta, params, repeats=args.repeats)
                 rate = batch / best
                 record = {
                     "benchmark": "matrix_elements",

@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import time_compiled  # noqa: E402
+
 from difphys import phasespace as ps  # noqa: E402
-
-
-def _time(fn, *args, repeats=3):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return compile_s, best
 
 
 def main() -> None:
@@ -53,8 +42,8 @@ def main() -> None:
                     jax.random.uniform(k, (n, dim), m.dtype), rs, m
                 )
             )
-            c_r, t_r = _time(rambo, key)
-            c_u, t_u = _time(cube, key)
+            c_r, t_r = time_compiled(rambo, key)
+            c_u, t_u = time_compiled(cube, key)
             for name, c, t in (("rambo", c_r, t_r), ("unit_cube", c_u, t_u)):
                 print(
                     json.dumps(

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
+
+from _timing import time_compiled  # noqa: E402
 
 from difphys import vertex as vx  # noqa: E402
 from difphys.vertex import _fit as F  # noqa: E402
@@ -79,18 +80,6 @@ def ndive_scheme(tracks, weights):
     return jax.vmap(one)(tracks.params, tracks.cov, weights)
 
 
-def timeit(fn, *args, repeats=3):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return compile_s, best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,20 +98,20 @@ def main() -> None:
         tracks = make_jets(jax.random.key(0), args.jets, args.tracks, dtype)
         weights = jnp.ones(tracks.params.shape[:-1], dtype)
         ours = jax.jit(lambda t, w: vx.fit(t, w, bfield=B).position)
-        c_o, t_o = timeit(ours, tracks, weights)
+        c_o, t_o = time_compiled(ours, tracks, weights)
         small = jax.tree.map(lambda x: x[: args.ndive_jets], tracks)
         ref = jax.jit(ndive_scheme)
-        c_r, t_r = timeit(ref, small, weights[: args.ndive_jets], repeats=1)
+        c_r, t_r = time_compiled(ref, small, weights[: args.ndive_jets], repeats=1)
         ours_rate = args.jets / t_o
         ref_rate = args.ndive_jets / t_r
         grad = jax.jit(jax.grad(lambda w, t: jnp.sum(vx.fit(t, w, bfield=B).position ** 2)))
-        c_g, t_g = timeit(grad, weights, tracks)
+        c_g, t_g = time_compiled(grad, weights, tracks)
         fwd_bwd = jax.jit(
             lambda w, t: jax.value_and_grad(
                 lambda w: jnp.sum(vx.fit(t, w, bfield=B).position ** 2)
             )(w)
         )
-        _, t_vg = timeit(fwd_bwd, weights, tracks)
+        _, t_vg = time_compiled(fwd_bwd, weights, tracks)
         print(
             json.dumps(
                 {
