@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/phasespace.py
 	$(PY) benchmarks/matrix_elements.py
 	$(PY) benchmarks/vertex_fit.py
+	$(PY) benchmarks/stochad.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check difphys tests benchmarks

@@ -8,6 +8,8 @@ from . import amplitudes as amplitudes
 from . import kinematics as kinematics
 from . import phasespace as phasespace
 from . import sharding as sharding
+from . import sim as sim
+from . import stochad as stochad
 from . import vertex as vertex
 
 __version__ = "0.1.0"

@@ -15,7 +15,6 @@ The report (JSON) and a figure (PNG: Dalitz plot and convergence) are written to
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 from . import kinematics as kin
 from . import phasespace as ps
+from ._runs import new_run_dir
 
 
 def _s12(p):
@@ -51,16 +51,7 @@ def _sigma_mumu(sqrt_s: float, params) -> float:
 
 
 def _new_run_dir(root: Path) -> Path:
-    """A fresh directory under ``root``; existing runs are never overwritten."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        run = root / (f"demo-{stamp}" if i == 0 else f"demo-{stamp}-{i}")
-        try:
-            run.mkdir(parents=True, exist_ok=False)
-            return run
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory under {root}")
+    return new_run_dir(root, "demo")
 
 
 def _pull(value, error, expected):
