@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/matrix_elements.py
 	$(PY) benchmarks/vertex_fit.py
 	$(PY) benchmarks/stochad.py
+	$(PY) benchmarks/sampling.py --png sampling.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check difphys tests benchmarks

@@ -5,6 +5,8 @@ particle axis second-to-last.
 """
 
 from . import amplitudes as amplitudes
+from . import flows as flows
+from . import io as io
 from . import kinematics as kinematics
 from . import phasespace as phasespace
 from . import sharding as sharding

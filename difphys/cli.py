@@ -53,6 +53,40 @@ def _cmd_optimize_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from .flows import sample_events
+
+    summary, _ = sample_events(
+        args.process,
+        args.sqrt_s,
+        method=args.method,
+        n_events=args.events,
+        out=args.out,
+        train_steps=args.steps,
+        batch=args.batch,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
+        calibration=args.calibration,
+        flow_layers=args.flow_layers,
+        progress=not args.quiet,
+    )
+    print(f"process            {summary['process']} at sqrt(s) = {summary['sqrt_s']} GeV")
+    print(f"method             {summary['method']} ({summary['devices']} device(s))")
+    print(f"sigma              {summary['sigma_pb']:.6g} +- {summary['sigma_error_pb']:.2g} pb")
+    print(f"sampling eff.      {summary['sampling_efficiency']:.4f}")
+    print(f"unweighting eff.   {summary['unweighting_efficiency']:.4f} "
+          f"(robust, 0.1% overweight: {summary['unweighting_efficiency_robust']:.4f})")
+    print(f"target evaluations {summary['n_target_values_training']:.0f} values, "
+          f"{summary['n_target_grads_training']:.0f} gradients (training)")
+    print(f"wrote {summary['n_events']} unweighted events to {summary['out']} "
+          f"in {summary['total_seconds']:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -95,6 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--out", default="out", help="parent folder for the run (default: out)")
     opt.add_argument("--quiet", action="store_true", help="no progress bars")
     opt.set_defaults(func=_cmd_optimize_detector)
+
+    smp = sub.add_parser(
+        "sample",
+        help="train a phase-space sampler (FAB, reverse KL or VEGAS) and write unweighted LHE events",
+        description="Train a sampler of |M|^2 on the process's unit-cube phase space (or resume "
+        "it from --checkpoint), print the cross section with its error and the sampling and "
+        "unweighting efficiencies, and write unweighted events to a Les Houches Event file.",
+    )
+    smp.add_argument("--process", default="e+ e- > w+ b w- b~", help="MadGraph-style process")
+    smp.add_argument("--sqrt-s", type=float, default=1000.0, help="centre-of-mass energy, GeV")
+    smp.add_argument("--method", default="fab", choices=["fab", "rkl", "vegas"])
+    smp.add_argument("--events", type=int, default=10_000, help="unweighted events to write")
+    smp.add_argument("--out", default="events.lhe", help="output LHE file (default: events.lhe)")
+    smp.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    smp.add_argument("--batch", type=int, default=256, help="samples per training step")
+    smp.add_argument("--flow-layers", type=int, default=8, help="coupling layers (default: 8)")
+    smp.add_argument("--calibration", type=int, default=50_000,
+                     help="weighted events for sigma and the maximum weight (default: 50000)")
+    smp.add_argument("--checkpoint", default=None, help="orbax checkpoint folder (resume/save)")
+    smp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    smp.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    smp.add_argument("--quiet", action="store_true", help="no progress bars")
+    smp.set_defaults(func=_cmd_sample)
     return parser
 
 
@@ -106,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, FileExistsError) as err:
         print(f"difphys: error: {err}", file=sys.stderr)
         return 2
 

@@ -54,7 +54,7 @@ def resonant_pair_from_unit_cube(
         raise ValueError("u must lie in the unit cube [0, 1]")
     ma, mb, mc, md = masses[0], masses[1], masses[2], masses[3]
     rs = jnp.broadcast_to(jnp.asarray(sqrt_s, u.dtype), u.shape[:-1])
-    if is_concrete(rs) and np.any(np.asarray(rs) <= float(np.sum(np.asarray(masses)))):
+    if is_concrete(rs, masses) and np.any(np.asarray(rs) <= float(np.sum(np.asarray(masses)))):
         raise ValueError("sqrt_s is not above the production threshold of the four daughters")
     mass = jnp.asarray(resonance_mass, u.dtype)
     width = jnp.asarray(resonance_width, u.dtype)

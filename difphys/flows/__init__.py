@@ -1,0 +1,33 @@
+"""Normalizing flows, annealed importance sampling and FAB training (see ``docs/flows.md``)."""
+
+from ._ais import AISResult as AISResult
+from ._ais import AISState as AISState
+from ._ais import ais_init as ais_init
+from ._ais import ais_step as ais_step
+from ._ais import beta_ladder as beta_ladder
+from ._buffer import ReplayBuffer as ReplayBuffer
+from ._buffer import buffer_add as buffer_add
+from ._buffer import buffer_adjust as buffer_adjust
+from ._buffer import buffer_init as buffer_init
+from ._buffer import buffer_sample as buffer_sample
+from ._metrics import LogZ as LogZ
+from ._metrics import importance_log_weights as importance_log_weights
+from ._metrics import log_z_estimate as log_z_estimate
+from ._metrics import sampling_efficiency as sampling_efficiency
+from ._metrics import unweighting_efficiency as unweighting_efficiency
+from ._sampling_job import SAMPLING_METHODS as SAMPLING_METHODS
+from ._sampling_job import sample_events as sample_events
+from ._spline_flow import SplineFlow as SplineFlow
+from ._spline_flow import coupling_masks as coupling_masks
+from ._spline_flow import make_spline_flow as make_spline_flow
+from ._spline_flow import rational_quadratic_spline as rational_quadratic_spline
+from ._targets import GaussianMixture as GaussianMixture
+from ._targets import ManyWell as ManyWell
+from ._targets import MatrixElementTarget as MatrixElementTarget
+from ._targets import gmm40 as gmm40
+from ._targets import matrix_element_target as matrix_element_target
+from ._training import TrainConfig as TrainConfig
+from ._training import TrainState as TrainState
+from ._training import flow_from_state as flow_from_state
+from ._training import make_trainer as make_trainer
+from ._training import train as train

@@ -1,0 +1,76 @@
+"""FAB's prioritised replay buffer (Midgley et al., arXiv:2208.01893, section 3.3).
+
+A fixed-capacity FIFO of AIS samples ``x`` with their log-weights ``log_w`` (w.r.t. ``p^2/q``)
+and the ``log q`` of the flow that produced them. Batches are drawn *without replacement* with
+probability proportional to ``w`` (Gumbel top-k). After a gradient step the drawn entries'
+weights are corrected for the change of the flow, ``log_w += log q_old - log q_new`` with the
+increase clipped at ``log(max_adjust)``, and ``log q_old`` is replaced. Non-finite entries are
+stored with ``log_w = -inf`` and are never drawn.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class ReplayBuffer(NamedTuple):
+    x: jax.Array  # (capacity, dim)
+    log_w: jax.Array  # (capacity,), -inf for empty or dropped entries
+    log_q: jax.Array  # (capacity,) log q of the flow that last touched the entry
+    position: jax.Array  # next slot to overwrite (int32)
+    size: jax.Array  # number of filled slots (int32)
+
+
+def buffer_init(capacity: int, dim: int, dtype=None) -> ReplayBuffer:
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return ReplayBuffer(
+        x=jnp.zeros((capacity, dim), dtype),
+        log_w=jnp.full((capacity,), -jnp.inf, dtype),
+        log_q=jnp.zeros((capacity,), dtype),
+        position=jnp.zeros((), jnp.int32),
+        size=jnp.zeros((), jnp.int32),
+    )
+
+
+def buffer_add(buf: ReplayBuffer, x, log_w, log_q) -> ReplayBuffer:
+    """Append a batch (FIFO: the oldest entries are overwritten)."""
+    capacity = buf.log_w.shape[0]
+    n = x.shape[0]
+    if n > capacity:
+        raise ValueError(f"batch of {n} does not fit a buffer of capacity {capacity}")
+    ok = jnp.isfinite(log_w) & jnp.isfinite(log_q) & jnp.all(jnp.isfinite(x), axis=-1)
+    log_w = jnp.where(ok, log_w, -jnp.inf)
+    log_q = jnp.where(ok, log_q, jnp.zeros_like(log_q))
+    x = jnp.where(ok[:, None], x, jnp.zeros_like(x))
+    idx = (buf.position + jnp.arange(n, dtype=jnp.int32)) % capacity
+    return ReplayBuffer(
+        x=buf.x.at[idx].set(x.astype(buf.x.dtype)),
+        log_w=buf.log_w.at[idx].set(log_w.astype(buf.log_w.dtype)),
+        log_q=buf.log_q.at[idx].set(log_q.astype(buf.log_q.dtype)),
+        position=(buf.position + n) % capacity,
+        size=jnp.minimum(buf.size + n, capacity),
+    )
+
+
+def buffer_sample(key, buf: ReplayBuffer, n: int):
+    """Indices (n,) drawn without replacement with probability proportional to w."""
+    gumbel = jax.random.gumbel(key, buf.log_w.shape, buf.log_w.dtype)
+    _, idx = jax.lax.top_k(buf.log_w + gumbel, n)
+    return idx
+
+
+def buffer_adjust(buf: ReplayBuffer, idx, log_q_new, max_adjust: float = 10.0) -> ReplayBuffer:
+    """Re-weight entries ``idx`` for the new flow: ``log_w += min(log q_old - log q_new, log max_adjust)``."""
+    log_q_new = jnp.asarray(log_q_new, buf.log_q.dtype)
+    delta = jnp.minimum(
+        buf.log_q[idx] - log_q_new, jnp.log(jnp.asarray(max_adjust, buf.log_q.dtype))
+    )
+    ok = jnp.isfinite(delta)
+    new_w = jnp.where(ok, buf.log_w[idx] + delta, -jnp.inf)
+    return buf._replace(
+        log_w=buf.log_w.at[idx].set(new_w),
+        log_q=buf.log_q.at[idx].set(jnp.where(ok, log_q_new, buf.log_q[idx])),
+    )

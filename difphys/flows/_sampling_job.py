@@ -1,0 +1,255 @@
+"""The event-sampling job behind ``difphys sample``: train (or resume), unweight, write LHE.
+
+Methods: ``fab`` (FAB with replay buffer), ``rkl`` (reverse KL) and ``vegas`` (the ``vegas``
+package, Lepage's adaptive grid) on the process's unit-cube phase space. Weighted events
+``w = |M|^2 dPhi / (2s) / q(u)`` (pb) give the cross section; hit-or-miss against the largest
+weight of a calibration sample gives unweighted events (events above it are kept once and
+counted in ``overweight_fraction``). Flow sampling runs sharded along the batch over the
+devices of a mesh.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from ..sharding import make_mesh, shard_batch
+from ._metrics import log_z_estimate, sampling_efficiency, unweighting_efficiency
+from ._spline_flow import make_spline_flow
+from ._targets import matrix_element_target
+from ._training import TrainConfig, flow_from_state, make_trainer
+
+SAMPLING_METHODS = ("fab", "rkl", "vegas")
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
+
+
+def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layers, lr=1e-3):
+    flow = make_spline_flow(
+        jax.random.fold_in(key, 1),
+        target.dim,
+        support="unit_cube",
+        n_layers=n_layers,
+        hidden=64,
+        n_bins=10,
+    )
+    config = TrainConfig(
+        batch=batch,
+        n_levels=4,
+        n_leapfrog=4,
+        step_size=0.02,
+        buffer_capacity=(16 * batch if method == "fab" else 0),
+        updates_per_ais=4,
+    )
+    init, step = make_trainer(method, flow, target.log_prob, optax.adam(lr), config)
+    state = init(key)
+    done = 0
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint).absolute()
+        meta = checkpoint / "difphys_sampling.json"
+        if meta.exists():
+            info = json.loads(meta.read_text())
+            if info["method"] != method or info["process"] != target.process_name:
+                raise ValueError(
+                    f"checkpoint {checkpoint} is for {info['method']} / {info['process']}; "
+                    f"not for {method} / {target.process_name}"
+                )
+            state = _checkpointer().restore(checkpoint / "state", state)
+            done = int(state.step)
+    step_jit = jax.jit(step)
+    bar = tqdm(range(done, steps), desc=f"train [{method}]", disable=not progress)
+    for i in bar:
+        state, info_step = step_jit(jax.random.fold_in(key, 1000 + i), state)
+        if progress and i % 20 == 0:
+            bar.set_postfix(loss=f"{float(info_step['loss']):.4g}")
+    if checkpoint is not None and steps > done:
+        ckpt = _checkpointer()
+        target_dir = checkpoint / "state"
+        if target_dir.exists():
+            import shutil
+
+            shutil.rmtree(target_dir)
+        ckpt.save(target_dir, state)
+        ckpt.wait_until_finished()
+        (checkpoint / "difphys_sampling.json").write_text(
+            json.dumps({"method": method, "process": target.process_name, "step": steps})
+        )
+    counts = (float(state.n_target_values), float(state.n_target_grads))
+    return flow_from_state(flow, state), counts
+
+
+def _flow_weighted(key, flow, target, n, mesh):
+    """(u, log w) for n flow samples, the base samples sharded along the mesh's batch axis."""
+    z = jax.random.uniform(key, (n, target.dim), jnp.result_type(float))
+    z = shard_batch(z, mesh)
+
+    @eqx.filter_jit
+    def run(flow, target, z):
+        u, ld = flow.forward_and_log_det(z)
+        log_q = -ld
+        log_p = jax.vmap(target.log_prob)(u)
+        return u, jnp.where(jnp.isfinite(log_p), log_p - log_q, -jnp.inf)
+
+    return run(flow, target, z)
+
+
+def _vegas_weighted(key, target, train_evals):
+    """Adapt a VEGAS grid with ``train_evals`` evaluations; return a weighted-event generator."""
+    import vegas
+
+    log_p = jax.jit(jax.vmap(target.log_prob))
+
+    @vegas.lbatchintegrand
+    def f(x):
+        return np.exp(np.asarray(log_p(jnp.asarray(x))))
+
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    integ = vegas.Integrator(target.dim * [[0.0, 1.0]], seed=seed)
+    nitn = 10
+    integ(f, nitn=nitn, neval=max(train_evals // nitn, 1000))
+
+    def weighted(n):
+        # one pass over random_batch() is one VEGAS iteration: sum(wgt * f) estimates the
+        # integral, so a single event's weight is wgt * f * (points in the pass)
+        us, lws = [], []
+        while sum(len(u) for u in us) < n:
+            xs, ws = [], []
+            for x, wgt in integ.random_batch():
+                xs.append(np.array(x))
+                ws.append(np.array(wgt) * f(x))
+            n_pass = sum(len(x) for x in xs)
+            w = np.concatenate(ws) * n_pass
+            us.append(np.concatenate(xs))
+            with np.errstate(divide="ignore"):
+                lws.append(np.log(w))
+        return np.concatenate(us)[:n], np.concatenate(lws)[:n]
+
+    return weighted
+
+
+def sample_events(
+    process_name: str = "e+ e- > w+ b w- b~",
+    sqrt_s: float = 1000.0,
+    *,
+    method: str = "fab",
+    n_events: int = 10_000,
+    out=None,
+    train_steps: int = 300,
+    batch: int = 256,
+    seed: int = 0,
+    checkpoint=None,
+    overwrite: bool = False,
+    calibration: int = 50_000,
+    flow_layers: int = 8,
+    progress: bool = True,
+):
+    """Train a sampler for ``process_name`` at ``sqrt_s`` (GeV), draw ``n_events`` unweighted
+    events and write them to the LHE file ``out`` (if given). Returns a summary dict with the
+    cross section (pb) and its error, sampling and unweighting efficiencies, the numbers of
+    target evaluations, and timings."""
+    from ..io import colour_tags, write_lhe
+
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {SAMPLING_METHODS}")
+    if n_events < 1:
+        raise ValueError("n_events must be >= 1")
+    if out is not None and Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    target = matrix_element_target(process_name, sqrt_s)
+    proc = target.process
+    key = jax.random.key(seed)
+    t0 = time.perf_counter()
+    mesh = make_mesh()
+    n_dev = len(mesh.devices.flat)
+    chunk = max(n_dev, (8192 // n_dev) * n_dev)
+    if method == "vegas":
+        budget = train_steps * batch * 4 * 4 + train_steps * batch
+        weighted = _vegas_weighted(key, target, budget)
+        counts = (float(budget), 0.0)
+    else:
+        flow, counts = _train_flow(
+            key, method, target, train_steps, batch, checkpoint, progress, flow_layers
+        )
+
+        calls = itertools.count(10_000)
+
+        def weighted(n):
+            us, lws = [], []
+            for _ in range(-(-n // chunk)):
+                u, lw = _flow_weighted(
+                    jax.random.fold_in(key, next(calls)), flow, target, chunk, mesh
+                )
+                us.append(np.asarray(u))
+                lws.append(np.asarray(lw))
+            return np.concatenate(us)[:n], np.concatenate(lws)[:n]
+
+    t_train = time.perf_counter() - t0
+    if calibration < 100:
+        raise ValueError("calibration must be >= 100 weighted events")
+    u_cal, lw_cal = weighted(calibration)
+    lz = log_z_estimate(jnp.asarray(lw_cal))
+    eff = float(sampling_efficiency(jnp.asarray(lw_cal)))
+    unw = float(unweighting_efficiency(jnp.asarray(lw_cal)))
+    unw_robust = float(unweighting_efficiency(jnp.asarray(lw_cal), robust_quantile=1e-3))
+    log_w_max = float(np.max(lw_cal[np.isfinite(lw_cal)]))
+
+    rng = np.random.default_rng(seed)
+    kept, n_tried, n_over = [], 0, 0
+    bar = tqdm(total=n_events, desc="unweighting", disable=not progress)
+    pool_u, pool_lw = u_cal, lw_cal
+    while sum(len(k) for k in kept) < n_events:
+        if pool_u is None:
+            pool_u, pool_lw = weighted(chunk)
+        ratio = np.exp(np.where(np.isfinite(pool_lw), pool_lw - log_w_max, -np.inf))
+        n_over += int(np.sum(ratio > 1))
+        acc = rng.uniform(size=ratio.shape) < ratio
+        n_tried += ratio.shape[0]
+        kept.append(pool_u[acc])
+        bar.update(int(acc.sum()))
+        pool_u = None
+    bar.close()
+    u_events = np.concatenate(kept)[:n_events]
+    momenta, _ = eqx.filter_jit(lambda t, u: t.momenta_and_weight(u))(target, jnp.asarray(u_events))
+    momenta = np.asarray(momenta)
+    if out is not None:
+        write_lhe(
+            out,
+            momenta,
+            [p.pdg for p in proc.particles],
+            sigma_pb=float(lz.z),
+            error_pb=float(lz.z_error),
+            colours=colour_tags(proc.particles),
+            overwrite=overwrite,
+            comment=f"difphys sample {process_name} {method}",
+        )
+    return {
+        "process": process_name,
+        "sqrt_s": sqrt_s,
+        "method": method,
+        "sigma_pb": float(lz.z),
+        "sigma_error_pb": float(lz.z_error),
+        "sampling_efficiency": eff,
+        "unweighting_efficiency": unw,
+        "unweighting_efficiency_robust": unw_robust,
+        "overweight_fraction": n_over / max(n_tried, 1),
+        "n_events": int(u_events.shape[0]),
+        "n_target_values_training": counts[0],
+        "n_target_grads_training": counts[1],
+        "train_seconds": t_train,
+        "total_seconds": time.perf_counter() - t0,
+        "devices": n_dev,
+        "out": None if out is None else str(out),
+    }, momenta

@@ -1,0 +1,143 @@
+"""Target densities: the 40-mode Gaussian mixture, many-well, and |M|^2 on the unit cube.
+
+A target is an ``eqx.Module`` with ``log_prob(x)`` (unnormalised log density, ``-inf`` outside
+its support), ``dim``, ``support`` (``"real"`` or ``"unit_cube"``) and, where known, ``log_z``
+(log of the normalisation).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class GaussianMixture(eqx.Module):
+    """Equal-weight mixture of isotropic Gaussians (normalised: ``log_z = 0``).
+
+    ``gmm40()`` builds the FAB paper's benchmark (Midgley et al., arXiv:2208.01893): 40 modes in
+    2D, means uniform in ``[-40, 40]^2``, unit standard deviation.
+    """
+
+    means: jax.Array
+    std: jax.Array
+    support: str = eqx.field(static=True, default="real")
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[-1]
+
+    @property
+    def log_z(self) -> float:
+        return 0.0
+
+    def log_prob(self, x):
+        x = jnp.asarray(x)
+        d = x[..., None, :] - self.means.astype(x.dtype)
+        std = self.std.astype(x.dtype)
+        comp = -0.5 * jnp.sum(d**2, -1) / std**2 - self.dim * jnp.log(std * np.sqrt(2 * np.pi))
+        n = jnp.asarray(self.means.shape[0], x.dtype)
+        return jax.nn.logsumexp(comp, axis=-1) - jnp.log(n)
+
+    def sample(self, key, n: int):
+        k1, k2 = jax.random.split(key)
+        idx = jax.random.randint(k1, (n,), 0, self.means.shape[0])
+        return self.means[idx] + self.std * jax.random.normal(k2, (n, self.dim), self.means.dtype)
+
+    def mode_of(self, x):
+        """Index of the nearest mode for each sample ``x`` (..., dim)."""
+        d = jnp.sum((x[..., None, :] - self.means.astype(x.dtype)) ** 2, -1)
+        return jnp.argmin(d, axis=-1)
+
+
+def gmm40(key=None, *, n_modes: int = 40, dim: int = 2, loc_scale: float = 40.0, dtype=None):
+    """The FAB paper's 40-mode mixture (fixed seed 0 unless ``key`` is given)."""
+    key = jax.random.key(0) if key is None else key
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    means = jax.random.uniform(key, (n_modes, dim), dtype, -loc_scale, loc_scale)
+    return GaussianMixture(means=means, std=jnp.asarray(1.0, dtype))
+
+
+def _double_well_log_z() -> float:
+    # int exp(-x^4 + 6 x^2 + x/2) dx by dense trapezoid quadrature (integrand ~ e^-x^4 tails)
+    x = np.linspace(-6.0, 6.0, 400_001)
+    f = np.exp(-(x**4) + 6 * x**2 + 0.5 * x)
+    return float(np.log(np.trapezoid(f, x)) + 0.5 * np.log(2 * np.pi))
+
+
+class ManyWell(eqx.Module):
+    """Product of ``dim // 2`` copies of the 2D double well
+    ``log p(x1, x2) = -x1^4 + 6 x1^2 + x1 / 2 - x2^2 / 2`` (the FAB paper's many-well target).
+
+    ``2^(dim/2)`` modes; ``log_z`` is exact up to quadrature (1e-12).
+    """
+
+    dim: int = eqx.field(static=True, default=32)
+    support: str = eqx.field(static=True, default="real")
+
+    @property
+    def log_z(self) -> float:
+        return (self.dim // 2) * _double_well_log_z()
+
+    def log_prob(self, x):
+        x = jnp.asarray(x)
+        if x.shape[-1] != self.dim:
+            raise ValueError(
+                f"ManyWell({self.dim}) needs x with last axis {self.dim}; got {x.shape}"
+            )
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return jnp.sum(-(x1**4) + 6 * x1**2 + 0.5 * x1 - 0.5 * x2**2, axis=-1)
+
+
+class MatrixElementTarget(eqx.Module):
+    """``log(|M|^2 w / (2 s) * GEV2_TO_PB)`` on ``[0, 1]^d``: its normalisation is sigma (pb).
+
+    ``w`` is the weight of the process's unit-cube phase-space map (``Process.phase_space``), so
+    for ``e+ e- > w+ b w- b~`` this is the 8D Breit-Wigner map around the top mass; points
+    outside the open unit cube, or where ``|M|^2 w = 0``, get ``-inf``.
+    """
+
+    params: object
+    sqrt_s: jax.Array
+    process_name: str = eqx.field(static=True)
+    support: str = eqx.field(static=True, default="unit_cube")
+
+    @property
+    def process(self):
+        from ..amplitudes import process
+
+        return process(self.process_name)
+
+    @property
+    def dim(self) -> int:
+        return self.process.phase_space_dim
+
+    def momenta_and_weight(self, u):
+        return self.process.phase_space(u, self.sqrt_s, self.params)
+
+    def log_prob(self, u):
+        from ..amplitudes import GEV2_TO_PB
+
+        u = jnp.asarray(u)
+        eps = jnp.finfo(u.dtype).eps
+        inside = jnp.all((u > eps) & (u < 1 - eps), axis=-1)
+        u_safe = jnp.where(inside[..., None], u, jnp.full_like(u, 0.5))
+        momenta, weight = self.momenta_and_weight(u_safe)
+        s = jnp.asarray(self.sqrt_s, u.dtype) ** 2
+        value = weight * self.process(momenta, self.params) / (2 * s) * GEV2_TO_PB
+        ok = inside & (value > 0) & jnp.isfinite(value)
+        return jnp.where(ok, jnp.log(jnp.where(ok, value, jnp.ones_like(value))), -jnp.inf)
+
+
+def matrix_element_target(
+    process_name: str = "e+ e- > w+ b w- b~", sqrt_s: float = 1000.0, params=None
+) -> MatrixElementTarget:
+    """The physics target of FAB-meets-diffME (arXiv:2411.16234) by default."""
+    from ..amplitudes import SMParams
+
+    params = SMParams() if params is None else params
+    dtype = params.MZ.dtype
+    return MatrixElementTarget(
+        params=params, sqrt_s=jnp.asarray(sqrt_s, dtype), process_name=process_name
+    )
