@@ -44,7 +44,7 @@ def _flow_curve(rows, target_name, target, flow, method, config, steps, every, l
             rows,
             bench="sampling",
             target=target_name,
-            method=method + ("+buffer" if config.buffer_capacity else ""),
+            method=method + ("+buffer" if method == "fab" and config.buffer_capacity else ""),
             step=step,
             target_evaluations=float(state.n_target_values),
             target_gradients=float(state.n_target_grads),
@@ -83,7 +83,9 @@ def _vegas_curve(rows, target_name, target, budgets, box):
 
     for budget in budgets:
         t0 = time.perf_counter()
-        integ = vegas.Integrator(target.dim * [[lo, hi]], seed=1)
+        integ = vegas.Integrator(
+            target.dim * [[lo, hi]], ran_array_generator=np.random.default_rng(1).random
+        )
         integ(f, nitn=10, neval=max(int(budget // 10), 200))
         ws = []
         n = 0

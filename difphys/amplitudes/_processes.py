@@ -165,7 +165,7 @@ class Process:
         """Dimension of the unit cube that parametrises the final state."""
         return RESONANT_PAIR_DIM if self.resonant_pair else unit_cube_dim(self.n_external - 2)
 
-    def phase_space(self, u, sqrt_s, params: SMParams | None = None):
+    def phase_space(self, u, sqrt_s, params: SMParams | None = None, mapping: str = "auto"):
         """Map ``u`` in [0, 1]^phase_space_dim to all external momenta and the weight.
 
         Incoming momenta are ``(sqrt_s/2)(1, 0, 0, +-1)`` (first along +z, massless beams);
@@ -173,12 +173,16 @@ class Process:
         ``e+ e- > w+ b w- b~`` from the Breit-Wigner-mapped
         :func:`difphys.phasespace.resonant_pair_from_unit_cube` around the top mass and width.
         ``E_u[weight * |M|^2] / (2 s)`` is the cross section in GeV^-2.
+        ``mapping="flat"`` uses :func:`difphys.phasespace.from_unit_cube` for every process
+        (no Breit-Wigner mapping: a harder sampling problem for resonant final states).
         """
+        if mapping not in ("auto", "flat"):
+            raise ValueError(f"mapping must be 'auto' or 'flat'; got {mapping!r}")
         params = SMParams() if params is None else params
         u = jnp.asarray(u)
         masses = self.final_state_masses(params).astype(u.dtype)
         rs = jnp.asarray(sqrt_s, u.dtype)
-        if self.resonant_pair:
+        if self.resonant_pair and mapping == "auto":
             final, weight = resonant_pair_from_unit_cube(
                 u, rs, params.MT.astype(u.dtype), params.WT.astype(u.dtype), masses
             )

@@ -117,7 +117,9 @@ def _vegas_weighted(key, target, train_evals):
         return np.exp(np.asarray(log_p(jnp.asarray(x))))
 
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    integ = vegas.Integrator(target.dim * [[0.0, 1.0]], seed=seed)
+    integ = vegas.Integrator(
+        target.dim * [[0.0, 1.0]], ran_array_generator=np.random.default_rng(seed).random
+    )
     nitn = 10
     integ(f, nitn=nitn, neval=max(train_evals // nitn, 1000))
 

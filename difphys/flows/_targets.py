@@ -101,6 +101,7 @@ class MatrixElementTarget(eqx.Module):
     params: object
     sqrt_s: jax.Array
     process_name: str = eqx.field(static=True)
+    mapping: str = eqx.field(static=True, default="auto")
     support: str = eqx.field(static=True, default="unit_cube")
 
     @property
@@ -114,7 +115,7 @@ class MatrixElementTarget(eqx.Module):
         return self.process.phase_space_dim
 
     def momenta_and_weight(self, u):
-        return self.process.phase_space(u, self.sqrt_s, self.params)
+        return self.process.phase_space(u, self.sqrt_s, self.params, mapping=self.mapping)
 
     def log_prob(self, u):
         from ..amplitudes import GEV2_TO_PB
@@ -131,13 +132,25 @@ class MatrixElementTarget(eqx.Module):
 
 
 def matrix_element_target(
-    process_name: str = "e+ e- > w+ b w- b~", sqrt_s: float = 1000.0, params=None
+    process_name: str = "e+ e- > w+ b w- b~",
+    sqrt_s: float = 1000.0,
+    params=None,
+    mapping: str = "auto",
 ) -> MatrixElementTarget:
-    """The physics target of FAB-meets-diffME (arXiv:2411.16234) by default."""
+    """The physics target of FAB-meets-diffME (arXiv:2411.16234) by default.
+
+    ``mapping="auto"``: the process's own unit-cube map (Breit-Wigner-mapped for
+    ``e+ e- > w+ b w- b~``); ``"flat"``: the plain chain-of-two-body-decays map
+    :func:`difphys.phasespace.from_unit_cube`, where the top resonances are not aligned with
+    the coordinates.
+    """
+    if mapping not in ("auto", "flat"):
+        raise ValueError(f"mapping must be 'auto' or 'flat'; got {mapping!r}")
     from ..amplitudes import SMParams
 
     params = SMParams() if params is None else params
     dtype = params.MZ.dtype
     return MatrixElementTarget(
-        params=params, sqrt_s=jnp.asarray(sqrt_s, dtype), process_name=process_name
+        params=params, sqrt_s=jnp.asarray(sqrt_s, dtype), process_name=process_name,
+        mapping=mapping,
     )
