@@ -72,44 +72,20 @@ def _flow_curve(rows, target_name, target, flow, method, config, steps, every, l
 
 
 def _vegas_curve(rows, target_name, target, budgets, box):
-    import vegas
-
     log_p = jax.jit(jax.vmap(target.log_prob))
-    lo, hi = box
-
-    @vegas.lbatchintegrand
-    def f(x):
-        return np.exp(np.asarray(log_p(jnp.asarray(x))))
-
     for budget in budgets:
         t0 = time.perf_counter()
-        integ = vegas.Integrator(
-            target.dim * [[lo, hi]], ran_array_generator=np.random.default_rng(1).random
-        )
-        integ(f, nitn=10, neval=max(int(budget // 10), 200))
-        ws = []
-        n = 0
-        while n < N_EVAL:
-            pass_w = [np.array(wgt) * f(x) for x, wgt in integ.random_batch()]
-            n_pass = sum(len(w) for w in pass_w)
-            ws.append(np.concatenate(pass_w) * n_pass)
-            n += n_pass
-        with np.errstate(divide="ignore"):
-            log_w = jnp.asarray(np.log(np.concatenate(ws)[:N_EVAL]))
+        weighted = flows.vegas_sampler(log_p, target.dim, int(budget), box=box, seed=1)
+        _, log_w = weighted(N_EVAL)
+        log_w = jnp.asarray(log_w)
         lz = flows.log_z_estimate(log_w)
         _record(
-            rows,
-            bench="sampling",
-            target=target_name,
-            method="vegas",
-            step=None,
-            target_evaluations=float(budget),
-            target_gradients=0.0,
+            rows, bench="sampling", target=target_name, method="vegas", step=None,
+            target_evaluations=float(budget), target_gradients=0.0,
             sampling_efficiency=float(flows.sampling_efficiency(log_w)),
             unweighting_efficiency=float(flows.unweighting_efficiency(log_w)),
             unweighting_efficiency_robust=float(flows.unweighting_efficiency(log_w, 1e-3)),
-            log_z=float(lz.log_z),
-            log_z_error=float(lz.log_z_error),
+            log_z=float(lz.log_z), log_z_error=float(lz.log_z_error),
             seconds=time.perf_counter() - t0,
         )
 

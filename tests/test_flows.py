@@ -76,6 +76,13 @@ def test_flow_errors():
         flows.make_spline_flow(jax.random.key(0), 3, support="unit_cube", actnorm=True)
     with pytest.raises(ValueError, match="support"):
         flows.make_spline_flow(jax.random.key(0), 3, support="sphere")
+    flow = flows.make_spline_flow(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match="last axis 3"):
+        flow.log_prob(jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match="last axis 2"):
+        flows.gmm40().log_prob(jnp.zeros(3))
+    with pytest.raises(ValueError, match="mapping"):
+        flows.matrix_element_target(mapping="curved")
 
 
 # ------------------------------------------------------------------------------------ AIS

@@ -88,6 +88,8 @@ def test_ring_thickness_is_a_second_design_parameter():
 def test_bad_theta_shape():
     with pytest.raises(ValueError, match="inner radius"):
         sim.simulate(jnp.ones(3), jax.random.key(0))
+    with pytest.raises(ValueError, match="NaN"):
+        sim.objective(jnp.nan, jax.random.key(0))
 
 
 def test_optimisation_converges_with_stochad():

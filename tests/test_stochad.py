@@ -246,5 +246,7 @@ def test_bad_inputs_raise_clear_errors():
         sd.derivative_estimate(lambda t, k: t, 1.0, key, method="magic")
     with pytest.raises(ValueError, match="unknown option"):
         sd.derivative_estimate(lambda t, k: t, 1.0, key, method="fd", temperature=1.0)
+    with pytest.raises(ValueError, match="theta contains NaN"):
+        sd.derivative_estimate(lambda t, k: sd.bernoulli(k, t), jnp.nan, key)
     with pytest.raises(TypeError, match="floats"):
         sd.derivative_estimate(lambda t, k: (t > 0).astype(jnp.int32), 1.0, key)

@@ -17,6 +17,7 @@ from ._metrics import sampling_efficiency as sampling_efficiency
 from ._metrics import unweighting_efficiency as unweighting_efficiency
 from ._sampling_job import SAMPLING_METHODS as SAMPLING_METHODS
 from ._sampling_job import sample_events as sample_events
+from ._sampling_job import vegas_sampler as vegas_sampler
 from ._spline_flow import SplineFlow as SplineFlow
 from ._spline_flow import coupling_masks as coupling_masks
 from ._spline_flow import make_spline_flow as make_spline_flow

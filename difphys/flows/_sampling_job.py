@@ -106,26 +106,27 @@ def _flow_weighted(key, flow, target, n, mesh):
     return run(flow, target, z)
 
 
-def _vegas_weighted(key, target, train_evals):
-    """Adapt a VEGAS grid with ``train_evals`` evaluations; return a weighted-event generator."""
-    import vegas
+def vegas_sampler(log_p, dim: int, train_evals: int, *, box=(0.0, 1.0), seed: int = 0,
+                  nitn: int = 10):
+    """Adapt a VEGAS grid (the ``vegas`` package) on ``box^dim`` with ``train_evals`` evaluations
+    of ``exp(log_p)`` (``log_p``: batched, ``(n, dim) -> (n,)``) in ``nitn`` iterations; return
+    ``weighted(n) -> (x (n, dim), log w (n,))`` drawing weighted events from the adapted grid.
 
-    log_p = jax.jit(jax.vmap(target.log_prob))
+    One pass over ``random_batch()`` is one VEGAS iteration and ``sum(wgt * f)`` over it
+    estimates the integral, so one event's weight is ``wgt * f * (points in the pass)``;
+    ``E[w]`` is the integral.
+    """
+    import vegas
 
     @vegas.lbatchintegrand
     def f(x):
         return np.exp(np.asarray(log_p(jnp.asarray(x))))
 
-    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    integ = vegas.Integrator(
-        target.dim * [[0.0, 1.0]], ran_array_generator=np.random.default_rng(seed).random
-    )
-    nitn = 10
-    integ(f, nitn=nitn, neval=max(train_evals // nitn, 1000))
+    lo, hi = box
+    integ = vegas.Integrator(dim * [[lo, hi]], ran_array_generator=np.random.default_rng(seed).random)
+    integ(f, nitn=nitn, neval=max(int(train_evals) // nitn, 200))
 
     def weighted(n):
-        # one pass over random_batch() is one VEGAS iteration: sum(wgt * f) estimates the
-        # integral, so a single event's weight is wgt * f * (points in the pass)
         us, lws = [], []
         while sum(len(u) for u in us) < n:
             xs, ws = [], []
@@ -133,10 +134,9 @@ def _vegas_weighted(key, target, train_evals):
                 xs.append(np.array(x))
                 ws.append(np.array(wgt) * f(x))
             n_pass = sum(len(x) for x in xs)
-            w = np.concatenate(ws) * n_pass
             us.append(np.concatenate(xs))
             with np.errstate(divide="ignore"):
-                lws.append(np.log(w))
+                lws.append(np.log(np.concatenate(ws) * n_pass))
         return np.concatenate(us)[:n], np.concatenate(lws)[:n]
 
     return weighted
@@ -179,7 +179,8 @@ def sample_events(
     chunk = max(n_dev, (8192 // n_dev) * n_dev)
     if method == "vegas":
         budget = train_steps * batch * 4 * 4 + train_steps * batch
-        weighted = _vegas_weighted(key, target, budget)
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        weighted = vegas_sampler(jax.jit(jax.vmap(target.log_prob)), target.dim, budget, seed=seed)
         counts = (float(budget), 0.0)
     else:
         flow, counts = _train_flow(

@@ -169,13 +169,19 @@ class SplineFlow(eqx.Module):
         y = mask * x + (1 - mask) * y
         return y, jnp.sum((1 - mask) * ld, axis=-1)
 
+    def _check(self, x):
+        x = jnp.asarray(x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"this flow needs points with last axis {self.dim}; got shape {x.shape}")
+        return x
+
     # ---------------------------------------------------------------- whole flow
     def _stacked(self):
         return tuple(zip(self.weights, self.biases, strict=True))
 
     def forward_and_log_det(self, z):
         """Base ``z`` (..., dim) -> ``x`` and ``log|det dx/dz|`` (...)."""
-        z = jnp.asarray(z)
+        z = self._check(z)
         masks = jnp.asarray(coupling_masks(self.dim, self.n_layers), z.dtype)
         ws = tuple(w.astype(z.dtype) for w in self.weights)
         bs = tuple(b.astype(z.dtype) for b in self.biases)
@@ -200,7 +206,7 @@ class SplineFlow(eqx.Module):
 
     def inverse_and_log_det(self, x):
         """``x`` (..., dim) -> base ``z`` and ``log|det dz/dx|`` (...)."""
-        x = jnp.asarray(x)
+        x = self._check(x)
         masks = jnp.asarray(coupling_masks(self.dim, self.n_layers), x.dtype)
         ws = tuple(w.astype(x.dtype) for w in self.weights)
         bs = tuple(b.astype(x.dtype) for b in self.biases)

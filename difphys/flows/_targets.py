@@ -34,6 +34,8 @@ class GaussianMixture(eqx.Module):
 
     def log_prob(self, x):
         x = jnp.asarray(x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"the mixture needs points with last axis {self.dim}; got {x.shape}")
         d = x[..., None, :] - self.means.astype(x.dtype)
         std = self.std.astype(x.dtype)
         comp = -0.5 * jnp.sum(d**2, -1) / std**2 - self.dim * jnp.log(std * np.sqrt(2 * np.pi))

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import stochad
+from .._checks import check_finite
 from .._numerics import safe_norm
 
 
@@ -96,6 +97,7 @@ def simulate(theta, key, config: DetectorConfig | None = None, *, branching: boo
     """
     config = DetectorConfig() if config is None else config
     theta = jnp.asarray(theta)
+    check_finite(theta, "theta")
     dtype = theta.dtype if jnp.issubdtype(theta.dtype, jnp.floating) else jnp.result_type(float)
     inner, thickness = _ring(theta, config, dtype)
     c = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), config)

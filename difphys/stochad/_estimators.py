@@ -41,6 +41,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_finite
 from ._interpreter import Interpreter, _instantiate
 
 METHODS = ("stochad", "score", "score_baseline", "gumbel", "straight_through", "fd")
@@ -254,6 +255,7 @@ def derivative_estimate(f, theta, key, *, method: str = "stochad", **options):
     theta = jnp.asarray(theta)
     if not jnp.issubdtype(theta.dtype, jnp.floating):
         theta = theta.astype(jnp.result_type(float))
+    check_finite(theta, "theta")
     if baseline is not None:
         baseline = jnp.asarray(baseline, theta.dtype)
     return _compiled(f, method, tuple(sorted(opts.items())))(theta, key, baseline)
