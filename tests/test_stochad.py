@@ -250,3 +250,20 @@ def test_bad_inputs_raise_clear_errors():
         sd.derivative_estimate(lambda t, k: sd.bernoulli(k, t), jnp.nan, key)
     with pytest.raises(TypeError, match="floats"):
         sd.derivative_estimate(lambda t, k: (t > 0).astype(jnp.int32), 1.0, key)
+
+
+def test_draws_vmapped_inside_the_program():
+    # 6 Bernoulli(th) draws with batched keys (vmap inside f), one of them with a batched
+    # parameter: d/dth E[sum_i c_i B_i] with c = 1..6 and p_i = th * i / 6
+    def f(th, key):
+        keys = jax.random.split(key, 12)
+        c = jnp.arange(1.0, 7.0)
+        same = jax.vmap(lambda k: sd.bernoulli(k, th))(keys[:6])
+        scaled = jax.vmap(lambda k, s: sd.bernoulli(k, th * s))(keys[6:], c / 6)
+        return jnp.sum(c * same) + jnp.sum(scaled)
+
+    exact = 21.0 + 21.0 / 6
+    for method in ("stochad", "score"):
+        _assert_unbiased(_estimates(f, 0.3, method, seed=4), exact)
+    st = _estimates(f, 0.3, "straight_through", n=100)
+    np.testing.assert_allclose(st, exact, rtol=1e-12)

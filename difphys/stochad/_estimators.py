@@ -59,6 +59,37 @@ _SELECT_SALT = 0x57AD
 _BASELINE_SALT = 0xBA5E
 
 
+def _key_batch_ndim(key) -> int:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim
+    return key.ndim - 1  # raw uint32 keys carry a trailing key-data axis
+
+
+def _draw(dist, key, params, dparams, shape):
+    """(u, x, params, dparams) of one draw equation, also when ``vmap`` batched its keys.
+
+    Under ``vmap`` inside the program a sampler sees a batch of keys and parameters that may or
+    may not carry the batch axes; parameters (and tangents) are broadcast to the draw's shape
+    and the inverse CDF runs once per key, exactly as the sampler itself does.
+    """
+    nb = _key_batch_ndim(key)
+    if nb == 0:
+        u, x = dist.draw(key, *params)
+        return u, x, list(params), list(dparams)
+    ev = dist.event_ndim
+
+    def bcast(p):
+        return None if p is None else jnp.broadcast_to(p, shape + p.shape[p.ndim - ev :])
+
+    params = [bcast(p) for p in params]
+    dparams = [bcast(d) for d in dparams]
+    fn = dist.draw
+    for _ in range(nb):
+        fn = jax.vmap(fn)
+    u, x = fn(key, *params)
+    return u, x, params, dparams
+
+
 def _zeros_if_none(ts, xs):
     return [t if t is not None else jnp.zeros_like(x) for t, x in zip(ts, xs, strict=True)]
 
@@ -66,8 +97,8 @@ def _zeros_if_none(ts, xs):
 class _Select(Interpreter):
     """Pass 1 of stochastic AD: pathwise tangents plus a reservoir of K single perturbations."""
 
-    def draw(self, dist, key, params, dparams, state):
-        u, x = dist.draw(key, *params)
+    def draw(self, dist, key, params, dparams, state, shape):
+        u, x, params, dparams = _draw(dist, key, params, dparams, shape)
         n = x.size
         if all(d is None for d in dparams):
             return x, None, {**state, "counter": state["counter"] + n}
@@ -103,8 +134,8 @@ class _Alternative(Interpreter):
 
     tangents = False
 
-    def draw(self, dist, key, params, dparams, state):
-        _, x = dist.draw(key, *params)
+    def draw(self, dist, key, params, dparams, state, shape):
+        _, x, _, _ = _draw(dist, key, params, dparams, shape)
         ids = state["counter"] + jnp.arange(x.size, dtype=jnp.int32).reshape(x.shape)
         x = jnp.where(ids == state["chosen"], state["alt"].astype(x.dtype), x)
         return x, None, {**state, "counter": state["counter"] + x.size}
@@ -113,8 +144,8 @@ class _Alternative(Interpreter):
 class _Score(Interpreter):
     """Pathwise tangent plus the accumulated score d/dtheta sum log P(x_j)."""
 
-    def draw(self, dist, key, params, dparams, state):
-        _, x = dist.draw(key, *params)
+    def draw(self, dist, key, params, dparams, state, shape):
+        _, x, params, dparams = _draw(dist, key, params, dparams, shape)
         if all(d is None for d in dparams):
             return x, None, state
         dps = _zeros_if_none(dparams, params)
@@ -126,16 +157,16 @@ class _Relaxed(Interpreter):
     def __init__(self, temperature, hard):
         self.temperature, self.hard = temperature, hard
 
-    def draw(self, dist, key, params, dparams, state):
-        u, x = dist.draw(key, *params)
+    def draw(self, dist, key, params, dparams, state, shape):
+        u, x, params, dparams = _draw(dist, key, params, dparams, shape)
         dps = _zeros_if_none(dparams, params)
         soft, t = jax.jvp(lambda *ps: dist.relaxed(u, x, *ps, self.temperature), list(params), dps)
         return (x if self.hard else soft.astype(x.dtype)), t.astype(x.dtype), state
 
 
 class _StraightThrough(Interpreter):
-    def draw(self, dist, key, params, dparams, state):
-        _, x = dist.draw(key, *params)
+    def draw(self, dist, key, params, dparams, state, shape):
+        _, x, params, dparams = _draw(dist, key, params, dparams, shape)
         dps = _zeros_if_none(dparams, params)
         _, t = jax.jvp(lambda *ps: dist.mean(*ps), list(params), dps)
         return x, t.astype(x.dtype), state

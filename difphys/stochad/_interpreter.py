@@ -121,14 +121,14 @@ def _carry_mask(step, init_mask, n_iter=64):
 class Interpreter:
     """Evaluate a jaxpr with tangents and a threaded state; subclasses define ``draw``.
 
-    ``draw(dist, key, params, dparams, state) -> (value, tangent, state)`` is called for every
-    discrete draw; ``dparams`` holds the parameters' tangents (None when a parameter does not
+    ``draw(dist, key, params, dparams, state, shape) -> (value, tangent, state)`` is called for
+    every discrete draw (``shape``: the draw's output shape); ``dparams`` holds the parameters' tangents (None when a parameter does not
     depend on theta, or when the interpreter carries no tangents).
     """
 
     tangents: bool = True
 
-    def draw(self, dist, key, params, dparams, state):  # pragma: no cover - abstract
+    def draw(self, dist, key, params, dparams, state, shape):  # pragma: no cover - abstract
         raise NotImplementedError
 
     # ------------------------------------------------------------------ evaluation
@@ -199,7 +199,7 @@ class Interpreter:
         dist = DISTRIBUTIONS[name]
         key, params = vals[0], vals[1:]
         dparams = tans[1:] if self.tangents else [None] * len(params)
-        x, t, state = self.draw(dist, key, params, dparams, state)
+        x, t, state = self.draw(dist, key, params, dparams, state, eqn.outvars[0].aval.shape)
         return [x], [t], state
 
     # ------------------------------------------------------------------ control flow
