@@ -1,4 +1,11 @@
-"""File formats: Les Houches Event files (and, later, JetClass-schema ROOT files)."""
+"""File formats: Les Houches Event files and JetClass-schema ROOT files (uproot)."""
 
+from ._jetclass import JET_BRANCHES as JET_BRANCHES
+from ._jetclass import PART_FEATURES as PART_FEATURES
+from ._jetclass import PARTICLE_BRANCHES as PARTICLE_BRANCHES
+from ._jetclass import iterate_jetclass as iterate_jetclass
+from ._jetclass import part_features as part_features
+from ._jetclass import read_jetclass as read_jetclass
+from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import colour_tags as colour_tags
 from ._lhe import write_lhe as write_lhe

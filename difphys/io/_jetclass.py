@@ -1,0 +1,191 @@
+"""JetClass-schema ROOT files (Qu, Li, Qian, arXiv:2202.03772) read with uproot into dense arrays.
+
+One entry per jet in the tree ``tree``: jagged particle branches ``part_*`` and flat jet branches
+``jet_*`` / ``label_*``. Past this module everything is dense: particle branches are padded to
+``max_particles`` (zeros) with a boolean ``mask``; jets with more particles keep the first
+``max_particles`` (JetClass stores them in descending pT).
+
+``part_features`` builds the 17 per-particle inputs of ParT's ``JetClass_full`` configuration
+(weaver-core), with its standardisation ``(x - centre) * scale``:
+
+==============  =======================================  ==============
+feature         definition                               (centre, scale)
+==============  =======================================  ==============
+part_pt_log     log pT                                   (1.7, 0.7)
+part_e_log      log E                                    (2.0, 0.7)
+part_logptrel   log(pT / jet_pt)                         (-4.7, 0.7)
+part_logerel    log(E / jet_energy)                      (-4.7, 0.7)
+part_deltaR     hypot(deta, dphi)                        (0.2, 4.0)
+part_charge, part_isChargedHadron, part_isNeutralHadron, part_isPhoton, part_isElectron,
+part_isMuon     as stored                                (0, 1)
+part_d0         tanh(d0val)                              (0, 1)
+part_d0err      d0err clipped to [0, 1]                  (0, 1)
+part_dz         tanh(dzval)                              (0, 1)
+part_dzerr      dzerr clipped to [0, 1]                  (0, 1)
+part_deta, part_dphi  as stored                          (0, 1)
+==============  =======================================  ==============
+
+Padded entries are zero in every feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+TREE = "tree"
+
+PARTICLE_BRANCHES = (
+    "part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi", "part_charge",
+    "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron",
+    "part_isMuon", "part_d0val", "part_d0err", "part_dzval", "part_dzerr",
+)
+JET_BRANCHES = ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles", "jet_sdmass")
+
+PART_FEATURES = (
+    "part_pt_log", "part_e_log", "part_logptrel", "part_logerel", "part_deltaR", "part_charge",
+    "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron",
+    "part_isMuon", "part_d0", "part_d0err", "part_dz", "part_dzerr", "part_deta", "part_dphi",
+)
+_STANDARDISE = {
+    "part_pt_log": (1.7, 0.7),
+    "part_e_log": (2.0, 0.7),
+    "part_logptrel": (-4.7, 0.7),
+    "part_logerel": (-4.7, 0.7),
+    "part_deltaR": (0.2, 4.0),
+}
+
+
+def _files(files) -> list[str]:
+    if isinstance(files, (str, Path)):
+        files = [files]
+    files = [str(f) for f in files]
+    if not files:
+        raise ValueError("no input files given")
+    missing = [f for f in files if not Path(f).exists()]
+    if missing:
+        raise FileNotFoundError(f"missing input file(s): {missing}")
+    return files
+
+
+def _dense(batch, max_particles: int) -> dict[str, np.ndarray]:
+    import awkward as ak
+
+    out: dict[str, np.ndarray] = {}
+    mask = None
+    for name in batch.fields:
+        col = batch[name]
+        if col.ndim > 1:  # jagged particle branch
+            padded = ak.pad_none(col[:, :max_particles], max_particles, axis=1, clip=True)
+            if mask is None:
+                mask = ~ak.to_numpy(ak.is_none(padded, axis=1))
+            out[name] = ak.to_numpy(ak.fill_none(padded, 0)).astype(np.float64)
+        else:
+            out[name] = ak.to_numpy(col)
+    if mask is not None:
+        out["mask"] = mask
+    return out
+
+
+def iterate_jetclass(
+    files,
+    branches: Sequence[str] | None = None,
+    *,
+    max_particles: int = 128,
+    step_size: int | str = 100_000,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield dense batches of at most ``step_size`` jets (or a size such as ``"100 MB"``) from
+    one or many JetClass-schema files, so files larger than memory can be streamed.
+
+    Each batch maps branch names to arrays: particle branches ``(n, max_particles)`` float64
+    (zero-padded), jet/label branches ``(n,)``, and ``mask`` ``(n, max_particles)`` bool when any
+    particle branch is read. ``branches=None`` reads every branch.
+    """
+    import uproot
+
+    files = _files(files)
+    if max_particles < 1:
+        raise ValueError(f"max_particles must be >= 1; got {max_particles}")
+    available = set(uproot.open(files[0])[TREE].keys())
+    if branches is not None:
+        unknown = sorted(set(branches) - available)
+        if unknown:
+            raise KeyError(f"branch(es) {unknown} not in {files[0]}:{TREE}; available: "
+                           f"{sorted(available)}")
+    for batch in uproot.iterate([f"{f}:{TREE}" for f in files], expressions=branches,
+                                step_size=step_size, library="ak"):
+        yield _dense(batch, max_particles)
+
+
+def read_jetclass(files, branches: Sequence[str] | None = None, *, max_particles: int = 128):
+    """All jets of ``files`` as one dense batch (see :func:`iterate_jetclass`)."""
+    batches = list(iterate_jetclass(files, branches, max_particles=max_particles))
+    if not batches or all(len(next(iter(b.values()))) == 0 for b in batches):
+        raise ValueError(f"no jets in {files}")
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def part_features(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The 17 standardised ParT ``JetClass_full`` particle features, ``(n, max_particles, 17)``
+    float32, zero on padded entries; needs the particle branches, ``jet_pt`` and
+    ``jet_energy``."""
+    need = set(PARTICLE_BRANCHES) | {"jet_pt", "jet_energy", "mask"}
+    missing = sorted(need - set(batch))
+    if missing:
+        raise KeyError(f"part_features needs branch(es) {missing}")
+    mask = batch["mask"]
+    pt = np.hypot(batch["part_px"], batch["part_py"])
+    energy = batch["part_energy"]
+    if np.any(mask & ((pt <= 0) | (energy <= 0))):
+        raise ValueError("particles with non-positive pT or energy: log features are undefined")
+
+    def safe_log(x):
+        return np.log(np.where(mask, x, 1.0))
+
+    feats = {
+        "part_pt_log": safe_log(pt),
+        "part_e_log": safe_log(energy),
+        "part_logptrel": safe_log(pt / batch["jet_pt"][:, None]),
+        "part_logerel": safe_log(energy / batch["jet_energy"][:, None]),
+        "part_deltaR": np.hypot(batch["part_deta"], batch["part_dphi"]),
+        "part_d0": np.tanh(batch["part_d0val"]),
+        "part_d0err": np.clip(batch["part_d0err"], 0.0, 1.0),
+        "part_dz": np.tanh(batch["part_dzval"]),
+        "part_dzerr": np.clip(batch["part_dzerr"], 0.0, 1.0),
+    }
+    cols = []
+    for name in PART_FEATURES:
+        x = feats[name] if name in feats else batch[name]
+        centre, scale = _STANDARDISE.get(name, (0.0, 1.0))
+        cols.append(np.where(mask, (x - centre) * scale, 0.0))
+    return np.stack(cols, axis=-1).astype(np.float32)
+
+
+def write_jetclass(path, particles: dict, jets: dict, *, overwrite: bool = False) -> Path:
+    """Write jets to a JetClass-schema ROOT file (tree ``tree``) with uproot.
+
+    Args:
+      path: output file; an existing file raises ``FileExistsError`` unless ``overwrite``.
+      particles: ``part_*`` branches, each a sequence (one entry per jet) of 1D arrays or an
+        awkward array; all must have the same number of particles per jet.
+      jets: flat ``jet_*`` / ``label_*`` / other per-jet branches, 1D arrays of the jet count.
+    """
+    import awkward as ak
+    import uproot
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    arrays = {k: ak.Array(v) for k, v in particles.items()}
+    counts = {k: ak.to_numpy(ak.num(v, axis=1)) for k, v in arrays.items()}
+    n_jets = {len(v) for v in arrays.values()} | {len(np.asarray(v)) for v in jets.values()}
+    if len(n_jets) != 1:
+        raise ValueError(f"branches disagree on the number of jets: {sorted(n_jets)}")
+    if counts and any(not np.array_equal(c, next(iter(counts.values()))) for c in counts.values()):
+        raise ValueError("particle branches disagree on the number of particles per jet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with uproot.recreate(path) as f:
+        f[TREE] = {**arrays, **{k: np.asarray(v) for k, v in jets.items()}}
+    return path
