@@ -65,6 +65,11 @@ def ais_init(n_levels: int, step_size: float = 0.1, dtype=None) -> AISState:
     return AISState(log_step_size=jnp.full((n_levels,), jnp.log(step_size), dtype))
 
 
+def _select(accept, a, b):
+    """Per-chain choice: ``a`` where ``accept`` (n,) holds, else ``b``; any trailing axes."""
+    return jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), a, b)
+
+
 def _batched_value_and_grad(fn):
     """(n, d) -> values (n,) and per-point gradients (n, d) of a batched log density.
 
@@ -121,7 +126,7 @@ def ais_step(
         (0.65 if transition == "hmc" else 0.3) if target_acceptance is None else (target_acceptance)
     )
     k0, k_levels = jax.random.split(key)
-    x0, log_q0 = flow.sample_and_log_prob(k0, n)
+    x0 = flow.sample(k0, n)
     dtype = x0.dtype
     betas = beta_ladder(n_levels, schedule, dtype)
     alpha = jnp.asarray(alpha, dtype)
@@ -136,7 +141,6 @@ def ais_step(
     log_p_vg = _batched_value_and_grad(batched_log_p)
     lp0, glp0 = log_p_vg(x0)
     lq0, glq0 = log_q_vg(x0)
-    del log_q0
 
     def log_pi(beta, lp, lq, glp, glq):
         v = lq + beta * alpha * (lp - lq)
@@ -165,7 +169,7 @@ def ais_step(
         accept = jnp.log(jax.random.uniform(k_acc, (x.shape[0],), dtype)) < log_ratio
 
         def pick(a, b):
-            return jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), a, b)
+            return _select(accept, a, b)
 
         return (
             pick(y, x),
@@ -186,7 +190,7 @@ def ais_step(
         accept = jnp.log(jax.random.uniform(k_acc, (x.shape[0],), dtype)) < log_ratio
 
         def pick(a, b):
-            return jnp.where(accept.reshape(accept.shape + (1,) * (a.ndim - 1)), a, b)
+            return _select(accept, a, b)
 
         return pick(y, x), pick(lp_y, lp), pick(lq_y, lq), glp, glq, accept.astype(dtype)
 

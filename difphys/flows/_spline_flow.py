@@ -176,15 +176,16 @@ class SplineFlow(eqx.Module):
         return x
 
     # ---------------------------------------------------------------- whole flow
-    def _stacked(self):
-        return tuple(zip(self.weights, self.biases, strict=True))
+    def _layer_stack(self, dtype):
+        """Per-layer (weights, biases, mask, ActNorm log-scale, shift), stacked for lax.scan."""
+        masks = jnp.asarray(coupling_masks(self.dim, self.n_layers), dtype)
+        ws = tuple(w.astype(dtype) for w in self.weights)
+        bs = tuple(b.astype(dtype) for b in self.biases)
+        return ws, bs, masks, self.act_log_scale.astype(dtype), self.act_shift.astype(dtype)
 
     def forward_and_log_det(self, z):
         """Base ``z`` (..., dim) -> ``x`` and ``log|det dx/dz|`` (...)."""
         z = self._check(z)
-        masks = jnp.asarray(coupling_masks(self.dim, self.n_layers), z.dtype)
-        ws = tuple(w.astype(z.dtype) for w in self.weights)
-        bs = tuple(b.astype(z.dtype) for b in self.biases)
 
         def step(carry, layer):
             x, ld = carry
@@ -195,9 +196,9 @@ class SplineFlow(eqx.Module):
                 dld = dld + jnp.sum(s)
             return (x, ld + dld), None
 
-        layers = (ws, bs, masks, self.act_log_scale.astype(z.dtype), self.act_shift.astype(z.dtype))
         (y, ld), _ = jax.lax.scan(
-            step, (z, jnp.zeros(z.shape[:-1], z.dtype)), layers, unroll=_unroll()
+            step, (z, jnp.zeros(z.shape[:-1], z.dtype)), self._layer_stack(z.dtype),
+            unroll=_unroll(),
         )
         if self.support == "real":
             y = self.loc + self.scale * y
@@ -207,9 +208,6 @@ class SplineFlow(eqx.Module):
     def inverse_and_log_det(self, x):
         """``x`` (..., dim) -> base ``z`` and ``log|det dz/dx|`` (...)."""
         x = self._check(x)
-        masks = jnp.asarray(coupling_masks(self.dim, self.n_layers), x.dtype)
-        ws = tuple(w.astype(x.dtype) for w in self.weights)
-        bs = tuple(b.astype(x.dtype) for b in self.biases)
         ld0 = jnp.zeros(x.shape[:-1], x.dtype)
         if self.support == "real":
             x = (x - self.loc) / self.scale
@@ -224,8 +222,9 @@ class SplineFlow(eqx.Module):
             y, dld = self._layer((w, b), mask, y, inverse=True)
             return (y, ld + dld), None
 
-        layers = (ws, bs, masks, self.act_log_scale.astype(x.dtype), self.act_shift.astype(x.dtype))
-        (z, ld), _ = jax.lax.scan(step, (x, ld0), layers, reverse=True, unroll=_unroll())
+        (z, ld), _ = jax.lax.scan(
+            step, (x, ld0), self._layer_stack(x.dtype), reverse=True, unroll=_unroll()
+        )
         return z, ld
 
     def base_log_prob(self, z):
