@@ -18,6 +18,8 @@ from ._components import rapidity as rapidity
 from ._invariants import dot as dot
 from ._invariants import mass as mass
 from ._invariants import mass2 as mass2
+from ._pairwise import PAIR_EPS as PAIR_EPS
+from ._pairwise import pairwise_features as pairwise_features
 from ._transforms import boost as boost
 from ._transforms import boost_from_rest_frame as boost_from_rest_frame
 from ._transforms import boost_to_rest_frame as boost_to_rest_frame

@@ -1,0 +1,41 @@
+"""Pairwise particle features of the Particle Transformer (Qu, Li, Qian, arXiv:2202.03772, eq. 3)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from ._components import phi, pt, rapidity
+from ._invariants import _four, mass2
+
+#: Floor applied before each logarithm (as weaver-core's ``pairwise_lv_fts``).
+PAIR_EPS = 1e-8
+
+
+def _log_floor(x):
+    return jnp.log(jnp.maximum(x, PAIR_EPS))
+
+
+def pairwise_features(p: Float[ArrayLike, "*batch n 4"]) -> Float[Array, "*batch n n 4"]:
+    """ParT's four interaction features of every particle pair ``(i, j)``:
+    ``(ln Delta, ln kT, ln z, ln m^2)`` with ``Delta = sqrt(dy^2 + dphi^2)`` in rapidity,
+    ``kT = min(pT_i, pT_j) Delta``, ``z = min(pT_i, pT_j) / (pT_i + pT_j)`` and
+    ``m^2 = (p_i + p_j)^2`` (GeV^2); each argument is floored at ``PAIR_EPS`` before the log.
+
+    ``p`` holds four-momenta (E, px, py, pz) in GeV with the particle axis second-last. The
+    result is symmetric in ``(i, j)``; self-pairs have ``Delta = 0`` (floored).
+    """
+    p = _four(p)
+    pi, pj = p[..., :, None, :], p[..., None, :, :]
+    pt_all, y_all, phi_all = pt(p), rapidity(p), phi(p)
+    pti, ptj = pt_all[..., :, None], pt_all[..., None, :]
+    dy = y_all[..., :, None] - y_all[..., None, :]
+    dphi = jnp.mod(phi_all[..., :, None] - phi_all[..., None, :] + jnp.pi, 2 * jnp.pi) - jnp.pi
+    d2 = dy * dy + dphi * dphi
+    delta = jnp.sqrt(jnp.maximum(d2, PAIR_EPS * PAIR_EPS))
+    ptmin = jnp.minimum(pti, ptj)
+    ln_delta = _log_floor(delta)
+    ln_kt = _log_floor(ptmin * delta)
+    ln_z = _log_floor(ptmin / jnp.maximum(pti + ptj, PAIR_EPS))
+    ln_m2 = _log_floor(mass2(pi + pj))
+    return jnp.stack([ln_delta, ln_kt, ln_z, ln_m2], axis=-1)

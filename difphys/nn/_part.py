@@ -1,0 +1,304 @@
+"""Particle Transformer (Qu, Li, Qian, "Particle Transformer for Jet Tagging", arXiv:2202.03772)
+in Flax NNX.
+
+The layer structure and parameter shapes follow the paper and weaver-core's reference
+``ParticleTransformer`` (2,143,486 parameters for 17 inputs and 10 classes), so the two can be
+compared size for size:
+
+* particle embedding: input BatchNorm, then per width ``LayerNorm -> Linear -> GELU``;
+* pair embedding of the four ``kinematics.pairwise_features``: input BatchNorm, then per width
+  ``Linear -> BatchNorm -> GELU`` ending in one bias per attention head (no last GELU);
+* ``num_layers`` particle-attention blocks (NormFormer style: LayerNorms before and after the
+  attention and around the MLP's hidden layer, learned per-head and residual scales) with the
+  pair bias added to the attention logits;
+* ``num_cls_layers`` class-attention blocks updating a learned class token;
+* LayerNorm and a linear head.
+
+Two deliberate differences, neither of which changes a parameter: the BatchNorms take their
+statistics over real particles (pairs) only, so that outputs do not depend on the padding
+length even in training mode; and the pair MLP runs on the ``n (n + 1) / 2`` pairs ``i <= j``
+only (the features are symmetric), as weaver-core does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..kinematics import pairwise_features
+
+_BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 in Flax's convention
+_EPS = 1e-5  # PyTorch's LayerNorm / BatchNorm epsilon
+
+
+@dataclasses.dataclass(frozen=True)
+class ParTConfig:
+    """Architecture of :class:`ParticleTransformer`; the defaults are the paper's full model."""
+
+    input_dim: int = 17
+    num_classes: int = 10
+    pair_input_dim: int = 4
+    embed_dims: tuple[int, ...] = (128, 512, 128)
+    pair_embed_dims: tuple[int, ...] = (64, 64, 64)
+    num_heads: int = 8
+    num_layers: int = 8
+    num_cls_layers: int = 2
+    ffn_ratio: int = 4
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    fc_dims: tuple[int, ...] = ()
+    fc_dropout: float = 0.1
+
+    @classmethod
+    def small(cls, **overrides) -> ParTConfig:
+        """A small model for CPU work and tests (about 3% of the full size)."""
+        base = dict(embed_dims=(64, 128, 64), pair_embed_dims=(32, 32), num_heads=4,
+                    num_layers=3, num_cls_layers=1)
+        return cls(**{**base, **overrides})
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embed_dims[-1]
+
+
+def _layer_norm(dim, rngs, param_dtype):
+    return nnx.LayerNorm(dim, epsilon=_EPS, rngs=rngs, param_dtype=param_dtype)
+
+
+def _batch_norm(dim, rngs, param_dtype):
+    bn = nnx.BatchNorm(dim, momentum=_BN_MOMENTUM, epsilon=_EPS, rngs=rngs,
+                       param_dtype=param_dtype, dtype=param_dtype)
+    # Flax keeps running statistics in float32; keep them in the parameters' dtype instead, so
+    # a float64 model (gradient checks) stays float64 under strict dtype promotion.
+    bn.mean = nnx.BatchStat(bn.mean[...].astype(param_dtype))
+    bn.var = nnx.BatchStat(bn.var[...].astype(param_dtype))
+    return bn
+
+
+class _Dropout(nnx.Module):
+    """Dropout driven by an explicit key passed at call time (no key: identity)."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+
+    def __call__(self, x, key):
+        if key is None or self.rate == 0.0:
+            return x
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+class _ParticleEmbed(nnx.Module):
+    def __init__(self, input_dim, dims, *, rngs, param_dtype):
+        self.input_bn = _batch_norm(input_dim, rngs, param_dtype)
+        norms, linears = [], []
+        for dim in dims:
+            norms.append(_layer_norm(input_dim, rngs, param_dtype))
+            linears.append(nnx.Linear(input_dim, dim, rngs=rngs, param_dtype=param_dtype))
+            input_dim = dim
+        self.norms, self.linears = nnx.List(norms), nnx.List(linears)
+
+    def __call__(self, x, mask):
+        x = self.input_bn(x, mask=mask[..., None])
+        for norm, linear in zip(self.norms, self.linears, strict=True):
+            x = jax.nn.gelu(linear(norm(x)), approximate=False)
+        return jnp.where(mask[..., None], x, jnp.zeros_like(x))
+
+
+class _PairEmbed(nnx.Module):
+    def __init__(self, input_dim, dims, *, rngs, param_dtype):
+        self.input_bn = _batch_norm(input_dim, rngs, param_dtype)
+        linears, norms = [], []
+        for dim in dims:
+            linears.append(nnx.Linear(input_dim, dim, rngs=rngs, param_dtype=param_dtype))
+            norms.append(_batch_norm(dim, rngs, param_dtype))
+            input_dim = dim
+        self.linears, self.norms = nnx.List(linears), nnx.List(norms)
+
+    def __call__(self, p4, mask, dtype):
+        n = p4.shape[-2]
+        iu, ju = np.triu_indices(n)
+        pair_index = np.zeros((n, n), dtype=np.int32)
+        pair_index[iu, ju] = np.arange(len(iu))
+        pair_index[ju, iu] = np.arange(len(iu))
+        feats = pairwise_features(p4)[..., iu, ju, :].astype(dtype)  # (B, P, 4)
+        pair_mask = (mask[..., iu] & mask[..., ju])[..., None]
+        x = self.input_bn(feats, mask=pair_mask)
+        last = len(self.linears) - 1
+        for k, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
+            x = norm(linear(x), mask=pair_mask)
+            if k < last:  # the bias is taken before the last activation
+                x = jax.nn.gelu(x, approximate=False)
+        x = x[..., pair_index, :]  # (B, n, n, heads)
+        return jnp.moveaxis(x, -1, -3)  # (B, heads, n, n)
+
+
+class _Attention(nnx.Module):
+    """Multi-head attention with an additive logit bias and a key mask."""
+
+    def __init__(self, dim, num_heads, attn_dropout, *, rngs, param_dtype):
+        self.num_heads = num_heads
+        self.in_proj = nnx.Linear(dim, 3 * dim, rngs=rngs, param_dtype=param_dtype)
+        self.out_proj = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
+        self.dropout = _Dropout(attn_dropout)
+
+    def __call__(self, query, kv, key_mask, bias, key):
+        dim = query.shape[-1]
+        head_dim = dim // self.num_heads
+        w, b = self.in_proj.kernel[...], self.in_proj.bias[...]
+        q = query @ w[:, :dim] + b[:dim]
+        k = kv @ w[:, dim:2 * dim] + b[dim:2 * dim]
+        v = kv @ w[:, 2 * dim:] + b[2 * dim:]
+
+        def heads(t):
+            return t.reshape(*t.shape[:-1], self.num_heads, head_dim)
+
+        q, k, v = heads(q), heads(k), heads(v)
+        logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(
+            jnp.asarray(head_dim, q.dtype))
+        if bias is not None:
+            logits = logits + bias
+        logits = jnp.where(key_mask[..., None, None, :], logits,
+                           jnp.asarray(jnp.finfo(logits.dtype).min, logits.dtype))
+        weights = self.dropout(jax.nn.softmax(logits, axis=-1), key)
+        out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+        return self.out_proj(out.reshape(*out.shape[:-2], dim))
+
+
+class _Block(nnx.Module):
+    """NormFormer-style transformer block of ParT (particle or class attention)."""
+
+    def __init__(self, cfg: ParTConfig, *, dropout, attn_dropout, activation_dropout, rngs,
+                 param_dtype):
+        dim, ffn = cfg.embed_dim, cfg.embed_dim * cfg.ffn_ratio
+        self.num_heads = cfg.num_heads
+        self.pre_attn_norm = _layer_norm(dim, rngs, param_dtype)
+        self.attn = _Attention(dim, cfg.num_heads, attn_dropout, rngs=rngs,
+                               param_dtype=param_dtype)
+        self.post_attn_norm = _layer_norm(dim, rngs, param_dtype)
+        self.pre_fc_norm = _layer_norm(dim, rngs, param_dtype)
+        self.fc1 = nnx.Linear(dim, ffn, rngs=rngs, param_dtype=param_dtype)
+        self.post_fc_norm = _layer_norm(ffn, rngs, param_dtype)
+        self.fc2 = nnx.Linear(ffn, dim, rngs=rngs, param_dtype=param_dtype)
+        self.c_attn = nnx.Param(jnp.ones(cfg.num_heads, param_dtype))
+        self.w_resid = nnx.Param(jnp.ones(dim, param_dtype))
+        self.dropout = _Dropout(dropout)
+        self.act_dropout = _Dropout(activation_dropout)
+
+    def __call__(self, x, mask, bias, key, x_cls=None):
+        keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
+        if x_cls is None:
+            residual = x
+            h = self.pre_attn_norm(x)
+            h = self.attn(h, h, mask, bias, keys[0])
+        else:
+            residual = x_cls
+            u = self.pre_attn_norm(jnp.concatenate([x_cls, x], axis=-2))
+            cls_mask = jnp.concatenate([jnp.ones_like(mask[..., :1]), mask], axis=-1)
+            h = self.attn(u[..., :1, :], u, cls_mask, None, keys[0])
+        # learned per-head scale on the attention output, laid out as in weaver-core: the
+        # (head, channel) split of the output is scaled per head and re-flattened channel-major
+        dim = h.shape[-1]
+        h = h.reshape(*h.shape[:-1], self.num_heads, dim // self.num_heads)
+        h = jnp.swapaxes(h * self.c_attn[...][:, None], -1, -2).reshape(*h.shape[:-2], dim)
+        h = self.dropout(self.post_attn_norm(h), keys[1]) + residual
+        residual = h
+        y = jax.nn.gelu(self.fc1(self.pre_fc_norm(h)), approximate=False)
+        y = self.post_fc_norm(self.act_dropout(y, keys[2]))
+        y = self.dropout(self.fc2(y), keys[3])
+        return y + self.w_resid[...] * residual
+
+
+class ParticleTransformer(nnx.Module):
+    """Particle Transformer jet classifier (float32 by default: inputs are cast to
+    ``param_dtype``; the pair features are computed in the dtype of ``p4`` first).
+
+    Call with ``features (B, n, input_dim)`` (e.g. :func:`difphys.io.part_features`), four-
+    momenta ``p4 (B, n, 4)`` (E, px, py, pz) GeV for the pair features, and ``mask (B, n)`` bool
+    (False on padding); pass ``key`` to enable dropout (training), none for deterministic output.
+    BatchNorms use batch statistics until ``model.eval()``. Returns logits
+    ``(B, num_classes)``; :meth:`embed` returns the class-token representation
+    ``(B, embed_dim)`` for heads built on top (fine-tuning, DeepSets event heads).
+    """
+
+    def __init__(self, config: ParTConfig = ParTConfig(), *, rngs: nnx.Rngs,
+                 param_dtype=jnp.float32):
+        cfg = config
+        self.config = cfg
+        self.param_dtype = jnp.dtype(param_dtype)
+        self.embed_particles = _ParticleEmbed(cfg.input_dim, cfg.embed_dims, rngs=rngs,
+                                              param_dtype=param_dtype)
+        self.embed_pairs = (
+            _PairEmbed(cfg.pair_input_dim, (*cfg.pair_embed_dims, cfg.num_heads), rngs=rngs,
+                       param_dtype=param_dtype)
+            if cfg.pair_embed_dims else None
+        )
+        self.blocks = nnx.List([
+            _Block(cfg, dropout=cfg.dropout, attn_dropout=cfg.attn_dropout,
+                   activation_dropout=cfg.activation_dropout, rngs=rngs, param_dtype=param_dtype)
+            for _ in range(cfg.num_layers)
+        ])
+        self.cls_blocks = nnx.List([
+            _Block(cfg, dropout=0.0, attn_dropout=0.0, activation_dropout=0.0, rngs=rngs,
+                   param_dtype=param_dtype)
+            for _ in range(cfg.num_cls_layers)
+        ])
+        self.norm = _layer_norm(cfg.embed_dim, rngs, param_dtype)
+        fcs, dim = [], cfg.embed_dim
+        for out_dim in cfg.fc_dims:
+            fcs.append(nnx.Linear(dim, out_dim, rngs=rngs, param_dtype=param_dtype))
+            dim = out_dim
+        self.fcs = nnx.List(fcs)
+        self.fc_dropout = _Dropout(cfg.fc_dropout)
+        self.head = (nnx.Linear(dim, cfg.num_classes, rngs=rngs, param_dtype=param_dtype)
+                     if cfg.num_classes else None)
+        self.cls_token = nnx.Param(
+            0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0,
+                                               (1, cfg.embed_dim), param_dtype))
+
+    def _check(self, features, p4, mask):
+        cfg = self.config
+        if features.ndim != 3 or features.shape[-1] != cfg.input_dim:
+            raise ValueError(f"features must be (batch, particles, {cfg.input_dim}); "
+                             f"got {features.shape}")
+        if p4.shape[:-1] != features.shape[:-1] or p4.shape[-1] != 4:
+            raise ValueError(f"p4 must be {features.shape[:-1] + (4,)}; got {p4.shape}")
+        if mask.shape != features.shape[:-1]:
+            raise ValueError(f"mask must be {features.shape[:-1]}; got {mask.shape}")
+
+    def embed(self, features, p4, mask, *, key=None):
+        """Class-token representation ``(B, embed_dim)`` after the final LayerNorm."""
+        self._check(features, p4, mask)
+        mask = mask.astype(bool)
+        dtype = self.param_dtype  # network precision; physics inputs are cast at the boundary
+        features = features.astype(dtype)
+        x = self.embed_particles(features, mask)
+        bias = self.embed_pairs(p4, mask, dtype) if self.embed_pairs is not None else None
+        n_keys = len(self.blocks) + 1
+        keys = [None] * n_keys if key is None else list(jax.random.split(key, n_keys))
+        for block, k in zip(self.blocks, keys[:-1], strict=True):
+            x = block(x, mask, bias, k)
+        cls = jnp.broadcast_to(self.cls_token[...].astype(dtype), (*x.shape[:-2], 1, x.shape[-1]))
+        for block in self.cls_blocks:
+            cls = block(x, mask, None, None, x_cls=cls)
+        return self.norm(cls[..., 0, :])
+
+    def __call__(self, features, p4, mask, *, key=None):
+        """Logits ``(B, num_classes)``."""
+        if self.head is None:
+            raise ValueError("this ParticleTransformer has num_classes=0: use .embed()")
+        fc_key = None if key is None else jax.random.fold_in(key, 1)
+        h = self.embed(features, p4, mask, key=None if key is None else jax.random.fold_in(key, 0))
+        for linear in self.fcs:
+            h = self.fc_dropout(jax.nn.relu(linear(h)), fc_key)
+        return self.head(h)
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable parameters (``nnx.Param`` leaves; BatchNorm statistics excluded)."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
