@@ -6,12 +6,12 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.difphys-installed
 
-.PHONY: demo test test-slow bench lint clean-venv
+.PHONY: demo test test-slow bench bench-part lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,data]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +29,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/vertex_fit.py
 	$(PY) benchmarks/stochad.py
 	$(PY) benchmarks/sampling.py --png sampling.png
+
+# ParT throughput against weaver-core's PyTorch ParticleTransformer (CPU torch 2.13.0 wheel)
+bench-part: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[torch-bench]"
+	$(PY) benchmarks/part_throughput.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check difphys tests benchmarks

@@ -9,3 +9,7 @@ from ._jetclass import read_jetclass as read_jetclass
 from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import colour_tags as colour_tags
 from ._lhe import write_lhe as write_lhe
+from ._batches import batches as batches
+from ._batches import epoch_order as epoch_order
+from ._jetclass import load_jets as load_jets
+from ..kinematics import pairwise_features as pairwise_features

@@ -108,12 +108,24 @@ def iterate_jetclass(
     files = _files(files)
     if max_particles < 1:
         raise ValueError(f"max_particles must be >= 1; got {max_particles}")
-    available = set(uproot.open(files[0])[TREE].keys())
-    if branches is not None:
-        unknown = sorted(set(branches) - available)
-        if unknown:
-            raise KeyError(f"branch(es) {unknown} not in {files[0]}:{TREE}; available: "
-                           f"{sorted(available)}")
+    schemas = {}
+    for f in files:
+        with uproot.open(f) as handle:
+            if TREE not in handle:
+                raise KeyError(f"{f} has no tree {TREE!r} (not a JetClass-schema file); it "
+                               f"holds {sorted(handle.keys())}")
+            schemas[f] = set(handle[TREE].keys())
+    for f, available in schemas.items():
+        if branches is not None:
+            unknown = sorted(set(branches) - available)
+            if unknown:
+                raise KeyError(f"branch(es) {unknown} not in {f}:{TREE}; available: "
+                               f"{sorted(available)}")
+        elif available != schemas[files[0]]:
+            raise ValueError(
+                f"files of different schemas: {f} and {files[0]} differ in branches "
+                f"{sorted(available ^ schemas[files[0]])}; pass the common branches explicitly"
+            )
     for batch in uproot.iterate([f"{f}:{TREE}" for f in files], expressions=branches,
                                 step_size=step_size, library="ak"):
         yield _dense(batch, max_particles)
@@ -189,3 +201,37 @@ def write_jetclass(path, particles: dict, jets: dict, *, overwrite: bool = False
     with uproot.recreate(path) as f:
         f[TREE] = {**arrays, **{k: np.asarray(v) for k, v in jets.items()}}
     return path
+
+
+def load_jets(files, labels: Sequence[str], *, max_particles: int = 128) -> dict[str, np.ndarray]:
+    """Jets of ``files`` as training arrays for a classifier.
+
+    Returns ``features (n, max_particles, 17)`` float32 (:func:`part_features`), ``p4 (n,
+    max_particles, 4)`` float32 (E, px, py, pz) GeV, ``mask (n, max_particles)`` bool and
+    ``label (n,)`` int32: the index in ``labels`` of the one true label branch. Jets where none
+    of ``labels`` is set are left out (e.g. c jets for ``("label_b", "label_uds")``); jets with
+    no particle, or with several labels set, raise ``ValueError``.
+    """
+    labels = list(labels)
+    if len(labels) < 2:
+        raise ValueError(f"a classifier needs at least two label branches; got {labels}")
+    batch = read_jetclass(files, [*PARTICLE_BRANCHES, "jet_pt", "jet_energy", *labels],
+                          max_particles=max_particles)
+    empty = np.flatnonzero(~batch["mask"].any(axis=1))
+    if len(empty):
+        raise ValueError(f"{len(empty)} jet(s) with no particles (first at entry {empty[0]}) "
+                         f"in {files}")
+    onehot = np.stack([np.asarray(batch[name], dtype=bool) for name in labels], axis=1)
+    if np.any(onehot.sum(axis=1) > 1):
+        raise ValueError(f"labels {labels} are not exclusive: some jets have several set")
+    keep = onehot.any(axis=1)
+    if not keep.any():
+        raise ValueError(f"no jet in {files} has any of the labels {labels}")
+    sub = {k: v[keep] for k, v in batch.items()}
+    p4 = np.stack([sub["part_energy"], sub["part_px"], sub["part_py"], sub["part_pz"]], axis=-1)
+    return {
+        "features": part_features(sub),
+        "p4": p4.astype(np.float32),
+        "mask": sub["mask"],
+        "label": np.argmax(onehot[keep], axis=1).astype(np.int32),
+    }

@@ -1,0 +1,15 @@
+"""Sharded training of NNX models: the pure train step, the loop with orbax checkpoints and
+exact resume, prediction, and classifier metrics (see ``docs/train.md``)."""
+
+from ._loop import TrainState as TrainState
+from ._loop import classifier_loss as classifier_loss
+from ._loop import fit as fit
+from ._loop import init_state as init_state
+from ._loop import make_train_step as make_train_step
+from ._loop import predict as predict
+from ._loop import restore_latest as restore_latest
+from ._loop import save_history as save_history
+from ._metrics import accuracy as accuracy
+from ._metrics import background_rejection as background_rejection
+from ._metrics import roc_auc as roc_auc
+from ._metrics import roc_curve as roc_curve

@@ -1,0 +1,216 @@
+"""A generic, sharded training loop for Flax NNX models with optax and orbax.
+
+The step is a pure function of ``(TrainState, batch, key)``: the model enters as
+``nnx.split`` pieces and is merged inside, so ``jax.jit`` compiles it once and XLA partitions
+it over a device mesh when the batch is sharded (data parallelism: parameters replicated, the
+batch split along the mesh axis, gradients and batch statistics reduced by XLA). The same code
+runs on one CPU, several GPUs, or several hosts after ``difphys.sharding.initialize_distributed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+
+class TrainState(NamedTuple):
+    """Step counter, trainable parameters, other model state (batch statistics) and the
+    optimiser state; a PyTree that orbax checkpoints as a whole."""
+
+    step: jax.Array
+    params: Any
+    rest: Any
+    opt_state: Any
+
+
+LossFn = Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
+    """``(graphdef, TrainState)`` of ``model`` at step 0."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = optimizer.init(params)
+    return graphdef, TrainState(jnp.zeros((), jnp.int32), params, rest, opt_state)
+
+
+def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """The pure training step ``step(state, batch, key) -> (state, metrics)``.
+
+    ``loss_fn(model, batch, key) -> (loss, metrics)`` sees the merged model in training mode;
+    the key drives dropout. Non-finite losses or gradients skip the update (the step counter
+    still advances) and report ``skipped = 1``.
+    """
+
+    def step(state: TrainState, batch: dict, key):
+        def objective(params, rest):
+            model = nnx.merge(graphdef, params, rest)
+            loss, metrics = loss_fn(model, batch, key)
+            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+        # The other state (batch statistics) is traced along with the parameters, because NNX
+        # lets a module update it only at the trace level it was created in; its gradient is
+        # discarded.
+        (loss, (metrics, rest)), (grads, _) = jax.value_and_grad(
+            objective, argnums=(0, 1), has_aux=True)(state.params, state.rest)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+            [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        # optax mixes Python floats with its int32 step count: run it under standard promotion
+        # so that callers may use strict promotion everywhere else.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda a, b: jnp.where(finite, a, b), new, old)
+        new_state = TrainState(state.step + 1, keep(params, state.params),
+                               keep(rest, state.rest), keep(opt_state, state.opt_state))
+        return new_state, {"loss": loss, "skipped": (~finite).astype(jnp.int32), **metrics}
+
+    return step
+
+
+def classifier_loss(model, batch: dict, key) -> tuple[jax.Array, dict]:
+    """Mean softmax cross-entropy of ``model(features, p4, mask, key=key)`` against the
+    integer ``label``; reports the batch accuracy."""
+    logits = model(batch["features"], batch["p4"], batch["mask"], key=key)
+    labels = batch["label"]
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    acc = jnp.mean((jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels).astype(logits.dtype))
+    return loss, {"accuracy": acc}
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_step(graphdef, loss_fn, optimizer):
+    """One jitted step per (model structure, loss, optimiser): repeated ``fit`` calls in a
+    notebook, or a resumed run, reuse the compilation."""
+    return jax.jit(make_train_step(graphdef, loss_fn, optimizer), donate_argnums=0)
+
+
+def _manager(directory):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def restore_latest(directory, state: TrainState) -> TrainState | None:
+    """The newest checkpoint in ``directory`` restored into the structure of ``state``, or
+    None when there is none."""
+    import orbax.checkpoint as ocp
+
+    if directory is None or not Path(directory).exists():
+        return None
+    manager = _manager(directory)
+    latest = manager.latest_step()
+    if latest is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    manager.close()
+    return restored
+
+
+def fit(
+    model: nnx.Module,
+    data: dict[str, np.ndarray],
+    *,
+    steps: int,
+    batch_size: int,
+    key,
+    optimizer: optax.GradientTransformation | None = None,
+    loss_fn: LossFn = classifier_loss,
+    checkpoint_dir=None,
+    checkpoint_every: int = 100,
+    mesh=None,
+    progress: bool = True,
+    log_every: int = 10,
+) -> tuple[nnx.Module, list[dict]]:
+    """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a dict of arrays
+    with a common leading axis, see :func:`difphys.io.batches`).
+
+    With ``checkpoint_dir``, the full :class:`TrainState` is saved with orbax every
+    ``checkpoint_every`` steps and at the end, and a later call resumes from the newest
+    checkpoint: batch order and dropout keys are functions of ``(key, step)``, so a resumed
+    run ends with bit-identical parameters. With ``mesh`` (``difphys.sharding.make_mesh()``),
+    batches are split over its devices. Returns the trained model (updated in place) and the
+    logged metrics (``step``, ``loss``, ``accuracy``, ...).
+    """
+    from tqdm.auto import tqdm
+
+    from ..io import batches
+    from ..sharding import replicated
+
+    optimizer = optax.adamw(1e-3) if optimizer is None else optimizer
+    if steps < 1:
+        raise ValueError(f"steps must be positive; got {steps}")
+    graphdef, state = init_state(model, optimizer)
+    restored = restore_latest(checkpoint_dir, state)
+    if restored is not None:
+        state = restored
+    start = int(state.step)
+    if mesh is not None:
+        state = jax.device_put(state, replicated(mesh))
+    step_fn = _compiled_step(graphdef, loss_fn, optimizer)
+    data_key, dropout_key = jax.random.split(key)
+    manager = _manager(checkpoint_dir) if checkpoint_dir is not None else None
+    history: list[dict] = []
+    bar = tqdm(total=steps, initial=min(start, steps), desc="train", disable=not progress)
+    try:
+        for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh):
+            if i >= steps:
+                break
+            state, metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, i))
+            if (i + 1) % log_every == 0 or i + 1 == steps:
+                row = {"step": i + 1, **{k: float(v) for k, v in metrics.items()}}
+                history.append(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.update(1)
+            if manager is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == steps):
+                import orbax.checkpoint as ocp
+
+                manager.save(i + 1, args=ocp.args.StandardSave(state))
+    finally:
+        bar.close()
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+    nnx.update(model, state.params, state.rest)
+    return model, history
+
+
+def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int = 512
+            ) -> np.ndarray:
+    """Logits of ``model`` (evaluation mode: running statistics, no dropout) over ``data``
+    in batches; returns a float32 NumPy array ``(n, num_classes)``."""
+    model.eval()
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, f, p, m: nnx.merge(graphdef, s)(f, p, m))
+    n = len(data["mask"])
+    out = []
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        f, p, m = data["features"][sl], data["p4"][sl], data["mask"][sl]
+        pad = batch_size - len(m)  # one compiled shape: pad the last batch, drop the padding
+        if pad:
+            f, p, m = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+                       for a in (f, p, m))
+            m[len(m) - pad:, 0] = True  # padded jets get one dummy particle
+        out.append(np.asarray(forward(state, f, p, m))[:batch_size - pad])
+    model.train()
+    return np.concatenate(out).astype(np.float32)
+
+
+def save_history(path, history: list[dict]) -> None:
+    """Write the logged metrics as JSON lines."""
+    with open(path, "w") as fh:
+        for row in history:
+            fh.write(json.dumps(row) + "\n")

@@ -1,0 +1,60 @@
+"""Classifier metrics on NumPy arrays: accuracy, ROC curve, ROC AUC, background rejection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _binary(scores, is_signal):
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    is_signal = np.asarray(is_signal, dtype=bool).ravel()
+    if scores.shape != is_signal.shape:
+        raise ValueError(f"scores {scores.shape} and labels {is_signal.shape} differ in shape")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinity")
+    n_sig, n_bkg = int(is_signal.sum()), int((~is_signal).sum())
+    if n_sig == 0 or n_bkg == 0:
+        raise ValueError(f"ROC needs both classes; got {n_sig} signal and {n_bkg} background")
+    return scores, is_signal, n_sig, n_bkg
+
+
+def accuracy(logits, labels) -> float:
+    """Fraction of examples whose arg-max class equals ``labels``; ``logits (n, k)``."""
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def roc_auc(scores, is_signal) -> float:
+    """Area under the ROC curve: P(score_sig > score_bkg) + 0.5 P(equal), from mid-ranks
+    (the Mann-Whitney U statistic divided by n_sig n_bkg)."""
+    scores, is_signal, n_sig, n_bkg = _binary(scores, is_signal)
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    # mid-ranks for ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    mid = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(mid, counts)
+    u = ranks[is_signal].sum() - n_sig * (n_sig + 1) / 2.0
+    return float(u / (n_sig * n_bkg))
+
+
+def roc_curve(scores, is_signal) -> tuple[np.ndarray, np.ndarray]:
+    """Signal and background efficiencies ``(eff_sig, eff_bkg)`` for every threshold
+    ``score >= t``, thresholds descending (both start at 0 and end at 1)."""
+    scores, is_signal, n_sig, n_bkg = _binary(scores, is_signal)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], is_signal[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tps, fps = np.cumsum(y)[last], np.cumsum(~y)[last]
+    return np.r_[0.0, tps / n_sig], np.r_[0.0, fps / n_bkg]
+
+
+def background_rejection(scores, is_signal, signal_efficiency: float) -> float:
+    """``1 / eff_bkg`` at the first threshold reaching ``signal_efficiency`` (infinite if no
+    background passes)."""
+    if not 0.0 < signal_efficiency <= 1.0:
+        raise ValueError(f"signal_efficiency must lie in (0, 1]; got {signal_efficiency}")
+    eff_s, eff_b = roc_curve(scores, is_signal)
+    k = int(np.argmax(eff_s >= signal_efficiency))
+    return float(np.inf) if eff_b[k] == 0 else float(1.0 / eff_b[k])
