@@ -200,6 +200,7 @@ def _modes_and_log_z(target, flow):
     return modes, flows.log_z_estimate(log_w)
 
 
+@pytest.mark.slow  # about 70 s of FAB and reverse-KL training on two cores
 def test_fab_covers_all_40_modes_and_estimates_log_z(gmm_runs):
     target, fab_flow, _ = gmm_runs
     modes, lz = _modes_and_log_z(target, fab_flow)
@@ -207,6 +208,7 @@ def test_fab_covers_all_40_modes_and_estimates_log_z(gmm_runs):
     assert abs(float(lz.log_z) - target.log_z) < 0.05
 
 
+@pytest.mark.slow
 def test_reverse_kl_with_the_same_budget_misses_modes(gmm_runs):
     target, _, rkl_flow = gmm_runs
     modes, _ = _modes_and_log_z(target, rkl_flow)
@@ -317,6 +319,7 @@ def ee_wbwb_sigma():
     return float(ref.value), float(ref.error)
 
 
+@pytest.mark.slow  # about 30 s
 def test_matrix_element_cross_section_from_flow_samples(ee_wbwb_sigma):
     target = flows.matrix_element_target()
     flow = flows.make_spline_flow(jax.random.key(1), 8, support="unit_cube", n_layers=4, hidden=32)

@@ -1,15 +1,15 @@
 """File formats: Les Houches Event files and JetClass-schema ROOT files (uproot)."""
 
+from ..kinematics import pairwise_features as pairwise_features
+from ._batches import batches as batches
+from ._batches import epoch_order as epoch_order
 from ._jetclass import JET_BRANCHES as JET_BRANCHES
 from ._jetclass import PART_FEATURES as PART_FEATURES
 from ._jetclass import PARTICLE_BRANCHES as PARTICLE_BRANCHES
 from ._jetclass import iterate_jetclass as iterate_jetclass
+from ._jetclass import load_jets as load_jets
 from ._jetclass import part_features as part_features
 from ._jetclass import read_jetclass as read_jetclass
 from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import colour_tags as colour_tags
 from ._lhe import write_lhe as write_lhe
-from ._batches import batches as batches
-from ._batches import epoch_order as epoch_order
-from ._jetclass import load_jets as load_jets
-from ..kinematics import pairwise_features as pairwise_features

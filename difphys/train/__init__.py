@@ -1,6 +1,8 @@
 """Sharded training of NNX models: the pure train step, the loop with orbax checkpoints and
 exact resume, prediction, and classifier metrics (see ``docs/train.md``)."""
 
+from ._classifier import class_logit as class_logit
+from ._classifier import train_jet_classifier as train_jet_classifier
 from ._loop import TrainState as TrainState
 from ._loop import classifier_loss as classifier_loss
 from ._loop import fit as fit
