@@ -19,11 +19,9 @@ SQRT_S = 91.1876
 R_B = 0.21629
 
 
-@pytest.fixture(scope="module")
-def zpole(tmp_path_factory):
-    path = tmp_path_factory.mktemp("zpole") / "zpole.root"
-    report = generate("zpole", 5000, 2026, path, workers=2, progress=False)
-    return report, read_jetclass(path, max_particles=96)
+@pytest.fixture
+def zpole(zpole_sample):
+    return zpole_sample
 
 
 def test_two_jets_per_event_and_energy(zpole):

@@ -3,6 +3,14 @@
 Networks run in float32 (or bf16); physics inputs may be float64 and are cast at the boundary.
 """
 
+from ._heads import ANGULAR_FEATURES as ANGULAR_FEATURES
+from ._heads import DeepSetsHead as DeepSetsHead
+from ._heads import EventClassifier as EventClassifier
+from ._heads import JetClassifier as JetClassifier
+from ._heads import MaskedParticleModel as MaskedParticleModel
+from ._heads import mpm_loss as mpm_loss
 from ._part import ParTConfig as ParTConfig
 from ._part import ParticleTransformer as ParticleTransformer
 from ._part import count_params as count_params
+from ._tokenizers import VQVAE as VQVAE
+from ._tokenizers import KMeansTokenizer as KMeansTokenizer

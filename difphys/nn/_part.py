@@ -81,13 +81,15 @@ def _batch_norm(dim, rngs, param_dtype):
 
 
 class _Dropout(nnx.Module):
-    """Dropout driven by an explicit key passed at call time (no key: identity)."""
+    """Dropout driven by an explicit key passed at call time (no key, or ``model.eval()``:
+    identity)."""
 
     def __init__(self, rate: float):
         self.rate = rate
+        self.deterministic = False  # set by nnx's model.eval() / model.train()
 
     def __call__(self, x, key):
-        if key is None or self.rate == 0.0:
+        if key is None or self.rate == 0.0 or self.deterministic:
             return x
         keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
@@ -271,19 +273,43 @@ class ParticleTransformer(nnx.Module):
         if mask.shape != features.shape[:-1]:
             raise ValueError(f"mask must be {features.shape[:-1]}; got {mask.shape}")
 
-    def embed(self, features, p4, mask, *, key=None):
-        """Class-token representation ``(B, embed_dim)`` after the final LayerNorm."""
+    def encode(self, features, p4, mask, *, key=None, hidden=None, mask_embedding=None):
+        """Per-particle representations ``(B, n, embed_dim)`` after the particle-attention
+        blocks.
+
+        ``hidden (B, n)`` bool marks real particles whose inputs are hidden (masked particle
+        modelling): their embedding is replaced by ``mask_embedding (embed_dim,)``, they are
+        left out of the batch statistics, and every pair bias involving them is zero, so
+        nothing of their features or momenta reaches the network. ``mask_embedding`` may also
+        be per particle, ``(B, n, embed_dim)``.
+        """
         self._check(features, p4, mask)
         mask = mask.astype(bool)
+        visible = mask if hidden is None else mask & ~hidden.astype(bool)
         dtype = self.param_dtype  # network precision; physics inputs are cast at the boundary
-        features = features.astype(dtype)
-        x = self.embed_particles(features, mask)
-        bias = self.embed_pairs(p4, mask, dtype) if self.embed_pairs is not None else None
-        n_keys = len(self.blocks) + 1
-        keys = [None] * n_keys if key is None else list(jax.random.split(key, n_keys))
-        for block, k in zip(self.blocks, keys[:-1], strict=True):
+        x = self.embed_particles(features.astype(dtype), visible)
+        if hidden is not None:
+            if mask_embedding is None:
+                raise ValueError("hidden particles need a mask_embedding")
+            x = jnp.where((mask & ~visible)[..., None], mask_embedding.astype(dtype), x)
+        bias = None
+        if self.embed_pairs is not None:
+            bias = self.embed_pairs(p4, visible, dtype)
+            if hidden is not None:
+                pair_visible = visible[..., None, :, None] & visible[..., None, None, :]
+                bias = jnp.where(pair_visible, bias, jnp.zeros_like(bias))
+        keys = [None] * len(self.blocks) if key is None else list(
+            jax.random.split(key, len(self.blocks)))
+        for block, k in zip(self.blocks, keys, strict=True):
             x = block(x, mask, bias, k)
-        cls = jnp.broadcast_to(self.cls_token[...].astype(dtype), (*x.shape[:-2], 1, x.shape[-1]))
+        return x
+
+    def embed(self, features, p4, mask, *, key=None):
+        """Class-token representation ``(B, embed_dim)`` after the final LayerNorm."""
+        x = self.encode(features, p4, mask, key=key)
+        mask = mask.astype(bool)
+        cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype),
+                               (*x.shape[:-2], 1, x.shape[-1]))
         for block in self.cls_blocks:
             cls = block(x, mask, None, None, x_cls=cls)
         return self.norm(cls[..., 0, :])

@@ -3,6 +3,12 @@ exact resume, prediction, and classifier metrics (see ``docs/train.md``)."""
 
 from ._classifier import class_logit as class_logit
 from ._classifier import train_jet_classifier as train_jet_classifier
+from ._foundation import STRATEGIES as STRATEGIES
+from ._foundation import codebook_utilisation as codebook_utilisation
+from ._foundation import finetune as finetune
+from ._foundation import fit_vqvae as fit_vqvae
+from ._foundation import pretrain_mpm as pretrain_mpm
+from ._foundation import strategy_optimizer as strategy_optimizer
 from ._loop import TrainState as TrainState
 from ._loop import classifier_loss as classifier_loss
 from ._loop import fit as fit

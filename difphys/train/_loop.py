@@ -156,6 +156,8 @@ def fit(
     restored = restore_latest(checkpoint_dir, state)
     if restored is not None:
         state = restored
+    else:  # the step donates its input buffers: never donate arrays the caller still holds
+        state = jax.tree.map(jnp.copy, state)
     start = int(state.step)
     if mesh is not None:
         state = jax.device_put(state, replicated(mesh))

@@ -1,0 +1,137 @@
+"""Models built on a Particle Transformer backbone: masked particle modelling (pretraining),
+a jet classifier head, and a DeepSets event classifier over several jets."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ._part import ParticleTransformer
+
+#: Indices in the ParT features (``difphys.io.PART_FEATURES``) of Delta R, Delta eta and
+#: Delta phi: the angular position a hidden particle keeps by default.
+ANGULAR_FEATURES = (4, 15, 16)
+
+
+class MaskedParticleModel(nnx.Module):
+    """Masked particle modelling (Golling et al., arXiv:2401.13537): hidden particles are
+    replaced by a learned mask embedding and the backbone's representation of each hidden
+    particle predicts its token (logits over ``codebook_size``). ParT has no positional
+    encoding, so no ordering information reaches the prediction.
+
+    Without any per-particle information, hidden particles are exchangeable and the best any
+    set model can do is the jet's token distribution. By default a hidden particle therefore
+    keeps its angular position in the jet (the ``reveal`` feature indices, Delta R, Delta eta,
+    Delta phi), as a masked patch keeps its position in masked auto-encoders of images and
+    point clouds; everything else (momentum, energy, type, charge, track parameters) is
+    hidden. ``reveal=()`` hides particles entirely.
+    """
+
+    def __init__(self, backbone: ParticleTransformer, codebook_size: int, *,
+                 reveal: tuple[int, ...] = ANGULAR_FEATURES, rngs: nnx.Rngs):
+        dim = backbone.config.embed_dim
+        self.backbone = backbone
+        self.reveal = tuple(reveal)
+        self.mask_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (dim,),
+                                                                 backbone.param_dtype))
+        self.reveal_proj = (nnx.Linear(len(self.reveal), dim, rngs=rngs) if self.reveal
+                            else None)
+        self.norm = nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs)
+        self.head = nnx.Linear(dim, codebook_size, rngs=rngs)
+
+    def __call__(self, features, p4, mask, hidden, *, key=None):
+        """Token logits ``(B, n, codebook_size)`` for every particle (use the hidden ones)."""
+        embedding = self.mask_embedding[...]
+        if self.reveal_proj is not None:
+            shown = features[..., jnp.asarray(self.reveal)].astype(embedding.dtype)
+            embedding = embedding + self.reveal_proj(shown)
+        x = self.backbone.encode(features, p4, mask, key=key, hidden=hidden,
+                                 mask_embedding=embedding)
+        return self.head(self.norm(x))
+
+
+def mpm_loss(model: MaskedParticleModel, batch: dict, key, *, fraction: float = 0.4):
+    """Cross-entropy of the tokens (``batch["tokens"] (B, n)`` int) of a random ``fraction``
+    of the real particles, hidden from the backbone. Every jet keeps at least one visible
+    particle. Reports the token accuracy on hidden particles."""
+    k_mask, k_drop = jax.random.split(key)
+    mask = batch["mask"].astype(bool)
+    u = jax.random.uniform(k_mask, mask.shape)
+    hidden = mask & (u < fraction)
+    # keep the particle with the largest u visible when a jet would be hidden entirely
+    keep = jax.nn.one_hot(jnp.argmax(jnp.where(mask, u, -1.0), axis=-1), mask.shape[-1],
+                          dtype=bool)
+    hidden = hidden & ~(keep & jnp.all(hidden | ~mask, axis=-1, keepdims=True))
+    logits = model(batch["features"], batch["p4"], mask, hidden, key=k_drop)
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    tokens = batch["tokens"].astype(jnp.int32)
+    nll = -jnp.take_along_axis(log_p, tokens[..., None], axis=-1)[..., 0]
+    w = hidden.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(w), 1.0)
+    loss = jnp.sum(w * nll) / n
+    acc = jnp.sum(w * (jnp.argmax(log_p, -1).astype(jnp.int32) == tokens).astype(w.dtype)) / n
+    return loss, {"token_accuracy": acc}
+
+
+class JetClassifier(nnx.Module):
+    """A backbone's class-token embedding followed by a linear head (``backbone`` /
+    ``head`` are the two parameter groups of the fine-tuning strategies)."""
+
+    def __init__(self, backbone: ParticleTransformer, num_classes: int, *, rngs: nnx.Rngs):
+        self.backbone = backbone
+        self.head = nnx.Linear(backbone.config.embed_dim, num_classes, rngs=rngs)
+
+    def __call__(self, features, p4, mask, *, key=None):
+        return self.head(self.backbone.embed(features, p4, mask, key=key))
+
+
+class DeepSetsHead(nnx.Module):
+    """Permutation-invariant event head (Zaheer et al., arXiv:1703.06114) over a variable
+    number of jet embeddings: ``rho(pool_j phi(x_j))`` with masked mean or sum pooling."""
+
+    def __init__(self, in_dim: int, num_classes: int = 2, *, phi_dims=(64, 64), rho_dims=(64,),
+                 pooling: str = "mean", rngs: nnx.Rngs):
+        if pooling not in ("mean", "sum"):
+            raise ValueError(f"pooling must be 'mean' or 'sum'; got {pooling!r}")
+        self.pooling = pooling
+        dims, phi = in_dim, []
+        for d in phi_dims:
+            phi.append(nnx.Linear(dims, d, rngs=rngs))
+            dims = d
+        rho = []
+        for d in rho_dims:
+            rho.append(nnx.Linear(dims, d, rngs=rngs))
+            dims = d
+        self.phi, self.rho = nnx.List(phi), nnx.List(rho)
+        self.out = nnx.Linear(dims, num_classes, rngs=rngs)
+
+    def __call__(self, x, mask):
+        """Logits ``(B, num_classes)`` from ``x (B, J, in_dim)`` and ``mask (B, J)``."""
+        for layer in self.phi:
+            x = jax.nn.gelu(layer(x))
+        w = mask.astype(x.dtype)[..., None]
+        pooled = jnp.sum(w * x, axis=-2)
+        if self.pooling == "mean":
+            pooled = pooled / jnp.maximum(jnp.sum(w, axis=-2), 1.0)
+        for layer in self.rho:
+            pooled = jax.nn.gelu(layer(pooled))
+        return self.out(pooled)
+
+
+class EventClassifier(nnx.Module):
+    """Jet backbone + DeepSets head: ``features (B, J, n, d)``, ``p4 (B, J, n, 4)``,
+    ``mask (B, J, n)`` -> event logits; a jet slot without particles is padding."""
+
+    def __init__(self, backbone: ParticleTransformer, num_classes: int = 2, *,
+                 rngs: nnx.Rngs, **head_options):
+        self.backbone = backbone
+        self.head = DeepSetsHead(backbone.config.embed_dim, num_classes, rngs=rngs,
+                                 **head_options)
+
+    def __call__(self, features, p4, mask, *, key=None):
+        b, j = mask.shape[:2]
+        jet_mask = jnp.any(mask, axis=-1)
+        flat = lambda a: a.reshape(b * j, *a.shape[2:])  # noqa: E731
+        emb = self.backbone.embed(flat(features), flat(p4), flat(mask), key=key)
+        return self.head(emb.reshape(b, j, -1), jet_mask)

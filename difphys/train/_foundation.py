@@ -1,0 +1,144 @@
+"""Foundation-model workflow: fit a particle tokeniser, pretrain a backbone by masked particle
+modelling, and fine-tune it with one of three strategies (frozen / finetune / scratch) through
+optax parameter partitioning."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from ._loop import fit
+
+STRATEGIES = ("frozen", "finetune", "scratch")
+
+
+def fit_vqvae(model, features, mask, *, key, steps: int = 500, batch_size: int = 4096,
+              learning_rate: float = 2e-3, restart_every: int = 50, progress: bool = False):
+    """Train a :class:`difphys.nn.VQVAE` on the real particles of ``features (N, n, d)`` /
+    ``mask (N, n)``: Adam on batches of ``batch_size`` particles, dead codes restarted every
+    ``restart_every`` steps. Returns ``(model, history)`` with ``recon`` and the fraction of
+    codes used per logged step."""
+    from tqdm.auto import tqdm
+
+    pts = np.asarray(features, np.float32).reshape(-1, features.shape[-1])
+    pts = pts[np.asarray(mask).reshape(-1)]
+    if len(pts) < batch_size:
+        raise ValueError(f"VQ-VAE training needs at least batch_size={batch_size} particles; "
+                         f"got {len(pts)}")
+    opt = optax.adam(learning_rate)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, rest, opt_state, x):
+        def objective(p, r):
+            m = nnx.merge(graphdef, p, r)
+            loss, metrics = m.loss(x, jnp.ones(x.shape[:-1], bool))
+            return loss, (metrics, nnx.state(m, nnx.Not(nnx.Param)))
+
+        (loss, (metrics, rest)), (grads, _) = jax.value_and_grad(
+            objective, argnums=(0, 1), has_aux=True)(params, rest)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = opt.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return params, rest, opt_state, loss, metrics
+
+    @jax.jit
+    def restart(params, rest, key, x):
+        m = nnx.merge(graphdef, params, rest)
+        m.restart_dead_codes(key, x, jnp.ones(x.shape[:-1], bool))
+        _, p, r = nnx.split(m, nnx.Param, ...)
+        return p, r
+
+    history = []
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
+    for i in tqdm(range(steps), desc="vq-vae", disable=not progress):
+        x = jnp.asarray(pts[rng.integers(0, len(pts), batch_size)])
+        params, rest, opt_state, loss, metrics = step(params, rest, opt_state, x)
+        if (i + 1) % restart_every == 0 and i + 1 < steps:
+            used = float(jnp.mean((rest["usage"][...] > 0).astype(jnp.float32)))
+            history.append({"step": i + 1, "loss": float(loss),
+                            "recon": float(metrics["recon"]), "codes_used": used})
+            params, rest = restart(params, rest, jax.random.fold_in(key, i), x)
+    nnx.update(model, params, rest)
+    return model, history
+
+
+def codebook_utilisation(tokenizer, features, mask) -> float:
+    """Fraction of the codebook used by the real particles of ``features``."""
+    tokens = np.asarray(tokenizer.tokenize(jnp.asarray(features)))[np.asarray(mask)]
+    return float(len(np.unique(tokens)) / tokenizer.codebook_size)
+
+
+def pretrain_mpm(model, data: dict, *, steps: int, batch_size: int, key, fraction: float = 0.4,
+                 learning_rate: float = 1e-3, checkpoint_dir=None, progress: bool = True,
+                 mesh=None):
+    """Masked-particle-modelling pretraining of a :class:`difphys.nn.MaskedParticleModel` on
+    ``data`` (``features``, ``p4``, ``mask``, ``tokens``; labels are not used). Returns
+    ``(model, history)``."""
+    from ..nn import mpm_loss
+
+    loss = functools.partial(mpm_loss, fraction=fraction)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
+    return fit(model, {k: data[k] for k in ("features", "p4", "mask", "tokens")}, steps=steps,
+               batch_size=batch_size, key=key, optimizer=optax.adamw(schedule), loss_fn=loss,
+               checkpoint_dir=checkpoint_dir, progress=progress, mesh=mesh)
+
+
+def _group_labels(params):
+    def label(path, _):
+        first = path[0]
+        name = getattr(first, "key", getattr(first, "name", first))
+        return "backbone" if str(name) == "backbone" else "head"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
+                       backbone_lr_factor: float = 1.0, frozen_warmup_steps: int = 0,
+                       weight_decay: float = 1e-4) -> optax.GradientTransformation:
+    """The optimiser of a fine-tuning ``strategy`` for a model with ``backbone`` and ``head``
+    parameter groups (:class:`difphys.nn.JetClassifier`, :class:`difphys.nn.EventClassifier`):
+
+    * ``frozen``: the backbone gets exactly zero updates; AdamW on the head;
+    * ``finetune``: AdamW on both, the backbone at ``backbone_lr_factor`` times the rate and
+      held fixed for the first ``frozen_warmup_steps`` steps;
+    * ``scratch``: AdamW on both at the same rate (pair it with a fresh backbone).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+    head_lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
+    head = optax.adamw(head_lr, weight_decay=weight_decay)
+    if strategy == "frozen":
+        backbone = optax.set_to_zero()
+    else:
+        factor = backbone_lr_factor if strategy == "finetune" else 1.0
+        warm = frozen_warmup_steps if strategy == "finetune" else 0
+        base = optax.warmup_cosine_decay_schedule(0.0, learning_rate * factor,
+                                                  max(1, (steps - warm) // 10),
+                                                  max(1, steps - warm))
+        sched = optax.join_schedules([optax.constant_schedule(0.0), base], [warm]) if warm \
+            else base
+        backbone = optax.adamw(sched, weight_decay=weight_decay)
+    return optax.multi_transform({"backbone": backbone, "head": head}, _group_labels)
+
+
+def finetune(model, data: dict, strategy: str, *, steps: int, batch_size: int, key,
+             learning_rate: float = 1e-3, backbone_lr_factor: float = 0.1,
+             frozen_warmup_steps: int = 0, progress: bool = False, **fit_options):
+    """Train ``model`` (a ``backbone`` + ``head`` model) on labelled ``data`` with one of
+    :data:`STRATEGIES`; in ``frozen`` mode the backbone also runs in evaluation mode, so its
+    batch statistics stay fixed too. Returns ``(model, history)``."""
+    opt = strategy_optimizer(strategy, learning_rate=learning_rate, steps=steps,
+                             backbone_lr_factor=backbone_lr_factor,
+                             frozen_warmup_steps=frozen_warmup_steps)
+    if strategy == "frozen":
+        model.backbone.eval()
+    return fit(model, data, steps=steps, batch_size=batch_size, key=key, optimizer=opt,
+               progress=progress, **fit_options)

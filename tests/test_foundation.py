@@ -1,0 +1,165 @@
+"""Foundation models: tokenisers, masked particle modelling, fine-tuning strategies, DeepSets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from difphys.io import load_jets
+from difphys.nn import (
+    ANGULAR_FEATURES,
+    VQVAE,
+    DeepSetsHead,
+    EventClassifier,
+    JetClassifier,
+    KMeansTokenizer,
+    MaskedParticleModel,
+    ParTConfig,
+    ParticleTransformer,
+    mpm_loss,
+)
+from difphys.train import (
+    codebook_utilisation,
+    finetune,
+    fit_vqvae,
+    pretrain_mpm,
+)
+
+TINY = ParTConfig(embed_dims=(32,), pair_embed_dims=(8,), num_heads=2, num_layers=2,
+                  num_cls_layers=1, num_classes=0)
+
+
+@pytest.fixture(scope="module")
+def jets(zpole_sample):
+    report, _ = zpole_sample
+    return load_jets(report.path, ["label_b", "label_uds"], max_particles=32)
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_vqvae_uses_the_codebook_and_reconstructs_better(jets, key):
+    model = VQVAE(17, codebook_size=64, latent_dim=4, hidden=32, rngs=nnx.Rngs(0))
+    model, history = fit_vqvae(model, jets["features"], jets["mask"], key=key, steps=300,
+                               batch_size=2048, restart_every=50)
+    assert history[-1]["recon"] < 0.5 * history[0]["recon"]
+    assert codebook_utilisation(model, jets["features"][:3000], jets["mask"][:3000]) > 0.5
+
+
+def test_kmeans_tokenizer(jets, key):
+    tok = KMeansTokenizer.fit(key, jets["features"][:2000], jets["mask"][:2000],
+                              codebook_size=32, iterations=10)
+    assert codebook_utilisation(tok, jets["features"][:2000], jets["mask"][:2000]) > 0.9
+    x = jnp.asarray(jets["features"][:5])
+    tokens = tok.tokenize(x)
+    d2 = jnp.sum((x[..., None, :] - tok.centroids[...]) ** 2, -1)
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(jnp.argmin(d2, -1)))
+    with pytest.raises(ValueError, match="at least"):
+        KMeansTokenizer.fit(key, jets["features"][:1], jets["mask"][:1], codebook_size=512)
+
+
+def test_mpm_loss_falls_well_below_the_token_entropy(jets, key):
+    tok = KMeansTokenizer.fit(key, jets["features"][:2000], jets["mask"][:2000],
+                              codebook_size=16, iterations=10)
+    tokens = np.asarray(tok.tokenize(jnp.asarray(jets["features"])))
+    real = tokens[jets["mask"]]
+    freq = np.bincount(real, minlength=16) / len(real)
+    entropy = -np.sum(freq[freq > 0] * np.log(freq[freq > 0]))
+    data = {**jets, "tokens": tokens}
+    model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
+                                rngs=nnx.Rngs(1))
+    _, history = pretrain_mpm(model, data, steps=200, batch_size=64, key=key,
+                              learning_rate=3e-3, progress=False)
+    assert history[0]["loss"] > 0.8 * entropy  # starts near chance
+    assert history[-1]["loss"] < 0.6 * entropy, (history[-1], entropy)
+
+
+def test_masked_prediction_ignores_order_of_visible_particles(jets, key):
+    model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
+                                rngs=nnx.Rngs(1))
+    model.eval()
+    f, p, m = (jnp.asarray(jets[k][:4]) for k in ("features", "p4", "mask"))
+    hidden = jnp.zeros_like(m).at[:, 0].set(True)  # hide the leading particle
+    graphdef, state = nnx.split(model)
+    run = jax.jit(lambda s, *a: nnx.merge(graphdef, s)(*a))
+    ref = run(state, f, p, m, hidden)[:, 0]
+    perm = np.r_[0, 1 + jax.random.permutation(key, f.shape[1] - 1)]
+    out = run(state, f[:, perm], p[:, perm], m[:, perm], hidden[:, perm])[:, 0]
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    # and nothing hidden leaks: changing any input of the hidden particle except its angular
+    # position (momentum, energy, type, charge, tracks) changes no prediction
+    hidden_features = np.setdiff1d(np.arange(17), ANGULAR_FEATURES)
+    f2 = f.at[:, 0, hidden_features].set(7.0)
+    p2 = p.at[:, 0].multiply(3.0)
+    np.testing.assert_allclose(np.asarray(run(state, f2, p2, m, hidden)),
+                               np.asarray(run(state, f, p, m, hidden)), rtol=1e-5, atol=1e-5)
+
+
+def test_mpm_loss_hides_only_real_particles(jets, key):
+    model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 8, rngs=nnx.Rngs(1))
+    batch = {k: jnp.asarray(jets[k][:16]) for k in ("features", "p4", "mask")}
+    batch["tokens"] = jnp.zeros(batch["mask"].shape, jnp.int32)
+    graphdef, state = nnx.split(model)
+    loss, metrics = jax.jit(lambda s, b, k: mpm_loss(nnx.merge(graphdef, s), b, k))(state, batch,
+                                                                                   key)
+    assert np.isfinite(float(loss)) and 0.0 <= float(metrics["token_accuracy"]) <= 1.0
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "finetune", "scratch"])
+def test_finetuning_strategies(jets, key, strategy):
+    pretrained = ParticleTransformer(TINY, rngs=nnx.Rngs(0))
+    backbone = ParticleTransformer(TINY, rngs=nnx.Rngs(99))  # fresh initialisation
+    if strategy != "scratch":
+        nnx.update(backbone, nnx.state(pretrained))
+    model = JetClassifier(backbone, 2, rngs=nnx.Rngs(2))
+    start_backbone = jax.tree.map(np.array, nnx.state(model.backbone, nnx.Param))
+    start_head = jax.tree.map(np.array, nnx.state(model.head, nnx.Param))
+    data = {k: v[:256] for k, v in jets.items()}
+    finetune(model, data, strategy, steps=8, batch_size=32, key=key, learning_rate=1e-3)
+    backbone_same = _leaves_equal(nnx.state(model.backbone, nnx.Param), start_backbone)
+    head_same = _leaves_equal(nnx.state(model.head, nnx.Param), start_head)
+    assert not head_same
+    if strategy == "frozen":
+        assert backbone_same
+        # the batch statistics did not move either
+        assert _leaves_equal(nnx.state(model.backbone, nnx.BatchStat),
+                             nnx.state(pretrained, nnx.BatchStat))
+    else:
+        assert not backbone_same
+    matches_pretrained = _leaves_equal(start_backbone, nnx.state(pretrained, nnx.Param))
+    assert matches_pretrained == (strategy != "scratch")
+
+
+def test_deepsets_head_is_invariant_to_jet_order_and_padding(key):
+    head = DeepSetsHead(8, 2, rngs=nnx.Rngs(0))
+    x = jax.random.normal(key, (3, 4, 8), jnp.float32)
+    mask = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)
+    ref = head(x, mask)
+    perm = jnp.array([2, 0, 3, 1])
+    np.testing.assert_allclose(np.asarray(head(x[:, perm], mask[:, perm])), np.asarray(ref),
+                               rtol=1e-6, atol=1e-6)
+    padded = jnp.concatenate([jnp.where(mask[..., None], x, 50.0), 9.0 * jnp.ones((3, 2, 8), jnp.float32)], 1)
+    padded_mask = jnp.concatenate([mask, jnp.zeros((3, 2), bool)], 1)
+    np.testing.assert_allclose(np.asarray(head(padded, padded_mask)), np.asarray(ref),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        DeepSetsHead(8, 2, pooling="max", rngs=nnx.Rngs(0))
+
+
+def test_event_classifier_over_jets(jets, key):
+    model = EventClassifier(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 2, rngs=nnx.Rngs(1))
+    model.eval()
+    f = jnp.asarray(jets["features"][:6]).reshape(2, 3, 32, 17)
+    p = jnp.asarray(jets["p4"][:6]).reshape(2, 3, 32, 4)
+    m = jnp.asarray(jets["mask"][:6]).reshape(2, 3, 32)
+    m = m.at[1, 2].set(False)  # the second event has two jets
+    graphdef, state = nnx.split(model)
+    run = jax.jit(lambda *a: nnx.merge(graphdef, state)(*a))
+    ref = run(f, p, m)
+    assert ref.shape == (2, 2) and bool(jnp.all(jnp.isfinite(ref)))
+    perm = jnp.array([1, 0, 2])
+    np.testing.assert_allclose(np.asarray(run(f[:, perm], p[:, perm], m[:, perm])),
+                               np.asarray(ref), rtol=1e-5, atol=1e-5)
