@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.difphys-installed
 
-.PHONY: demo test test-slow bench bench-part lint clean-venv
+.PHONY: demo test test-slow bench bench-part bench-foundation lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/vertex_fit.py
 	$(PY) benchmarks/stochad.py
 	$(PY) benchmarks/sampling.py --png sampling.png
+
+# label efficiency of masked-particle-modelling pretraining (small configuration, ~20 min)
+bench-foundation: $(STAMP)
+	$(PY) benchmarks/label_efficiency.py
 
 # ParT throughput against weaver-core's PyTorch ParticleTransformer (CPU torch 2.13.0 wheel)
 bench-part: $(STAMP)

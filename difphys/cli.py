@@ -116,6 +116,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from .train import fit_tokenizer_files
+
+    meta = fit_tokenizer_files(args.files, args.out, method=args.method,
+                               codebook_size=args.codebook, steps=args.steps,
+                               max_particles=args.max_particles, seed=args.seed,
+                               overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{meta['method']} tokeniser with {meta['codebook_size']} codes: "
+          f"{100 * meta['codebook_utilisation']:.1f}% of the codebook used; wrote {args.out}")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train import pretrain_files
+
+    meta = pretrain_files(args.files, args.tokenizer, args.out, model_size=args.model,
+                          steps=args.steps, batch_size=args.batch, fraction=args.mask_fraction,
+                          max_particles=args.max_particles, learning_rate=args.lr,
+                          seed=args.seed, resume=args.resume, progress=not args.quiet)
+    print(f"masked particle modelling on {meta['jets']} jets: loss {meta['first_loss']:.3f} -> "
+          f"{meta['final_loss']:.3f} (token entropy {meta['token_entropy']:.3f}); "
+          f"backbone in {args.out}/backbone")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .train import finetune_files
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+    m = finetune_files(args.files, args.out, labels=labels, pretrained=args.pretrained,
+                       strategy=args.strategy, event_level=args.events, model_size=args.model,
+                       budget=args.budget, steps=args.steps, batch_size=args.batch,
+                       learning_rate=args.lr, backbone_lr_factor=args.backbone_lr_factor,
+                       frozen_warmup_steps=args.frozen_warmup, max_particles=args.max_particles,
+                       seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    rej = m["rejection_at_50"]
+    print(f"{m['strategy']}: {m['train_examples']} training examples, test ROC AUC "
+          f"{m['test_auc']:.4f}, rejection at 50% signal efficiency "
+          f"{'inf' if rej is None else f'{rej:.1f}'}; wrote {args.out}/metrics.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -226,6 +268,63 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--resume", action="store_true", help="continue the run in --out")
     trn.add_argument("--quiet", action="store_true", help="no progress bar")
     trn.set_defaults(func=_cmd_train)
+
+    tok = sub.add_parser("tokenize", help="fit a particle tokeniser (VQ-VAE or K-means) on files",
+                         description="Fit a VQ-VAE (straight-through, commitment loss, dead-code "
+                         "restarts) or K-means tokeniser to the ParT features of all particles "
+                         "of the files; writes it to --out for difphys pretrain.")
+    tok.add_argument("files", nargs="+", help="JetClass-schema ROOT file(s)")
+    tok.add_argument("--out", required=True, help="output folder")
+    tok.add_argument("--method", default="vqvae", choices=["vqvae", "kmeans"])
+    tok.add_argument("--codebook", type=int, default=512, help="codebook size (default: 512)")
+    tok.add_argument("--steps", type=int, default=1000, help="VQ-VAE steps (default: 1000)")
+    tok.add_argument("--max-particles", type=int, default=64)
+    tok.add_argument("--seed", type=int, default=0)
+    tok.add_argument("--overwrite", action="store_true")
+    tok.add_argument("--quiet", action="store_true")
+    tok.set_defaults(func=_cmd_tokenize)
+
+    pre = sub.add_parser("pretrain", help="masked particle modelling of a ParT backbone",
+                         description="Pretrain a Particle Transformer backbone by masked "
+                         "particle modelling (a fraction of each jet's particles hidden, their "
+                         "tokens predicted) on unlabelled jets; orbax checkpoints, --resume.")
+    pre.add_argument("files", nargs="+", help="JetClass-schema ROOT file(s); labels unused")
+    pre.add_argument("--tokenizer", required=True, help="folder written by difphys tokenize")
+    pre.add_argument("--out", required=True, help="output folder")
+    pre.add_argument("--model", default="small", choices=["tiny", "small", "full"])
+    pre.add_argument("--steps", type=int, default=2000)
+    pre.add_argument("--batch", type=int, default=128)
+    pre.add_argument("--mask-fraction", type=float, default=0.4)
+    pre.add_argument("--lr", type=float, default=1e-3)
+    pre.add_argument("--max-particles", type=int, default=64)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--resume", action="store_true", help="continue the checkpoints in --out")
+    pre.add_argument("--quiet", action="store_true")
+    pre.set_defaults(func=_cmd_pretrain)
+
+    fin = sub.add_parser("finetune", help="train a jet or event classifier on a backbone",
+                         description="Train a jet classifier (--labels, signal first) or a "
+                         "DeepSets event classifier (--events, on label_signal) with a frozen, "
+                         "fine-tuned or from-scratch backbone; evaluates on a held-out split.")
+    fin.add_argument("files", nargs="+", help="JetClass-schema ROOT file(s)")
+    fin.add_argument("--out", required=True, help="output folder")
+    fin.add_argument("--pretrained", default=None, help="folder written by difphys pretrain")
+    fin.add_argument("--strategy", default="finetune", choices=["frozen", "finetune", "scratch"])
+    fin.add_argument("--labels", default="label_b,label_uds")
+    fin.add_argument("--events", action="store_true", help="event-level task (hh4b files)")
+    fin.add_argument("--model", default=None, choices=["tiny", "small", "full"],
+                     help="backbone size for --strategy scratch without --pretrained")
+    fin.add_argument("--budget", type=int, default=None, help="labelled training examples")
+    fin.add_argument("--steps", type=int, default=500)
+    fin.add_argument("--batch", type=int, default=64)
+    fin.add_argument("--lr", type=float, default=1e-3)
+    fin.add_argument("--backbone-lr-factor", type=float, default=0.1)
+    fin.add_argument("--frozen-warmup", type=int, default=0, help="steps with a fixed backbone")
+    fin.add_argument("--max-particles", type=int, default=64)
+    fin.add_argument("--seed", type=int, default=0)
+    fin.add_argument("--overwrite", action="store_true")
+    fin.add_argument("--quiet", action="store_true")
+    fin.set_defaults(func=_cmd_finetune)
     return parser
 
 

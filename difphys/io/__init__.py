@@ -7,6 +7,7 @@ from ._jetclass import JET_BRANCHES as JET_BRANCHES
 from ._jetclass import PART_FEATURES as PART_FEATURES
 from ._jetclass import PARTICLE_BRANCHES as PARTICLE_BRANCHES
 from ._jetclass import iterate_jetclass as iterate_jetclass
+from ._jetclass import load_events as load_events
 from ._jetclass import load_jets as load_jets
 from ._jetclass import part_features as part_features
 from ._jetclass import read_jetclass as read_jetclass

@@ -203,17 +203,19 @@ def write_jetclass(path, particles: dict, jets: dict, *, overwrite: bool = False
     return path
 
 
-def load_jets(files, labels: Sequence[str], *, max_particles: int = 128) -> dict[str, np.ndarray]:
+def load_jets(files, labels: Sequence[str] | None, *, max_particles: int = 128
+              ) -> dict[str, np.ndarray]:
     """Jets of ``files`` as training arrays for a classifier.
 
     Returns ``features (n, max_particles, 17)`` float32 (:func:`part_features`), ``p4 (n,
     max_particles, 4)`` float32 (E, px, py, pz) GeV, ``mask (n, max_particles)`` bool and
-    ``label (n,)`` int32: the index in ``labels`` of the one true label branch. Jets where none
+    ``label (n,)`` int32: the index in ``labels`` of the one true label branch (``labels=None``:
+    every jet, unlabelled, no ``label``). Jets where none
     of ``labels`` is set are left out (e.g. c jets for ``("label_b", "label_uds")``); jets with
     no particle, or with several labels set, raise ``ValueError``.
     """
-    labels = list(labels)
-    if len(labels) < 2:
+    labels = [] if labels is None else list(labels)
+    if labels and len(labels) < 2:
         raise ValueError(f"a classifier needs at least two label branches; got {labels}")
     batch = read_jetclass(files, [*PARTICLE_BRANCHES, "jet_pt", "jet_energy", *labels],
                           max_particles=max_particles)
@@ -221,6 +223,11 @@ def load_jets(files, labels: Sequence[str], *, max_particles: int = 128) -> dict
     if len(empty):
         raise ValueError(f"{len(empty)} jet(s) with no particles (first at entry {empty[0]}) "
                          f"in {files}")
+    if not labels:  # unlabelled: every jet, no "label"
+        p4 = np.stack([batch["part_energy"], batch["part_px"], batch["part_py"],
+                       batch["part_pz"]], axis=-1)
+        return {"features": part_features(batch), "p4": p4.astype(np.float32),
+                "mask": batch["mask"]}
     onehot = np.stack([np.asarray(batch[name], dtype=bool) for name in labels], axis=1)
     if np.any(onehot.sum(axis=1) > 1):
         raise ValueError(f"labels {labels} are not exclusive: some jets have several set")
@@ -235,3 +242,39 @@ def load_jets(files, labels: Sequence[str], *, max_particles: int = 128) -> dict
         "mask": sub["mask"],
         "label": np.argmax(onehot[keep], axis=1).astype(np.int32),
     }
+
+
+def load_events(files, *, max_jets: int = 3, max_particles: int = 64,
+                label: str = "label_signal") -> dict[str, np.ndarray]:
+    """Events of a multi-jet sample (e.g. ``hh4b``, grouped by the ``event_id`` branch) as
+    arrays for an event classifier: ``features (E, max_jets, max_particles, 17)``, ``p4 (E,
+    max_jets, max_particles, 4)``, ``mask (E, max_jets, max_particles)`` (a jet slot without
+    particles is padding), ``jet_mask (E, max_jets)`` and ``label (E,)`` int32 from the
+    event-level ``label`` branch. Jets beyond ``max_jets`` in an event are dropped (the files
+    store at most three, in descending pT)."""
+    batch = read_jetclass(files, [*PARTICLE_BRANCHES, "jet_pt", "jet_energy", "event_id",
+                                  label], max_particles=max_particles)
+    feats = part_features(batch)
+    p4 = np.stack([batch["part_energy"], batch["part_px"], batch["part_py"], batch["part_pz"]],
+                  axis=-1).astype(np.float32)
+    ids = batch["event_id"]
+    if np.any(np.diff(ids) < 0):
+        raise ValueError("jets of an event must be stored together, in increasing event_id")
+    events, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    slot = np.arange(len(ids)) - np.repeat(first, counts)
+    row = np.searchsorted(events, batch["event_id"])
+    keep = slot < max_jets
+    n_events = len(events)
+    out = {
+        "features": np.zeros((n_events, max_jets, max_particles, feats.shape[-1]), np.float32),
+        "p4": np.zeros((n_events, max_jets, max_particles, 4), np.float32),
+        "mask": np.zeros((n_events, max_jets, max_particles), bool),
+    }
+    out["features"][row[keep], slot[keep]] = feats[keep]
+    out["p4"][row[keep], slot[keep]] = p4[keep]
+    out["mask"][row[keep], slot[keep]] = batch["mask"][keep]
+    out["jet_mask"] = out["mask"].any(axis=-1)
+    labels = np.zeros(n_events, np.int32)
+    labels[row] = np.asarray(batch[label], dtype=np.int32)
+    out["label"] = labels
+    return out

@@ -21,3 +21,11 @@ from ._metrics import accuracy as accuracy
 from ._metrics import background_rejection as background_rejection
 from ._metrics import roc_auc as roc_auc
 from ._metrics import roc_curve as roc_curve
+from ._workflow import MODEL_SIZES as MODEL_SIZES
+from ._workflow import backbone_config as backbone_config
+from ._workflow import finetune_files as finetune_files
+from ._workflow import fit_tokenizer_files as fit_tokenizer_files
+from ._workflow import load_module as load_module
+from ._workflow import load_tokenizer as load_tokenizer
+from ._workflow import pretrain_files as pretrain_files
+from ._workflow import save_module as save_module

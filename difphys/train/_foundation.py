@@ -100,6 +100,7 @@ def _group_labels(params):
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+@functools.lru_cache(maxsize=32)
 def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
                        backbone_lr_factor: float = 1.0, frozen_warmup_steps: int = 0,
                        weight_decay: float = 1e-4) -> optax.GradientTransformation:
@@ -110,6 +111,9 @@ def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
     * ``finetune``: AdamW on both, the backbone at ``backbone_lr_factor`` times the rate and
       held fixed for the first ``frozen_warmup_steps`` steps;
     * ``scratch``: AdamW on both at the same rate (pair it with a fresh backbone).
+
+    Equal arguments return the same (stateless) optimiser object, so repeated runs reuse one
+    compiled training step.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")

@@ -95,6 +95,11 @@ def _compiled_step(graphdef, loss_fn, optimizer):
     return jax.jit(make_train_step(graphdef, loss_fn, optimizer), donate_argnums=0)
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_forward(graphdef):
+    return jax.jit(lambda s, f, p, m: nnx.merge(graphdef, s)(f, p, m))
+
+
 def _manager(directory):
     import orbax.checkpoint as ocp
 
@@ -195,7 +200,7 @@ def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int =
     in batches; returns a float32 NumPy array ``(n, num_classes)``."""
     model.eval()
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda s, f, p, m: nnx.merge(graphdef, s)(f, p, m))
+    forward = _compiled_forward(graphdef)
     n = len(data["mask"])
     out = []
     for start in range(0, n, batch_size):

@@ -1,0 +1,224 @@
+"""File-level foundation-model workflow behind ``difphys tokenize``, ``difphys pretrain`` and
+``difphys finetune``: each step reads JetClass-schema files and writes a folder holding a
+``meta.json`` and the module's state (orbax)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+MODEL_SIZES = ("tiny", "small", "full")
+
+
+def backbone_config(size: str):
+    """The backbone (no classification head) of a named size."""
+    from ..nn import ParTConfig
+
+    if size == "tiny":
+        return ParTConfig(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4,
+                          num_layers=2, num_cls_layers=1, num_classes=0)
+    if size == "small":
+        return ParTConfig.small(num_classes=0)
+    if size == "full":
+        return ParTConfig(num_classes=0)
+    raise ValueError(f"model size must be one of {MODEL_SIZES}; got {size!r}")
+
+
+def _new_folder(out, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_module(folder, module: nnx.Module, meta: dict) -> Path:
+    """Write ``module``'s state (orbax) and ``meta`` (JSON) into ``folder``."""
+    import orbax.checkpoint as ocp
+
+    folder = Path(folder).absolute()
+    state = nnx.state(module)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(folder / "state", state, force=True)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_module(folder, module: nnx.Module) -> nnx.Module:
+    """Restore the state saved by :func:`save_module` into ``module`` (same structure)."""
+    import orbax.checkpoint as ocp
+
+    folder = Path(folder).absolute()
+    if not (folder / "state").exists():
+        raise FileNotFoundError(f"no saved module state in {folder}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.state(module))
+    with ocp.StandardCheckpointer() as ckpt:
+        state = ckpt.restore(folder / "state", abstract)
+    nnx.update(module, state)
+    return module
+
+
+def _read_meta(folder, kind: str) -> dict:
+    path = Path(folder) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a difphys {kind} folder (no meta.json)")
+    meta = json.loads(path.read_text())
+    if meta.get("kind") != kind:
+        raise ValueError(f"{folder} holds a {meta.get('kind')!r}, not a {kind!r}")
+    return meta
+
+
+def load_tokenizer(folder):
+    """The tokeniser saved by :func:`fit_tokenizer_files`."""
+    from ..nn import VQVAE, KMeansTokenizer
+
+    meta = _read_meta(folder, "tokenizer")
+    if meta["method"] == "kmeans":
+        module = KMeansTokenizer(jnp.zeros((meta["codebook_size"], meta["input_dim"])))
+    else:
+        module = VQVAE(meta["input_dim"], codebook_size=meta["codebook_size"],
+                       latent_dim=meta["latent_dim"], hidden=meta["hidden"], rngs=nnx.Rngs(0))
+    return load_module(folder, module), meta
+
+
+def fit_tokenizer_files(files, out, *, method: str = "vqvae", codebook_size: int = 512,
+                        steps: int = 1000, max_particles: int = 64, seed: int = 0,
+                        overwrite: bool = False, progress: bool = True) -> dict:
+    """Fit a particle tokeniser (``vqvae`` or ``kmeans``) on the particles of ``files``
+    and save it to ``out``; returns the metadata (with the codebook utilisation)."""
+    from ..io import load_jets
+    from ..nn import VQVAE, KMeansTokenizer
+    from ._foundation import codebook_utilisation, fit_vqvae
+
+    if method not in ("vqvae", "kmeans"):
+        raise ValueError(f"method must be 'vqvae' or 'kmeans'; got {method!r}")
+    out = _new_folder(out, overwrite)
+    jets = load_jets(files, None, max_particles=max_particles)
+    key = jax.random.key(seed)
+    meta = dict(kind="tokenizer", method=method, codebook_size=codebook_size, input_dim=17,
+                files=[str(f) for f in np.atleast_1d(files)], max_particles=max_particles)
+    if method == "kmeans":
+        tok = KMeansTokenizer.fit(key, jets["features"], jets["mask"],
+                                  codebook_size=codebook_size)
+    else:
+        meta.update(latent_dim=8, hidden=64)
+        tok = VQVAE(17, codebook_size=codebook_size, latent_dim=8, hidden=64,
+                    rngs=nnx.Rngs(seed))
+        tok, history = fit_vqvae(tok, jets["features"], jets["mask"], key=key, steps=steps,
+                                 progress=progress)
+        meta["final_recon"] = history[-1]["recon"] if history else None
+    n = min(len(jets["mask"]), 20_000)
+    meta["codebook_utilisation"] = codebook_utilisation(tok, jets["features"][:n],
+                                                        jets["mask"][:n])
+    save_module(out, tok, meta)
+    return meta
+
+
+def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: int = 2000,
+                   batch_size: int = 128, fraction: float = 0.4, max_particles: int = 64,
+                   learning_rate: float = 1e-3, seed: int = 0, resume: bool = False,
+                   progress: bool = True) -> dict:
+    """Masked-particle-modelling pretraining on the (unlabelled) jets of ``files`` with the
+    tokeniser saved in ``tokenizer``; checkpoints in ``out/checkpoints`` (``resume`` continues
+    them), the backbone in ``out``. Returns the metadata with the loss history summary."""
+    from ..io import load_jets
+    from ..nn import MaskedParticleModel, ParticleTransformer
+    from ._foundation import pretrain_mpm
+
+    out = Path(out)
+    if not resume:
+        out = _new_folder(out, overwrite=False)
+    tok, tok_meta = load_tokenizer(tokenizer)
+    jets = load_jets(files, None, max_particles=max_particles)
+    tokens = np.concatenate([
+        np.asarray(tok.tokenize(jnp.asarray(jets["features"][i:i + 4096])))
+        for i in range(0, len(jets["mask"]), 4096)])
+    cfg = backbone_config(model_size)
+    model = MaskedParticleModel(ParticleTransformer(cfg, rngs=nnx.Rngs(seed)),
+                                tok_meta["codebook_size"], rngs=nnx.Rngs(seed + 1))
+    _, history = pretrain_mpm(model, {**jets, "tokens": tokens}, steps=steps,
+                              batch_size=batch_size, key=jax.random.key(seed), fraction=fraction,
+                              learning_rate=learning_rate, checkpoint_dir=out / "checkpoints",
+                              progress=progress)
+    real = tokens[jets["mask"]]
+    freq = np.bincount(real, minlength=tok_meta["codebook_size"]) / len(real)
+    meta = dict(kind="backbone", model_size=model_size, config=dataclasses.asdict(cfg),
+                tokenizer=str(tokenizer), jets=int(len(tokens)), steps=steps,
+                token_entropy=float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0]))),
+                first_loss=history[0]["loss"] if history else None,
+                final_loss=history[-1]["loss"] if history else None,
+                max_particles=max_particles)
+    save_module(out / "backbone", model.backbone, meta)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=None,
+                   strategy: str = "finetune", event_level: bool = False,
+                   model_size: str | None = None, budget: int | None = None,
+                   steps: int = 500, batch_size: int = 64, learning_rate: float = 1e-3,
+                   backbone_lr_factor: float = 0.1, frozen_warmup_steps: int = 0,
+                   test_fraction: float = 0.3, max_particles: int = 64, seed: int = 0,
+                   progress: bool = True, overwrite: bool = False) -> dict:
+    """Train a jet classifier (``labels``, signal first) or, with ``event_level``, a DeepSets
+    event classifier on ``label_signal`` (files with ``event_id``, e.g. ``hh4b``) with the
+    backbone saved by :func:`pretrain_files` in ``pretrained`` and a fine-tuning ``strategy``
+    (``frozen``, ``finetune``, ``scratch``). ``budget`` limits the labelled training examples.
+    Evaluates ROC AUC and background rejection at 50% signal efficiency on a held-out split
+    and writes ``metrics.json`` to ``out``."""
+    from ..io import load_events, load_jets
+    from ..nn import EventClassifier, JetClassifier, ParTConfig, ParticleTransformer
+    from ._classifier import class_logit
+    from ._foundation import STRATEGIES, finetune
+    from ._loop import predict
+    from ._metrics import background_rejection, roc_auc
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+    if strategy != "scratch" and pretrained is None:
+        raise ValueError(f"strategy {strategy!r} needs a pretrained backbone (--pretrained)")
+    out = _new_folder(out, overwrite)
+    if pretrained is not None:
+        meta = _read_meta(Path(pretrained) / "backbone", "backbone")
+        cfg = ParTConfig(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in meta["config"].items()})
+    else:
+        cfg = backbone_config(model_size or "small")
+    if event_level:
+        data = load_events(files, max_particles=max_particles)
+        data.pop("jet_mask")
+    else:
+        data = load_jets(files, list(labels), max_particles=max_particles)
+        # signal (the first label) is class 1 for the ROC metrics
+        data["label"] = (data["label"] == 0).astype(np.int32)
+    order = np.random.default_rng(seed).permutation(len(data["label"]))
+    n_test = int(test_fraction * len(order))
+    train_idx, test_idx = np.sort(order[n_test:]), np.sort(order[:n_test])
+    if budget is not None:
+        train_idx = train_idx[:budget]
+    train = {k: v[train_idx] for k, v in data.items()}
+    test = {k: v[test_idx] for k, v in data.items()}
+    backbone = ParticleTransformer(cfg, rngs=nnx.Rngs(seed))
+    if strategy != "scratch":
+        load_module(Path(pretrained) / "backbone", backbone)
+    model = (EventClassifier(backbone, 2, rngs=nnx.Rngs(seed + 1)) if event_level
+             else JetClassifier(backbone, 2, rngs=nnx.Rngs(seed + 1)))
+    _, history = finetune(model, train, strategy, steps=steps,
+                          batch_size=min(batch_size, len(train_idx)), key=jax.random.key(seed),
+                          learning_rate=learning_rate, backbone_lr_factor=backbone_lr_factor,
+                          frozen_warmup_steps=frozen_warmup_steps, progress=progress)
+    score = class_logit(predict(model, test), 1)
+    sig = test["label"] == 1
+    rejection = background_rejection(score, sig, 0.5)
+    metrics = dict(strategy=strategy, event_level=event_level, train_examples=len(train_idx),
+                   test_examples=len(test_idx), test_auc=roc_auc(score, sig),
+                   rejection_at_50=rejection if np.isfinite(rejection) else None,
+                   final_train_loss=history[-1]["loss"] if history else None)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

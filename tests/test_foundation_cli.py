@@ -1,0 +1,48 @@
+"""The file-level foundation workflow: difphys tokenize -> pretrain -> finetune."""
+
+import json
+
+import pytest
+
+from difphys.cli import main
+
+
+def test_tokenize_pretrain_finetune(zpole_sample, tmp_path, capsys):
+    report, _ = zpole_sample
+    f = str(report.path)
+    assert main(["tokenize", f, "--out", str(tmp_path / "tok"), "--method", "kmeans",
+                 "--codebook", "16", "--max-particles", "32", "--quiet"]) == 0
+    assert "codebook used" in capsys.readouterr().out
+    assert main(["pretrain", f, "--tokenizer", str(tmp_path / "tok"), "--out",
+                 str(tmp_path / "pre"), "--model", "tiny", "--steps", "30", "--batch", "64",
+                 "--max-particles", "32", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "pre" / "meta.json").read_text())
+    assert meta["final_loss"] < meta["first_loss"]
+    for strategy in ("frozen", "scratch"):
+        out = tmp_path / f"ft-{strategy}"
+        assert main(["finetune", f, "--out", str(out), "--pretrained", str(tmp_path / "pre"),
+                     "--strategy", strategy, "--budget", "500", "--steps", "30",
+                     "--max-particles", "32", "--quiet"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["train_examples"] == 500 and 0.5 < metrics["test_auc"] <= 1.0
+    # an existing output folder is never overwritten silently
+    assert main(["finetune", f, "--out", str(tmp_path / "ft-frozen"), "--pretrained",
+                 str(tmp_path / "pre"), "--strategy", "frozen", "--quiet"]) == 2
+    assert "exists" in capsys.readouterr().err
+    # a strategy that needs a backbone without one
+    assert main(["finetune", f, "--out", str(tmp_path / "x"), "--strategy", "finetune",
+                 "--quiet"]) == 2
+
+
+def test_event_level_finetune_on_hh4b(tmp_path):
+    pytest.importorskip("pythia8mc")
+    from difphys.data import generate
+
+    path = tmp_path / "hh.root"
+    generate("hh4b", 80, 3, path, progress=False)
+    out = tmp_path / "ev"
+    assert main(["finetune", str(path), "--out", str(out), "--events", "--strategy", "scratch",
+                 "--model", "tiny", "--steps", "10", "--batch", "16", "--max-particles", "32",
+                 "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["event_level"] and 0.0 <= metrics["test_auc"] <= 1.0
