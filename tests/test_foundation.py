@@ -20,6 +20,7 @@ from difphys.nn import (
     mpm_loss,
 )
 from difphys.train import (
+    PRETRAINED_PARTS,
     codebook_utilisation,
     finetune,
     fit_vqvae,
@@ -108,6 +109,10 @@ def test_mpm_loss_hides_only_real_particles(jets, key):
     assert np.isfinite(float(loss)) and 0.0 <= float(metrics["token_accuracy"]) <= 1.0
 
 
+def _pretrained_params(backbone):
+    return {part: nnx.state(getattr(backbone, part), nnx.Param) for part in PRETRAINED_PARTS}
+
+
 @pytest.mark.parametrize("strategy", ["frozen", "finetune", "scratch"])
 def test_finetuning_strategies(jets, key, strategy):
     pretrained = ParticleTransformer(TINY, rngs=nnx.Rngs(0))
@@ -115,13 +120,15 @@ def test_finetuning_strategies(jets, key, strategy):
     if strategy != "scratch":
         nnx.update(backbone, nnx.state(pretrained))
     model = JetClassifier(backbone, 2, rngs=nnx.Rngs(2))
-    start_backbone = jax.tree.map(np.array, nnx.state(model.backbone, nnx.Param))
+    start_backbone = jax.tree.map(np.array, _pretrained_params(model.backbone))
     start_head = jax.tree.map(np.array, nnx.state(model.head, nnx.Param))
+    start_pool = jax.tree.map(np.array, nnx.state(model.backbone.cls_blocks, nnx.Param))
     data = {k: v[:256] for k, v in jets.items()}
     finetune(model, data, strategy, steps=8, batch_size=32, key=key, learning_rate=1e-3)
-    backbone_same = _leaves_equal(nnx.state(model.backbone, nnx.Param), start_backbone)
-    head_same = _leaves_equal(nnx.state(model.head, nnx.Param), start_head)
-    assert not head_same
+    backbone_same = _leaves_equal(_pretrained_params(model.backbone), start_backbone)
+    assert not _leaves_equal(nnx.state(model.head, nnx.Param), start_head)
+    # the class-attention pooling is not pretrained: it trains with the head in every mode
+    assert not _leaves_equal(nnx.state(model.backbone.cls_blocks, nnx.Param), start_pool)
     if strategy == "frozen":
         assert backbone_same
         # the batch statistics did not move either
@@ -129,7 +136,7 @@ def test_finetuning_strategies(jets, key, strategy):
                              nnx.state(pretrained, nnx.BatchStat))
     else:
         assert not backbone_same
-    matches_pretrained = _leaves_equal(start_backbone, nnx.state(pretrained, nnx.Param))
+    matches_pretrained = _leaves_equal(start_backbone, _pretrained_params(pretrained))
     assert matches_pretrained == (strategy != "scratch")
 
 

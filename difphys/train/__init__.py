@@ -3,6 +3,7 @@ exact resume, prediction, and classifier metrics (see ``docs/train.md``)."""
 
 from ._classifier import class_logit as class_logit
 from ._classifier import train_jet_classifier as train_jet_classifier
+from ._foundation import PRETRAINED_PARTS as PRETRAINED_PARTS
 from ._foundation import STRATEGIES as STRATEGIES
 from ._foundation import codebook_utilisation as codebook_utilisation
 from ._foundation import finetune as finetune

@@ -91,11 +91,21 @@ def pretrain_mpm(model, data: dict, *, steps: int, batch_size: int, key, fractio
                checkpoint_dir=checkpoint_dir, progress=progress, mesh=mesh)
 
 
+#: Sub-modules of a ParticleTransformer that masked particle modelling trains: the
+#: "backbone" parameter group of the fine-tuning strategies. The class-attention pooling
+#: (``cls_blocks``, ``cls_token``, ``norm``) is not pretrained and belongs to the head group.
+PRETRAINED_PARTS = ("embed_particles", "embed_pairs", "blocks")
+
+
+def _key_name(entry) -> str:
+    return str(getattr(entry, "key", getattr(entry, "name", entry)))
+
+
 def _group_labels(params):
     def label(path, _):
-        first = path[0]
-        name = getattr(first, "key", getattr(first, "name", first))
-        return "backbone" if str(name) == "backbone" else "head"
+        names = [_key_name(p) for p in path[:2]]
+        in_backbone = len(names) == 2 and names[0] == "backbone" and names[1] in PRETRAINED_PARTS
+        return "backbone" if in_backbone else "head"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -104,8 +114,11 @@ def _group_labels(params):
 def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
                        backbone_lr_factor: float = 1.0, frozen_warmup_steps: int = 0,
                        weight_decay: float = 1e-4) -> optax.GradientTransformation:
-    """The optimiser of a fine-tuning ``strategy`` for a model with ``backbone`` and ``head``
-    parameter groups (:class:`difphys.nn.JetClassifier`, :class:`difphys.nn.EventClassifier`):
+    """The optimiser of a fine-tuning ``strategy`` for a model with a ``backbone``
+    (:class:`difphys.nn.JetClassifier`, :class:`difphys.nn.EventClassifier`). The backbone
+    group is the part masked particle modelling pretrains (:data:`PRETRAINED_PARTS`: particle
+    and pair embeddings, particle-attention blocks); everything else (class-attention pooling,
+    heads) is the head group:
 
     * ``frozen``: the backbone gets exactly zero updates; AdamW on the head;
     * ``finetune``: AdamW on both, the backbone at ``backbone_lr_factor`` times the rate and
@@ -136,13 +149,17 @@ def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
 def finetune(model, data: dict, strategy: str, *, steps: int, batch_size: int, key,
              learning_rate: float = 1e-3, backbone_lr_factor: float = 0.1,
              frozen_warmup_steps: int = 0, progress: bool = False, **fit_options):
-    """Train ``model`` (a ``backbone`` + ``head`` model) on labelled ``data`` with one of
-    :data:`STRATEGIES`; in ``frozen`` mode the backbone also runs in evaluation mode, so its
-    batch statistics stay fixed too. Returns ``(model, history)``."""
+    """Train ``model`` (a ``backbone`` + head model) on labelled ``data`` with one of
+    :data:`STRATEGIES`; in ``frozen`` mode the pretrained parts also run in evaluation mode, so
+    their batch statistics stay fixed too. Returns ``(model, history)``."""
     opt = strategy_optimizer(strategy, learning_rate=learning_rate, steps=steps,
                              backbone_lr_factor=backbone_lr_factor,
                              frozen_warmup_steps=frozen_warmup_steps)
     if strategy == "frozen":
-        model.backbone.eval()
+        for part in PRETRAINED_PARTS:
+            sub = getattr(model.backbone, part)
+            for module in (sub if isinstance(sub, (list, tuple, nnx.List)) else [sub]):
+                if module is not None:
+                    module.eval()
     return fit(model, data, steps=steps, batch_size=batch_size, key=key, optimizer=opt,
                progress=progress, **fit_options)
