@@ -42,12 +42,11 @@ from difphys.nn import (
     ParticleTransformer,
 )
 from difphys.train import (
-    background_rejection,
+    binary_metrics,
     class_logit,
     finetune,
     predict,
     pretrain_mpm,
-    roc_auc,
 )
 
 SMALL = dict(
@@ -92,13 +91,8 @@ def _split(n, test_fraction, seed):
 
 
 def _evaluate(model, test):
-    logits = predict(model, test, batch_size=256)
-    score = class_logit(logits, 1)
-    sig = test["label"] == 1
-    rej = background_rejection(score, sig, 0.5)
-    return {"auc": roc_auc(score, sig),
-            "rejection_at_50": rej,
-            "rejection_lower_bound": float(np.sum(~sig)) if not np.isfinite(rej) else None}
+    score = class_logit(predict(model, test, batch_size=256), 1)
+    return binary_metrics(score, test["label"] == 1, efficiencies=(0.5,))
 
 
 def _pretrain(cfg, pool_jets, key, log):

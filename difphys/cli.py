@@ -109,8 +109,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              seed=args.seed, resume=args.resume, progress=not args.quiet)
     print(f"{labels[0]} vs {', '.join(labels[1:])}: {m['train_jets']} training / "
           f"{m['val_jets']} validation jets, {m['params']} parameters, {m['devices']} device(s)")
+    def rej(x):
+        return f"> {m['rejection_lower_bound']} (no background passes)" if x is None else f"{x:.1f}"
+
     print(f"validation ROC AUC {m['val_auc']:.4f}, accuracy {m['val_accuracy']:.4f}, "
-          f"rejection {m['rejection_at_50']:.1f} at 50% and {m['rejection_at_30']:.1f} at 30% "
+          f"rejection {rej(m['rejection_at_50'])} at 50% and {rej(m['rejection_at_30'])} at 30% "
           f"signal efficiency")
     print(f"wrote {args.out}/metrics.json, roc.png, history and checkpoints")
     return 0

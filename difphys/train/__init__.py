@@ -20,6 +20,7 @@ from ._loop import restore_latest as restore_latest
 from ._loop import save_history as save_history
 from ._metrics import accuracy as accuracy
 from ._metrics import background_rejection as background_rejection
+from ._metrics import binary_metrics as binary_metrics
 from ._metrics import roc_auc as roc_auc
 from ._metrics import roc_curve as roc_curve
 from ._workflow import MODEL_SIZES as MODEL_SIZES

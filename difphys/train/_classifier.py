@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from ._loop import fit, predict, save_history
-from ._metrics import accuracy, background_rejection, roc_auc, roc_curve
+from ._metrics import accuracy, binary_metrics, roc_curve
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +119,7 @@ def train_jet_classifier(
     score = class_logit(logits, 0)
     is_signal = val["label"] == 0
     eff_s, eff_b = roc_curve(score, is_signal)
+    roc = binary_metrics(score, is_signal)
     metrics = {
         "labels": list(labels),
         "train_jets": int(len(train_idx)),
@@ -126,10 +127,11 @@ def train_jet_classifier(
         "params": count_params(model),
         "devices": int(mesh.size) if mesh is not None else 1,
         "train_seconds_this_run": train_seconds,
-        "val_auc": roc_auc(score, is_signal),
+        "val_auc": roc["auc"],
         "val_accuracy": accuracy(logits, val["label"]),
-        "rejection_at_50": background_rejection(score, is_signal, 0.5),
-        "rejection_at_30": background_rejection(score, is_signal, 0.3),
+        "rejection_at_50": roc["rejection_at_50"],
+        "rejection_at_30": roc["rejection_at_30"],
+        "rejection_lower_bound": roc.get("rejection_lower_bound"),
         "final_train_loss": history[-1]["loss"] if history else None,
     }
     save_history(out / ("history.jsonl" if not resume else "history_resumed.jsonl"), history)

@@ -58,3 +58,17 @@ def background_rejection(scores, is_signal, signal_efficiency: float) -> float:
     eff_s, eff_b = roc_curve(scores, is_signal)
     k = int(np.argmax(eff_s >= signal_efficiency))
     return float(np.inf) if eff_b[k] == 0 else float(1.0 / eff_b[k])
+
+
+def binary_metrics(scores, is_signal, efficiencies=(0.5, 0.3)) -> dict:
+    """ROC AUC and background rejection at each signal efficiency in ``efficiencies``
+    (``rejection_at_50`` ...; None where no background passes, with the number of background
+    examples as ``rejection_lower_bound`` then)."""
+    is_signal = np.asarray(is_signal, dtype=bool)
+    out = {"auc": roc_auc(scores, is_signal)}
+    for eff in efficiencies:
+        rej = background_rejection(scores, is_signal, eff)
+        out[f"rejection_at_{round(100 * eff)}"] = rej if np.isfinite(rej) else None
+        if not np.isfinite(rej):
+            out["rejection_lower_bound"] = int(np.sum(~is_signal))
+    return out

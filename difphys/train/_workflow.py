@@ -177,7 +177,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     from ._classifier import class_logit
     from ._foundation import STRATEGIES, finetune
     from ._loop import predict
-    from ._metrics import background_rejection, roc_auc
+    from ._metrics import binary_metrics
 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
@@ -213,12 +213,9 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
                           batch_size=min(batch_size, len(train_idx)), key=jax.random.key(seed),
                           learning_rate=learning_rate, backbone_lr_factor=backbone_lr_factor,
                           frozen_warmup_steps=frozen_warmup_steps, progress=progress)
-    score = class_logit(predict(model, test), 1)
-    sig = test["label"] == 1
-    rejection = background_rejection(score, sig, 0.5)
+    roc = binary_metrics(class_logit(predict(model, test), 1), test["label"] == 1)
     metrics = dict(strategy=strategy, event_level=event_level, train_examples=len(train_idx),
-                   test_examples=len(test_idx), test_auc=roc_auc(score, sig),
-                   rejection_at_50=rejection if np.isfinite(rejection) else None,
+                   test_examples=len(test_idx), test_auc=roc.pop("auc"), **roc,
                    final_train_loss=history[-1]["loss"] if history else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
