@@ -159,12 +159,14 @@ def _summarise(task, results, log):
                 needed = float(np.exp(np.log(budgets[i]) + t * np.log(budgets[i + 1] /
                                                                       budgets[i])))
                 break
-        if needed is None and target <= scratch[0]:
-            needed = float(budgets[0])
+        already = needed is None and target <= scratch[0]
+        if already:
+            needed = None  # scratch matches it with the smallest budget: factor <= that / b
         log(dict(kind="summary", task=task, budget=b,
                  **{f"auc_{s}": mean[s, b] for s in STRATEGIES},
                  label_efficiency_factor=(needed / b if needed is not None else None),
-                 scratch_never_reaches=needed is None))
+                 factor_at_most=(budgets[0] / b if already else None),
+                 scratch_never_reaches=(needed is None and not already)))
     return mean, budgets
 
 
@@ -196,11 +198,26 @@ def main():
     parser.add_argument("--cache", default="benchmarks/.cache", help="generated samples")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--from-results", action="store_true",
+                        help="recompute the summaries and the plot from the runs in --out")
     args = parser.parse_args()
     cfg = FULL if args.full else SMALL
     out = Path(args.out or f"benchmarks/results/label_efficiency_{'full' if args.full else 'small'}"
                           ".jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        runs = [r for r in rows if r.get("kind") == "run"]
+        kept = [r for r in rows if r.get("kind") != "summary"]
+        with open(out, "w") as fh:
+            for r in kept:
+                fh.write(json.dumps(r) + "\n")
+            meta = {k: runs[0][k] for k in ("device", "jax", "config")}
+            curves = {t: _summarise(t, [r for r in runs if r["task"] == t],
+                                    lambda row: _emit(fh, {**meta, **row}))
+                      for t in dict.fromkeys(r["task"] for r in runs)}
+        _plot(out.with_suffix(".png"), curves)
+        return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
