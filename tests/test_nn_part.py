@@ -175,16 +175,24 @@ def test_parameter_gradient_matches_finite_difference(key):
 
 def test_dropout_needs_a_key_and_is_reproducible(key):
     model = _model(ParTConfig.small(num_classes=2, dropout=0.5), dtype=jnp.float32)
-    model.eval()
     features, p4, mask = _jets(key, dtype=jnp.float32)
-    graphdef, state = nnx.split(model)
-    run = jax.jit(lambda k: nnx.merge(graphdef, state)(features, p4, mask, key=k))
-    run_det = jax.jit(lambda: nnx.merge(graphdef, state)(features, p4, mask))
+
+    def runners(m):
+        graphdef, state = nnx.split(m)  # the state is traced (batch statistics update in it)
+        run = jax.jit(lambda s, k: nnx.merge(graphdef, s)(features, p4, mask, key=k))
+        run_det = jax.jit(lambda s: nnx.merge(graphdef, s)(features, p4, mask))
+        return (lambda k: run(state, k)), (lambda: run_det(state))
+
+    run, run_det = runners(model)  # training mode
     det = run_det()
     a, b = run(jax.random.fold_in(key, 1)), run(jax.random.fold_in(key, 1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(det))
     np.testing.assert_array_equal(np.asarray(det), np.asarray(run_det()))
+    model.eval()  # evaluation mode: no dropout even with a key, as PyTorch's model.eval()
+    run, run_det = runners(model)
+    np.testing.assert_array_equal(np.asarray(run(jax.random.fold_in(key, 1))),
+                                  np.asarray(run_det()))
 
 
 def test_float32_stays_float32_under_jit(key):
