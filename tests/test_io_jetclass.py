@@ -111,3 +111,33 @@ def test_errors(files, tmp_path):
         io.write_jetclass(path, {}, {"jet_pt": np.ones(2)})
     with pytest.raises(ValueError, match="number of jets"):
         io.write_jetclass(tmp_path / "bad.root", {"part_px": [[1.0]]}, {"jet_pt": np.ones(2)})
+
+
+def test_bad_files_and_values(files, tmp_path):
+    path = files[0][0]
+    batch = io.read_jetclass(path)
+    nan_batch = {k: v.copy() for k, v in batch.items()}
+    nan_batch["part_px"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        io.part_features(nan_batch)
+    # files of different schemas
+    other = tmp_path / "other.root"
+    io.write_jetclass(other, {"part_px": [[1.0, 2.0]]}, {"jet_pt": np.ones(1)})
+    with pytest.raises(ValueError, match="different schemas"):
+        io.read_jetclass([path, other])
+    with pytest.raises(KeyError, match="part_py"):
+        io.read_jetclass([path, other], ["part_px", "part_py"])
+    # a ROOT file without the JetClass tree
+    import uproot
+
+    with uproot.recreate(tmp_path / "notjc.root") as f:
+        f["events"] = {"x": np.ones(3)}
+    with pytest.raises(KeyError, match="no tree"):
+        io.read_jetclass(tmp_path / "notjc.root")
+    # empty jets and non-exclusive labels in load_jets
+    empty = tmp_path / "empty.root"
+    parts = {name: [[], [1.0]] for name in io.PARTICLE_BRANCHES}
+    io.write_jetclass(empty, parts, {"jet_pt": np.ones(2), "jet_energy": np.ones(2),
+                                     "label_a": np.array([1, 0]), "label_b": np.array([0, 1])})
+    with pytest.raises(ValueError, match="no particles"):
+        io.load_jets(empty, ["label_a", "label_b"])

@@ -212,6 +212,13 @@ def test_bad_shapes_are_rejected(key):
         model(features, p4[..., :3], mask)
     with pytest.raises(ValueError, match="mask"):
         model(features, p4, mask[:, :4])
+    with pytest.raises(ValueError, match="features contain NaN"):
+        model(features.at[0, 0, 3].set(jnp.nan), p4, mask)
+    with pytest.raises(ValueError, match="p4 contain NaN"):
+        model(features, p4.at[1, 0, 0].set(jnp.inf), mask)
+    # NaN on a padded slot is ignored (masked out exactly)
+    out = model(features.at[2, -1].set(jnp.nan), p4.at[2, -1].set(jnp.nan), mask)
+    assert bool(jnp.all(jnp.isfinite(out)))
 
 
 def test_pairwise_features_formulas(key):

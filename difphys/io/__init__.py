@@ -10,6 +10,7 @@ from ._jetclass import iterate_jetclass as iterate_jetclass
 from ._jetclass import load_events as load_events
 from ._jetclass import load_jets as load_jets
 from ._jetclass import part_features as part_features
+from ._jetclass import part_p4 as part_p4
 from ._jetclass import read_jetclass as read_jetclass
 from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import colour_tags as colour_tags

@@ -139,6 +139,12 @@ def read_jetclass(files, branches: Sequence[str] | None = None, *, max_particles
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+def part_p4(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Four-momenta ``(n, max_particles, 4)`` float32 (E, px, py, pz) GeV of a dense batch."""
+    return np.stack([batch["part_energy"], batch["part_px"], batch["part_py"], batch["part_pz"]],
+                    axis=-1).astype(np.float32)
+
+
 def part_features(batch: dict[str, np.ndarray]) -> np.ndarray:
     """The 17 standardised ParT ``JetClass_full`` particle features, ``(n, max_particles, 17)``
     float32, zero on padded entries; needs the particle branches, ``jet_pt`` and
@@ -148,6 +154,9 @@ def part_features(batch: dict[str, np.ndarray]) -> np.ndarray:
     if missing:
         raise KeyError(f"part_features needs branch(es) {missing}")
     mask = batch["mask"]
+    bad = [name for name in PARTICLE_BRANCHES if not np.all(np.isfinite(batch[name][mask]))]
+    if bad:
+        raise ValueError(f"NaN or infinity in particle branch(es) {bad}")
     pt = np.hypot(batch["part_px"], batch["part_py"])
     energy = batch["part_energy"]
     if np.any(mask & ((pt <= 0) | (energy <= 0))):
@@ -224,10 +233,7 @@ def load_jets(files, labels: Sequence[str] | None, *, max_particles: int = 128
         raise ValueError(f"{len(empty)} jet(s) with no particles (first at entry {empty[0]}) "
                          f"in {files}")
     if not labels:  # unlabelled: every jet, no "label"
-        p4 = np.stack([batch["part_energy"], batch["part_px"], batch["part_py"],
-                       batch["part_pz"]], axis=-1)
-        return {"features": part_features(batch), "p4": p4.astype(np.float32),
-                "mask": batch["mask"]}
+        return {"features": part_features(batch), "p4": part_p4(batch), "mask": batch["mask"]}
     onehot = np.stack([np.asarray(batch[name], dtype=bool) for name in labels], axis=1)
     if np.any(onehot.sum(axis=1) > 1):
         raise ValueError(f"labels {labels} are not exclusive: some jets have several set")
@@ -235,10 +241,9 @@ def load_jets(files, labels: Sequence[str] | None, *, max_particles: int = 128
     if not keep.any():
         raise ValueError(f"no jet in {files} has any of the labels {labels}")
     sub = {k: v[keep] for k, v in batch.items()}
-    p4 = np.stack([sub["part_energy"], sub["part_px"], sub["part_py"], sub["part_pz"]], axis=-1)
     return {
         "features": part_features(sub),
-        "p4": p4.astype(np.float32),
+        "p4": part_p4(sub),
         "mask": sub["mask"],
         "label": np.argmax(onehot[keep], axis=1).astype(np.int32),
     }
@@ -255,8 +260,7 @@ def load_events(files, *, max_jets: int = 3, max_particles: int = 64,
     batch = read_jetclass(files, [*PARTICLE_BRANCHES, "jet_pt", "jet_energy", "event_id",
                                   label], max_particles=max_particles)
     feats = part_features(batch)
-    p4 = np.stack([batch["part_energy"], batch["part_px"], batch["part_py"], batch["part_pz"]],
-                  axis=-1).astype(np.float32)
+    p4 = part_p4(batch)
     ids = batch["event_id"]
     if np.any(np.diff(ids) < 0):
         raise ValueError("jets of an event must be stored together, in increasing event_id")

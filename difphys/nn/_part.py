@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .._checks import is_concrete
 from ..kinematics import pairwise_features
 
 _BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 in Flax's convention
@@ -272,6 +273,11 @@ class ParticleTransformer(nnx.Module):
             raise ValueError(f"p4 must be {features.shape[:-1] + (4,)}; got {p4.shape}")
         if mask.shape != features.shape[:-1]:
             raise ValueError(f"mask must be {features.shape[:-1]}; got {mask.shape}")
+        if is_concrete(features, p4, mask):  # outside jit: no silent NaN
+            real = np.asarray(mask, dtype=bool)
+            for name, x in (("features", features), ("p4", p4)):
+                if not np.all(np.isfinite(np.asarray(x)[real])):
+                    raise ValueError(f"{name} contain NaN or infinity on real particles")
 
     def encode(self, features, p4, mask, *, key=None, hidden=None, mask_embedding=None):
         """Per-particle representations ``(B, n, embed_dim)`` after the particle-attention
@@ -287,6 +293,9 @@ class ParticleTransformer(nnx.Module):
         mask = mask.astype(bool)
         visible = mask if hidden is None else mask & ~hidden.astype(bool)
         dtype = self.param_dtype  # network precision; physics inputs are cast at the boundary
+        # padded slots are zeroed first, so whatever they hold (even NaN) cannot leak
+        features = jnp.where(mask[..., None], features, jnp.zeros_like(features))
+        p4 = jnp.where(mask[..., None], p4, jnp.zeros_like(p4))
         x = self.embed_particles(features.astype(dtype), visible)
         if hidden is not None:
             if mask_embedding is None:
