@@ -9,6 +9,7 @@ worker processes.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing as mp
 import time
 import zlib
@@ -132,8 +133,6 @@ def _smear_tracks(jets: list[dict], seed: int, key_tag: int, bfield: float, reso
     (exact helix from the true production vertex, :func:`difphys.vertex.simulate_tracks`)."""
     import jax
 
-    from ..vertex import simulate_tracks
-
     charged = [np.nonzero(r["charge"] != 0)[0] for r in jets]
     n = sum(len(c) for c in charged)
     if n == 0:
@@ -148,7 +147,7 @@ def _smear_tracks(jets: list[dict], seed: int, key_tag: int, bfield: float, reso
     q = np.concatenate([q, np.ones(pad)])
     with jax.enable_x64(True):
         key = jax.random.fold_in(jax.random.key(seed), key_tag)
-        tracks, _ = _simulate_jit(simulate_tracks)(key, vtx, p3, q, bfield, resolution)
+        tracks, _ = _simulate_jit()(key, vtx, p3, q, bfield, resolution)
         params, cov = np.asarray(tracks.params)[:n], np.asarray(tracks.cov)[:n]
     start = 0
     for r, c in zip(jets, charged, strict=True):
@@ -160,15 +159,14 @@ def _smear_tracks(jets: list[dict], seed: int, key_tag: int, bfield: float, reso
         start += len(c)
 
 
-_JITTED = {}
-
-
-def _simulate_jit(fn):
+@functools.cache
+def _simulate_jit():
+    """``vertex.simulate_tracks`` compiled once per process (JAX is imported lazily here)."""
     import jax
 
-    if fn not in _JITTED:
-        _JITTED[fn] = jax.jit(fn)
-    return _JITTED[fn]
+    from ..vertex import simulate_tracks
+
+    return jax.jit(simulate_tracks)
 
 
 def _branches(jets: list[dict]) -> tuple[dict, dict]:
