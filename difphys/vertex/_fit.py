@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 
 from .._checks import is_concrete
+from .._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
 from ._helix import _wrap, local_to_momentum, perigee_from_local, state_at_vertex
 from ._tracks import Perigee
 
@@ -118,14 +119,15 @@ def _gauss_newton_step(theta: _Theta, v, q):
     d = bw @ b
     avec = jnp.einsum("nil,nl->ni", aw, r)
     bvec = jnp.einsum("nil,nl->ni", bw, r)
-    d_inv_et = jnp.linalg.solve(d, jnp.swapaxes(e, -1, -2))  # D^-1 E^T  (n, 3, 3)
-    d_inv_b = jnp.linalg.solve(d, bvec[..., None])[..., 0]  # D^-1 b    (n, 3)
+    d_inv = inv3(d)
+    d_inv_et = d_inv @ jnp.swapaxes(e, -1, -2)  # D^-1 E^T  (n, 3, 3)
+    d_inv_b = jnp.einsum("nij,nj->ni", d_inv, bvec)  # D^-1 b    (n, 3)
     w = theta.weights[:, None, None]
     info = theta.prior_information + jnp.sum(w * (c - e @ d_inv_et), axis=0)
     rhs = theta.prior_information @ (theta.prior_position - v) + jnp.sum(
         theta.weights[:, None] * (avec - jnp.einsum("nij,nj->ni", e, d_inv_b)), axis=0
     )
-    dv = jnp.linalg.solve(info, rhs)
+    dv = inv3(info) @ rhs
     dq = d_inv_b - jnp.einsum("nij,j->ni", d_inv_et, dv)
     return v + dv, q + dq, info
 
@@ -185,10 +187,11 @@ def _solve_bwd(residuals, cotangents):
     h_vv = 2.0 * theta.prior_information + jnp.sum(w[:, None, None] * h_vv_i, axis=0)
     # J = [[h_vv, w_i K_i], [K_i^T, Q_i]]; solve J^T lam = x_bar by the Schur complement.
     k = h_vq_i  # (n, 3, 3)
-    q_inv_kt = jnp.linalg.solve(h_qq_i, jnp.swapaxes(k, -1, -2))
-    q_inv_qbar = jnp.linalg.solve(h_qq_i, q_bar[..., None])[..., 0]
+    h_qq_inv = inv3(h_qq_i)
+    q_inv_kt = h_qq_inv @ jnp.swapaxes(k, -1, -2)
+    q_inv_qbar = jnp.einsum("nij,nj->ni", h_qq_inv, q_bar)
     schur = h_vv - jnp.sum(w[:, None, None] * (k @ q_inv_kt), axis=0)
-    lam_v = jnp.linalg.solve(schur, v_bar - jnp.einsum("nij,nj->i", k, q_inv_qbar))
+    lam_v = inv3(schur) @ (v_bar - jnp.einsum("nij,nj->i", k, q_inv_qbar))
     lam_q = q_inv_qbar - w[:, None] * jnp.einsum("nij,j->ni", q_inv_kt, lam_v)
     _, vjp = jax.vjp(lambda th: _stationarity((v, q), th), theta)
     (theta_bar,) = vjp((-lam_v, -lam_q))
@@ -204,8 +207,9 @@ def _usable_tracks(params, cov):
     finite = jnp.all(jnp.isfinite(params), axis=-1) & jnp.all(jnp.isfinite(cov), axis=(-1, -2))
     physical = (params[..., 4] != 0) & (jnp.sin(params[..., 3]) > 0)
     sym = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-    eig = jnp.linalg.eigvalsh(jnp.where(finite[..., None, None], sym, jnp.eye(5, dtype=cov.dtype)))
-    return finite & physical & (eig[..., 0] > 0)
+    _, positive_definite = cholesky_spd(
+        jnp.where(finite[..., None, None], sym, jnp.eye(5, dtype=cov.dtype)))
+    return finite & physical & positive_definite
 
 
 def _fit_one(
@@ -226,7 +230,7 @@ def _fit_one(
     params = jnp.where(usable[:, None], params, dummy)
     cov = jnp.where(usable[:, None, None], cov, jnp.eye(5, dtype=dtype))
     weights = jnp.where(usable, weights, jnp.zeros_like(weights))
-    wm = jnp.linalg.inv(0.5 * (cov + jnp.swapaxes(cov, -1, -2)))
+    wm, _ = inv_spd(0.5 * (cov + jnp.swapaxes(cov, -1, -2)))
     theta = _Theta(params, wm, weights, bfield, prior_position, prior_information)
     if seed is None:
         d0, z0, phi0 = params[:, 0], params[:, 1], params[:, 2]
@@ -236,7 +240,7 @@ def _fit_one(
     _, q0 = state_at_vertex(params, seed[None, :], bfield)
     (v, q), (n_iter, step) = _solve(theta, seed, q0, max_iter, tol)
     _, _, info = _gauss_newton_step(theta, v, q)
-    cov_v = jnp.linalg.inv(info)
+    cov_v = inv3(info)
     per_track = jax.vmap(_track_chi2, in_axes=(0, 0, None, 0, None))(params, wm, v, q, bfield)
     chi2 = jnp.sum(weights * per_track)
     extra = 3.0 if has_constraint else 0.0
@@ -245,8 +249,8 @@ def _fit_one(
         chi2 = chi2 + dv @ prior_information @ dv
     ndf = 2.0 * jnp.sum(weights) - 3.0 + extra
     data_info = info - (0.0 if has_constraint else 1.0) * prior_information
-    eig = jnp.linalg.eigvalsh(0.5 * (data_info + data_info.T))
-    well_conditioned = eig[0] > 1e-9 * jnp.maximum(eig[-1], 1e-30)
+    eig_min, eig_max = eigvalsh3(0.5 * (data_info + data_info.T))
+    well_conditioned = eig_min > 1e-9 * jnp.maximum(eig_max, 1e-30)
     enough = (jnp.sum((weights > 0) & usable) >= 2) | has_constraint
     converged = step <= tol
     valid = enough & well_conditioned & jnp.all(jnp.isfinite(v))
