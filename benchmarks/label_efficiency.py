@@ -47,6 +47,7 @@ from difphys.train import (
     finetune,
     predict,
     pretrain_mpm,
+    token_entropy,
 )
 
 SMALL = dict(
@@ -104,10 +105,8 @@ def _pretrain(cfg, pool_jets, key, log):
                               cfg["codebook"], rngs=nnx.Rngs(1))
     _, history = pretrain_mpm(mpm, {**pool_jets, "tokens": tokens}, steps=cfg["pretrain_steps"],
                               batch_size=cfg["pretrain_batch"], key=key, progress=True)
-    real = tokens[pool_jets["mask"]]
-    freq = np.bincount(real, minlength=cfg["codebook"]) / len(real)
-    entropy = float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0])))
-    log(dict(kind="pretrain", pool_jets=int(len(tokens)), token_entropy=entropy,
+    log(dict(kind="pretrain", pool_jets=int(len(tokens)),
+             token_entropy=token_entropy(tokens, pool_jets["mask"]),
              first_loss=history[0]["loss"], final_loss=history[-1]["loss"],
              final_token_accuracy=history[-1]["token_accuracy"],
              seconds=time.perf_counter() - t0))

@@ -10,6 +10,7 @@ from ._foundation import finetune as finetune
 from ._foundation import fit_vqvae as fit_vqvae
 from ._foundation import pretrain_mpm as pretrain_mpm
 from ._foundation import strategy_optimizer as strategy_optimizer
+from ._foundation import token_entropy as token_entropy
 from ._loop import TrainState as TrainState
 from ._loop import classifier_loss as classifier_loss
 from ._loop import fit as fit

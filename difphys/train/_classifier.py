@@ -16,8 +16,10 @@ from ._metrics import accuracy, binary_metrics, roc_curve
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(training, held-out)`` indices of ``n`` examples, the held-out fraction drawn
+    by a seeded permutation (shared by ``difphys train`` and ``difphys finetune``)."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction}")
+        raise ValueError(f"the held-out fraction must lie in (0, 1); got {val_fraction}")
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(val_fraction * n)))
     return np.sort(order[n_val:]), np.sort(order[:n_val])

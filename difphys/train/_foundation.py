@@ -76,6 +76,15 @@ def codebook_utilisation(tokenizer, features, mask) -> float:
     return float(len(np.unique(tokens)) / tokenizer.codebook_size)
 
 
+def token_entropy(tokens, mask) -> float:
+    """Shannon entropy (nats) of the token distribution over the real particles: the loss of
+    a masked-particle model that predicts only the marginal frequencies."""
+    real = np.asarray(tokens)[np.asarray(mask, dtype=bool)]
+    freq = np.bincount(real) / len(real)
+    freq = freq[freq > 0]
+    return float(-np.sum(freq * np.log(freq)))
+
+
 def pretrain_mpm(model, data: dict, *, steps: int, batch_size: int, key, fraction: float = 0.4,
                  learning_rate: float = 1e-3, checkpoint_dir=None, progress: bool = True,
                  mesh=None):

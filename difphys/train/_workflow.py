@@ -129,7 +129,7 @@ def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: i
     them), the backbone in ``out``. Returns the metadata with the loss history summary."""
     from ..io import load_jets
     from ..nn import MaskedParticleModel, ParticleTransformer
-    from ._foundation import pretrain_mpm
+    from ._foundation import pretrain_mpm, token_entropy
 
     out = Path(out)
     if not resume:
@@ -146,11 +146,9 @@ def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: i
                               batch_size=batch_size, key=jax.random.key(seed), fraction=fraction,
                               learning_rate=learning_rate, checkpoint_dir=out / "checkpoints",
                               progress=progress)
-    real = tokens[jets["mask"]]
-    freq = np.bincount(real, minlength=tok_meta["codebook_size"]) / len(real)
     meta = dict(kind="backbone", model_size=model_size, config=dataclasses.asdict(cfg),
                 tokenizer=str(tokenizer), jets=int(len(tokens)), steps=steps,
-                token_entropy=float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0]))),
+                token_entropy=token_entropy(tokens, jets["mask"]),
                 first_loss=history[0]["loss"] if history else None,
                 final_loss=history[-1]["loss"] if history else None,
                 max_particles=max_particles)
@@ -174,7 +172,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     and writes ``metrics.json`` to ``out``."""
     from ..io import load_events, load_jets
     from ..nn import EventClassifier, JetClassifier, ParTConfig, ParticleTransformer
-    from ._classifier import class_logit
+    from ._classifier import _split, class_logit
     from ._foundation import STRATEGIES, finetune
     from ._loop import predict
     from ._metrics import binary_metrics
@@ -197,9 +195,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
         data = load_jets(files, list(labels), max_particles=max_particles)
         # signal (the first label) is class 1 for the ROC metrics
         data["label"] = (data["label"] == 0).astype(np.int32)
-    order = np.random.default_rng(seed).permutation(len(data["label"]))
-    n_test = int(test_fraction * len(order))
-    train_idx, test_idx = np.sort(order[n_test:]), np.sort(order[:n_test])
+    train_idx, test_idx = _split(len(data["label"]), test_fraction, seed)
     if budget is not None:
         train_idx = train_idx[:budget]
     train = {k: v[train_idx] for k, v in data.items()}
