@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io._tracks import TRACK_COV, TRACK_PARAMS
 from ._jets import cluster, eta_phi, match, softdrop_mass
 from ._pythia import final_state, last_copies, make_pythia, weak_heavy_hadrons
 
@@ -34,8 +35,6 @@ SAMPLES: dict[str, tuple[str, ...]] = {
 #: Branches beyond JetClass's written for every particle: PDG id, true production vertex (mm),
 #: track origin (0 primary, 1 b decay, 2 c decay, 3 other), smeared perigee (mm, mm, rad, rad,
 #: e/GeV) and its covariance (upper triangle ``part_trk_cov_ij``); zero for neutral particles.
-TRACK_PARAMS = ("part_trk_d0", "part_trk_z0", "part_trk_phi0", "part_trk_theta", "part_trk_qoverp")
-TRACK_COV = tuple(f"part_trk_cov_{i}{j}" for i in range(5) for j in range(i, 5))
 
 
 @dataclass(frozen=True)

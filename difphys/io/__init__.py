@@ -15,3 +15,10 @@ from ._jetclass import read_jetclass as read_jetclass
 from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import colour_tags as colour_tags
 from ._lhe import write_lhe as write_lhe
+from ._tracks import FLAVOUR_LABELS as FLAVOUR_LABELS
+from ._tracks import TRACK_COV as TRACK_COV
+from ._tracks import TRACK_FEATURES as TRACK_FEATURES
+from ._tracks import TRACK_PARAMS as TRACK_PARAMS
+from ._tracks import jet_axis as jet_axis
+from ._tracks import jet_tracks as jet_tracks
+from ._tracks import load_tracks as load_tracks

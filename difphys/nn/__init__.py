@@ -14,3 +14,7 @@ from ._part import ParticleTransformer as ParticleTransformer
 from ._part import count_params as count_params
 from ._tokenizers import VQVAE as VQVAE
 from ._tokenizers import KMeansTokenizer as KMeansTokenizer
+from ._vertex_tagger import VERTEX_FEATURES as VERTEX_FEATURES
+from ._vertex_tagger import VERTEX_MODES as VERTEX_MODES
+from ._vertex_tagger import VertexTagger as VertexTagger
+from ._vertex_tagger import tagger_loss as tagger_loss

@@ -3,6 +3,12 @@ exact resume, prediction, and classifier metrics (see ``docs/train.md``)."""
 
 from ._classifier import class_logit as class_logit
 from ._classifier import train_jet_classifier as train_jet_classifier
+from ._flavour import TAGGER_INPUTS as TAGGER_INPUTS
+from ._flavour import b_discriminant as b_discriminant
+from ._flavour import evaluate_tagger as evaluate_tagger
+from ._flavour import flavour_metrics as flavour_metrics
+from ._flavour import train_flavour_tagger as train_flavour_tagger
+from ._flavour import vertex_performance as vertex_performance
 from ._foundation import PRETRAINED_PARTS as PRETRAINED_PARTS
 from ._foundation import STRATEGIES as STRATEGIES
 from ._foundation import codebook_utilisation as codebook_utilisation

@@ -1,0 +1,9 @@
+"""Physics analyses through the differentiable program: unbinned likelihood fits of model
+parameters through matrix elements (see ``docs/analysis.md``)."""
+
+from ._lineshape import FitResult as FitResult
+from ._lineshape import ScanPoint as ScanPoint
+from ._lineshape import fit_scan as fit_scan
+from ._lineshape import pseudo_data as pseudo_data
+from ._lineshape import scan_nll as scan_nll
+from ._lineshape import unweighted_events as unweighted_events
