@@ -32,6 +32,7 @@ from difphys.io import load_tracks
 from difphys.train import b_discriminant, flavour_metrics, roc_curve, train_flavour_tagger
 
 MODES = ("none", "learned", "truth")
+COLOURS = {"none": "C0", "learned": "C1", "truth": "C2"}
 
 
 def _rejections(logits, labels, eff):
@@ -115,7 +116,7 @@ def _plot(path, rows, curves):
         for ax, name in zip(axes[:2], ("light", "c"), strict=True):
             eff_b, eff_bkg = c[name]
             ok = (eff_bkg > 0) & (eff_b > 0.4)
-            ax.plot(eff_b[ok], 1.0 / eff_bkg[ok], label=mode)
+            ax.plot(eff_b[ok], 1.0 / eff_bkg[ok], label=mode, color=COLOURS[mode])
     for ax, name in zip(axes[:2], ("light", "c"), strict=True):
         ax.set_yscale("log")
         ax.axvline(0.7, color="k", ls=":", lw=0.8)
@@ -129,7 +130,8 @@ def _plot(path, rows, curves):
             continue
         bins = [r for r in row["vertex"] if "median_residual_mm" in r]
         centres = [0.5 * (r["L_min_mm"] + (r["L_max_mm"] or 2 * r["L_min_mm"])) for r in bins]
-        ax.plot(centres, [r["median_residual_mm"] for r in bins], "o-", label=row["model"])
+        ax.plot(centres, [r["median_residual_mm"] for r in bins], "o-", label=row["model"],
+                color=COLOURS[row["model"]])
     ax.set_xscale("log")
     ax.set_xlabel("true b-hadron decay length (mm)")
     ax.set_ylabel("median |fit - true| (mm)")

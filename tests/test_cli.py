@@ -18,7 +18,8 @@ def test_help_lists_demo():
 
 
 def test_demo_report_is_correct(tmp_path, capsys):
-    code = cli.main(["demo", "--out", str(tmp_path), "--points", "20000", "--quiet", "--seed", "3"])
+    code = cli.main(["demo", "--out", str(tmp_path), "--points", "20000", "--quiet", "--seed", "3",
+                             "--physics-only"])
     assert code == 0
     runs = list(tmp_path.iterdir())
     assert len(runs) == 1
@@ -41,7 +42,8 @@ def test_demo_report_is_correct(tmp_path, capsys):
     xs = report["cross_section"]
     assert abs(xs["sigma_pb"] - xs["analytic_pb"]) < 4 * xs["error_pb"]
     # A second run never overwrites the first.
-    assert cli.main(["demo", "--out", str(tmp_path), "--points", "2000", "--quiet"]) in (0, 1)
+    assert cli.main(["demo", "--out", str(tmp_path), "--points", "2000", "--quiet",
+                     "--physics-only"]) in (0, 1)
     assert len(list(tmp_path.iterdir())) == 2
 
 

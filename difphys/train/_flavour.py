@@ -120,7 +120,7 @@ def train_flavour_tagger(data: dict, *, vertex: str = "learned", steps: int = 10
                          batch_size: int = 256, key, learning_rate: float = 1e-3,
                          aux_weight: float = 1.0, dim: int = 64, layers: int = 2,
                          heads: int = 4, val_fraction: float = 0.25, split_seed: int = 0,
-                         bfield: float = 2.0, progress: bool = True) -> dict:
+                         bfield: float = 2.0, mesh=None, progress: bool = True) -> dict:
     """Train a :class:`difphys.nn.VertexTagger` on b / c / light jets and evaluate it on a
     held-out split.
 
@@ -130,6 +130,7 @@ def train_flavour_tagger(data: dict, *, vertex: str = "learned", steps: int = 10
         steps, batch_size, learning_rate: Adam with cosine decay, gradient clipping at 1.
         aux_weight: weight of the track-origin auxiliary loss (0 switches it off).
         key: PRNG key (initialisation, batch order).
+        mesh: optional ``difphys.sharding.make_mesh()``: batches split over its devices.
 
     Returns ``{"model", "history", "metrics"}`` (:func:`flavour_metrics` on the held-out
     jets, plus :func:`vertex_performance` of b jets as ``metrics["vertex"]`` with a vertex
@@ -148,7 +149,8 @@ def train_flavour_tagger(data: dict, *, vertex: str = "learned", steps: int = 10
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     loss_fn = _loss_with(float(aux_weight))
     model, history = fit(model, train, steps=steps, batch_size=batch_size, key=k_fit,
-                         optimizer=optimizer, loss_fn=loss_fn, progress=progress)
+                         optimizer=optimizer, loss_fn=loss_fn, mesh=mesh,
+                         progress=progress)
     held = {k: v[val_idx] for k, v in data.items()}
     ev = evaluate_tagger(model, held)
     metrics = flavour_metrics(ev["logits"], held["label"])
