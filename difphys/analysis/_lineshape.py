@@ -92,9 +92,10 @@ def unweighted_events(proc: Process, sqrt_s: float, key, n_events: int,
 
 
 def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence[float], key,
-                params: SMParams | None = None) -> list[ScanPoint]:
+                params: SMParams | None = None, *, n_points: int = 400_000) -> list[ScanPoint]:
     """An energy scan at the ``params`` truth: at each ``sqrt_s`` (GeV) a Poisson number of
-    events with mean ``L sigma`` (``L`` in pb^-1), drawn from the matrix element."""
+    events with mean ``L sigma`` (``L`` in pb^-1, ``sigma`` from ``n_points`` Monte Carlo
+    points), drawn from the matrix element."""
     params = SMParams() if params is None else params
     if len(energies) != len(luminosities) or not len(energies):
         raise ValueError("give one luminosity per scan energy (and at least one energy)")
@@ -103,7 +104,7 @@ def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence
         if lumi <= 0:
             raise ValueError(f"luminosity must be positive; got {lumi} pb^-1 at {rs} GeV")
         k_xs, k_n, k_ev = jax.random.split(jax.random.fold_in(key, k), 3)
-        sigma = float(cross_section(proc, rs, k_xs, 400_000, params).value)
+        sigma = float(cross_section(proc, rs, k_xs, n_points, params).value)
         n = int(jax.random.poisson(k_n, lumi * sigma))
         points.append(ScanPoint(float(rs), float(lumi),
                                 unweighted_events(proc, rs, k_ev, max(n, 1), params)[:n]))
