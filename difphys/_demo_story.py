@@ -17,13 +17,13 @@ def vertex_step(key, n_jets: int = 2000, n_tracks: int = 6) -> dict:
     with respect to one track weight against a central finite difference."""
     from .vertex import Perigee, fit, simulate_tracks
 
-    k_v, k_p, k_q, k_s = jax.random.split(key, 4)
-    direction = jax.random.normal(k_v, (n_jets, 3))
+    k_dir, k_len, k_spread, k_mag, k_q, k_s = jax.random.split(key, 6)
+    direction = jax.random.normal(k_dir, (n_jets, 3))
     direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
-    vertex = direction * jax.random.exponential(k_v, (n_jets, 1)) * 3.0  # mm
-    spread = 0.3 * jax.random.normal(k_p, (n_jets, n_tracks, 3))
+    vertex = direction * jax.random.exponential(k_len, (n_jets, 1)) * 3.0  # mm
+    spread = 0.3 * jax.random.normal(k_spread, (n_jets, n_tracks, 3))
     momenta = (direction[:, None, :] + spread) * jax.random.uniform(
-        k_p, (n_jets, n_tracks, 1), minval=2.0, maxval=20.0)  # GeV
+        k_mag, (n_jets, n_tracks, 1), minval=2.0, maxval=20.0)  # GeV
     charges = jnp.where(jax.random.bernoulli(k_q, 0.5, (n_jets, n_tracks)), 1.0, -1.0)
     keys = jax.random.split(k_s, n_jets)
     tracks, _ = jax.jit(jax.vmap(lambda k, v, p, q: simulate_tracks(k, v, p, q, 2.0)))(

@@ -79,3 +79,11 @@ def test_bad_inputs():
     empty = [ScanPoint(91.0, 1.0, jnp.zeros((0, 4, 4)))]
     with pytest.raises(ValueError, match="at least one event"):
         fit_scan(empty, PROC, {"MZ": 91.0}, jax.random.key(0))
+    p = unweighted_events(PROC, 91.2, jax.random.key(1), 10)
+    nan = [ScanPoint(91.2, 1.0, p.at[0, 2, 0].set(jnp.nan))]
+    with pytest.raises(ValueError, match="NaN or infinite momenta"):
+        fit_scan(nan, PROC, {"MZ": 91.0}, jax.random.key(0))
+    with pytest.raises(ValueError, match="unknown SMParams field"):
+        fit_scan([ScanPoint(91.2, 1.0, p)], PROC, {"MZZ": 91.0}, jax.random.key(0))
+    with pytest.raises(ValueError, match="threshold"):
+        pseudo_data(PROC, [float("nan")], [1.0], jax.random.key(0))

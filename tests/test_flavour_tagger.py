@@ -130,6 +130,12 @@ def test_vertex_layer_outputs(tracks, key):
         model({k: v for k, v in batch.items() if k != "hf"})
     with pytest.raises(ValueError, match="vertex must be"):
         VertexTagger(vertex="magic", rngs=nnx.Rngs(0))
+    bad = dict(batch)
+    bad["params"] = batch["params"].at[0, 0, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="NaN or infinity in params"):
+        model(bad)
+    with pytest.raises(ValueError, match=r"features must be \(B, T, 9\)"):
+        model({**batch, "features": batch["features"][..., :4]})
 
 
 def test_tagger_trains_end_to_end(tracks, key):

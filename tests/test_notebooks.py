@@ -2,7 +2,6 @@
 (``DIFPHYS_QUICK=1``); a failing cell, including the notebooks' own physics assertions, fails
 the build."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         pytest.importorskip("fastjet")
     monkeypatch.setenv("DIFPHYS_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

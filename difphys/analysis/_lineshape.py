@@ -137,12 +137,10 @@ def _stack(data: Sequence[ScanPoint]):
     if len(shapes) != 1:
         raise ValueError(f"scan points hold events of different shapes {sorted(shapes)}")
     shape = shapes.pop()
+    filler = next(np.asarray(p.momenta[:1], np.float64) for p in data if p.momenta.shape[0])
     moms, masks = [], []
     for p in data:
         m = np.asarray(p.momenta, np.float64).reshape((-1,) + shape)
-        filler = m[:1] if len(m) else np.asarray(data[0].momenta[:1])
-        if not len(filler):
-            filler = next(np.asarray(q.momenta[:1]) for q in data if q.momenta.shape[0])
         moms.append(np.concatenate([m, np.repeat(filler, n_max - len(m), axis=0)]))
         masks.append(np.arange(n_max) < len(m))
     return (np.stack(moms), np.stack(masks), np.array([p.sqrt_s for p in data]),
@@ -184,6 +182,12 @@ def fit_scan(data: Sequence[ScanPoint], proc: Process, start: dict, key, *,
     params = SMParams() if params is None else params
     if not data or sum(int(p.momenta.shape[0]) for p in data) == 0:
         raise ValueError("fit_scan needs at least one event")
+    bad = [p.sqrt_s for p in data if not np.all(np.isfinite(np.asarray(p.momenta)))]
+    if bad:
+        raise ValueError(f"events with NaN or infinite momenta at sqrt_s = {bad} GeV")
+    unknown = sorted(set(start) - set(SMParams.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown SMParams field(s) {unknown}")
     names = tuple(start)
     x = jnp.asarray([float(start[n]) for n in names], params.MZ.dtype)
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from .._checks import is_concrete
 from ..vertex import Perigee, fit
 
 #: Vertex modes: no vertex layer (baseline), learned track weights, or true b/c-decay tracks.
@@ -102,6 +104,11 @@ class VertexTagger(nnx.Module):
         if batch["params"].shape != f.shape[:2] + (5,) or batch["cov"].shape != f.shape[:2] + (
                 5, 5):
             raise ValueError("params must be (B, T, 5) and cov (B, T, 5, 5) like the mask")
+        if is_concrete(f, m, batch["params"]):  # outside jit: name bad inputs of real tracks
+            real = np.asarray(m, bool)
+            for name in ("features", "params"):
+                if not np.all(np.isfinite(np.asarray(batch[name])[real])):
+                    raise ValueError(f"NaN or infinity in {name} of real tracks")
 
     def encode(self, features, mask):
         """Per-track embeddings ``(B, T, dim)`` (zero on padding)."""
