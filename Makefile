@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # two pytest workers: most tests are bound by single-threaded XLA compilation
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow
