@@ -137,7 +137,7 @@ def _stack(data: Sequence[ScanPoint]):
     if len(shapes) != 1:
         raise ValueError(f"scan points hold events of different shapes {sorted(shapes)}")
     shape = shapes.pop()
-    filler = next(np.asarray(p.momenta[:1], np.float64) for p in data if p.momenta.shape[0])
+    filler = next(np.asarray(p.momenta, np.float64)[:1] for p in data if p.momenta.shape[0])
     moms, masks = [], []
     for p in data:
         m = np.asarray(p.momenta, np.float64).reshape((-1,) + shape)
