@@ -25,7 +25,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ..amplitudes import GEV2_TO_PB, Process, SMParams, cross_section
+from ..amplitudes import Process, SMParams, cross_section
+from ..amplitudes._cross_section import _event_weights
 
 
 class ScanPoint(NamedTuple):
@@ -52,11 +53,10 @@ class FitResult(NamedTuple):
     history: list
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2), static_argnames=("dim", "eps"))
-def _weights(proc, key, n, sqrt_s, params, *, dim, eps):
-    u = jax.random.uniform(key, (n, dim), sqrt_s.dtype, minval=eps, maxval=1.0 - eps)
-    p, w = proc.phase_space(u, sqrt_s, params)
-    return p, w * proc(p, params)
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _weights(proc, key, n, sqrt_s, params):
+    """``n`` points of the process's unit cube: momenta and their cross-section weights (pb)."""
+    return _event_weights(proc, None, key, n, sqrt_s, params)
 
 
 def unweighted_events(proc: Process, sqrt_s: float, key, n_events: int,
@@ -69,13 +69,10 @@ def unweighted_events(proc: Process, sqrt_s: float, key, n_events: int,
     params = SMParams() if params is None else params
     if n_events < 1:
         raise ValueError(f"n_events must be positive; got {n_events}")
-    dim = proc.phase_space_dim
     dtype = params.MZ.dtype
-    eps = float(jnp.finfo(dtype).eps)
-
     rs = jnp.asarray(sqrt_s, dtype)
     k_cal, k_gen = jax.random.split(key)
-    weights = functools.partial(_weights, proc, dim=dim, eps=eps)
+    weights = functools.partial(_weights, proc)
     _, w_cal = weights(k_cal, calibration, rs, params)
     w_max = safety * float(jnp.max(w_cal))
     if not np.isfinite(w_max) or w_max <= 0:
@@ -111,23 +108,13 @@ def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence
     return points
 
 
-def _sigma_points(key, n_points: int, dim: int, dtype, chunk: int = 32768):
-    """Fixed unit-cube points ``(n_chunks, chunk, dim)`` for the cross-section integrals."""
-    n_chunks = -(-n_points // chunk)
-    eps = float(jnp.finfo(dtype).eps)
-    return jax.random.uniform(key, (n_chunks, min(chunk, n_points), dim), dtype, minval=eps,
-                              maxval=1.0 - eps)
-
-
-def _sigma(proc, sqrt_s, u, params):
-    """Monte Carlo sigma (pb) on the fixed points ``u``: a pure, jittable function of params."""
-    s = sqrt_s**2
-
-    def chunk(uc):
-        p, w = proc.phase_space(uc, sqrt_s, params)
-        return jnp.mean(w * proc(p, params))
-
-    return jnp.mean(jax.lax.map(chunk, u)) / (2.0 * s) * GEV2_TO_PB
+def _sigma(proc, sqrt_s, key, n_points: int, params, chunk: int = 32768):
+    """Monte Carlo sigma (pb) from ``n_points`` unit-cube points drawn from ``key`` (the same
+    points for every ``params``: a pure, jittable, smooth function of the parameters)."""
+    size = min(chunk, n_points)
+    keys = jax.random.split(key, -(-n_points // chunk))
+    return jnp.mean(jax.lax.map(
+        lambda k: jnp.mean(_event_weights(proc, None, k, size, sqrt_s, params)[1]), keys))
 
 
 def _stack(data: Sequence[ScanPoint]):
@@ -158,12 +145,8 @@ def scan_nll(values, names: Sequence[str], data: Sequence[ScanPoint], proc: Proc
     momenta, mask, sqrt_s, lumi = _stack(data)
     dtype = values.dtype
     keys = jax.random.split(key, len(data))
-    u = jax.vmap(lambda k: _sigma_points(k, n_points, proc.phase_space_dim, dtype))(keys)
-
-    def point(u_k, rs):
-        return _sigma(proc, rs, u_k, p)
-
-    sigma = jax.vmap(point)(u, jnp.asarray(sqrt_s, dtype))
+    sigma = jax.vmap(lambda k, rs: _sigma(proc, rs, k, n_points, p))(
+        keys, jnp.asarray(sqrt_s, dtype))
     m2 = proc(jnp.asarray(momenta, dtype), p)
     log_m2 = jnp.where(mask, jnp.log(jnp.where(mask, m2, 1.0)), 0.0)
     return jnp.sum(jnp.asarray(lumi, dtype) * sigma) - jnp.sum(log_m2)
