@@ -20,6 +20,7 @@ the field all receive gradients.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -27,13 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from .._checks import is_concrete
 from .._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
+from . import _cpu_kernel
 from ._helix import _wrap, local_to_momentum, perigee_from_local, state_at_vertex
 from ._tracks import Perigee
 
 WEAK_PRIOR_SIGMA = 1e5  # mm
+BACKENDS = ("auto", "xla", "kernel")
 _CHUNK = 1024  # jets per vmapped while_loop
 
 
@@ -223,6 +227,7 @@ def _fit_one(
     max_iter,
     tol,
     has_constraint,
+    start=None,
 ):
     dtype = params.dtype
     usable = _usable_tracks(params, cov)
@@ -232,12 +237,15 @@ def _fit_one(
     weights = jnp.where(usable, weights, jnp.zeros_like(weights))
     wm, _ = inv_spd(0.5 * (cov + jnp.swapaxes(cov, -1, -2)))
     theta = _Theta(params, wm, weights, bfield, prior_position, prior_information)
-    if seed is None:
-        d0, z0, phi0 = params[:, 0], params[:, 1], params[:, 2]
-        pca = jnp.stack([-d0 * jnp.sin(phi0), d0 * jnp.cos(phi0), z0], axis=-1)
-        norm = jnp.maximum(jnp.sum(weights), 1e-12)
-        seed = jnp.sum(weights[:, None] * pca, axis=0) / norm
-    _, q0 = state_at_vertex(params, seed[None, :], bfield)
+    if start is not None:  # a given starting point (the compiled kernel's solution)
+        seed, q0 = start
+    else:
+        if seed is None:
+            d0, z0, phi0 = params[:, 0], params[:, 1], params[:, 2]
+            pca = jnp.stack([-d0 * jnp.sin(phi0), d0 * jnp.cos(phi0), z0], axis=-1)
+            norm = jnp.maximum(jnp.sum(weights), 1e-12)
+            seed = jnp.sum(weights[:, None] * pca, axis=0) / norm
+        _, q0 = state_at_vertex(params, seed[None, :], bfield)
     (v, q), (n_iter, step) = _solve(theta, seed, q0, max_iter, tol)
     _, _, info = _gauss_newton_step(theta, v, q)
     cov_v = inv3(info)
@@ -276,6 +284,7 @@ def fit(
     max_iter: int = 50,
     tol: float | None = None,
     constraint: BeamSpot | None = None,
+    backend: str = "auto",
 ) -> VertexFit:
     """Fit a common vertex to ``tracks`` (leading axes are independent jets; vmapped inside).
 
@@ -288,6 +297,12 @@ def fit(
         max_iter: maximum Gauss-Newton iterations.
         tol: convergence threshold on the vertex step (mm); default 1e-9 (float64), 1e-4 (float32).
         constraint: optional :class:`BeamSpot`.
+        backend: ``"xla"`` runs the iterations as JAX code (any device); ``"kernel"`` runs the
+            forward fit as a compiled CPU loop (numba, called through ``jax.pure_callback``;
+            about 10x faster on CPU) with the same results to rounding and the same implicit
+            gradients (the backward pass is the JAX path's, at the kernel's solution);
+            ``"auto"`` (default) picks ``"kernel"`` when the default JAX backend is the CPU and
+            numba is installed, else ``"xla"``.
 
     Returns :class:`VertexFit`. Outside ``jit``, non-finite inputs and non-positive-definite
     covariances of tracks with non-zero weight raise ``ValueError``; inside ``jit`` such tracks
@@ -295,6 +310,12 @@ def fit(
     """
     if not isinstance(tracks, Perigee):
         raise TypeError("tracks must be a difphys.vertex.Perigee")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend == "kernel" and not _cpu_kernel.available():
+        raise ValueError("backend='kernel' needs numba (pip install numba)")
+    use_kernel = backend == "kernel" or (
+        backend == "auto" and _cpu_kernel.available() and jax.default_backend() == "cpu")
     params, cov = tracks.params, tracks.cov
     dtype = params.dtype
     batch = params.shape[:-2]
@@ -327,6 +348,10 @@ def fit(
         prior_information = jnp.eye(3, dtype=dtype) / WEAK_PRIOR_SIGMA**2
     has_constraint = constraint is not None
     seeds = None if seed is None else jnp.broadcast_to(jnp.asarray(seed, dtype), batch + (3,))
+    if use_kernel:
+        return _fit_kernel(params, cov, weights, seeds, bfield, prior_position, prior_information,
+                           jnp.asarray(tol, dtype), int(max_iter), has_constraint,
+                           seed is not None and not has_constraint)
     return _fit_batch(
         params,
         cov,
@@ -352,26 +377,31 @@ def _fit_batch(
     prior_position,
     prior_information,
     tol,
+    starts=None,
     *,
     max_iter,
     has_constraint,
     seeded_prior,
 ):
-    """Compiled once per shape/dtype and static options; vmapped over the batch axes."""
+    """Compiled once per shape/dtype and static options; vmapped over the batch axes.
+    ``starts = (v0 (..., 3), q0 (..., n, 3))`` replaces the seed as the starting point."""
 
-    def one(p, c, w, s):
+    def one(p, c, w, s, v0=None, q0=None):
         prior = s if seeded_prior else prior_position
-        return _fit_one(p, c, w, s, bfield, prior, prior_information, max_iter, tol, has_constraint)
+        start = None if v0 is None else (v0, q0)
+        return _fit_one(p, c, w, s, bfield, prior, prior_information, max_iter, tol,
+                        has_constraint, start)
 
     batch = params.shape[:-2]
+    v0s, q0s = (None, None) if starts is None else starts
     if not batch:
-        return one(params, cov, weights, seeds)
+        return one(params, cov, weights, seeds, v0s, q0s)
     # Flatten the batch, and run chunks of at most _CHUNK jets sequentially (lax.map): on the
     # XLA CPU backend (jax 0.10) a vmapped while_loop over >= 4096 jets was seen to stall.
     total = int(np.prod(batch))
     flat = lambda x: None if x is None else x.reshape((total,) + x.shape[len(batch) :])  # noqa: E731
-    args = [flat(params), flat(cov), flat(weights), flat(seeds)]
-    in_axes = (0, 0, 0, None if seeds is None else 0)
+    args = [flat(params), flat(cov), flat(weights), flat(seeds), flat(v0s), flat(q0s)]
+    in_axes = tuple(None if a is None else 0 for a in args)
     if total <= _CHUNK:
         out = jax.vmap(one, in_axes=in_axes)(*args)
     else:
@@ -384,12 +414,79 @@ def _fit_batch(
             x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])]) if pad else x
             return x.reshape((n_chunks, _CHUNK) + x.shape[1:])
 
-        chunks = [chunked(a) for a in args]
-        if seeds is None:
-            out = lax.map(
-                lambda c: jax.vmap(one, in_axes=in_axes)(c[0], c[1], c[2], None), tuple(chunks[:3])
-            )
-        else:
-            out = lax.map(lambda c: jax.vmap(one, in_axes=in_axes)(*c), tuple(chunks))
+        chunks = tuple(chunked(a) for a in args)  # None stays None (not mapped)
+        out = lax.map(lambda c: jax.vmap(one, in_axes=in_axes)(*c), chunks)
         out = jax.tree.map(lambda x: x.reshape((n_chunks * _CHUNK,) + x.shape[2:])[:total], out)
     return jax.tree.map(lambda x: x.reshape(batch + x.shape[1:]), out)
+
+
+def _kernel_call(params, cov, weights, seeds, bfield, prior_position, prior_information, tol,
+                 max_iter, has_constraint, seeded_prior):
+    """The forward fit by the compiled CPU kernel (``jax.pure_callback``, vmappable)."""
+    dtype = params.dtype
+    batch, n = params.shape[:-2], params.shape[-2]
+    use_seeds = seeds is not None
+    seeds_arr = seeds if use_seeds else jnp.zeros(batch + (3,), dtype)
+    prior_centre = seeds_arr if seeded_prior else prior_position
+    int_dtype = jnp.asarray(0).dtype  # as the JAX path's iteration counter
+    sds = jax.ShapeDtypeStruct
+    shapes = VertexFit(sds(batch + (3,), dtype), sds(batch + (3, 3), dtype), sds(batch, dtype),
+                       sds(batch, dtype), sds(batch + (n, 3), dtype), sds(batch + (n, 3), dtype),
+                       sds(batch, int_dtype), sds(batch, jnp.bool_), sds(batch, jnp.bool_))
+
+    def host(p, c, w, s, b, pp, pi, tl):
+        out = _cpu_kernel.fit_host(p, c, w, s, b, pp, pi, tl, max_iter=max_iter,
+                                   has_constraint=has_constraint, use_seeds=use_seeds)
+        return VertexFit(*out[:6], out[6].astype(int_dtype), out[7], out[8])
+
+    return jax.pure_callback(host, shapes, params, cov, weights, seeds_arr, bfield, prior_centre,
+                             prior_information, tol, vmap_method="broadcast_all")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10))
+def _fit_kernel(params, cov, weights, seeds, bfield, prior_position, prior_information, tol,
+                max_iter, has_constraint, seeded_prior):
+    """Forward fit by the compiled kernel; gradients by the JAX path's implicit differentiation
+    at the kernel's solution (the backward pass re-linearises there, with no iterations)."""
+    return _kernel_call(params, cov, weights, seeds, bfield, prior_position, prior_information,
+                        tol, max_iter, has_constraint, seeded_prior)
+
+
+def _fit_kernel_fwd(params, cov, weights, seeds, bfield, prior_position, prior_information, tol,
+                    max_iter, has_constraint, seeded_prior):
+    # symbolic_zeros=True: the differentiable arguments arrive as CustomVJPPrimal
+    params, cov, weights, seeds, bfield, prior_position, prior_information, tol = (
+        None if a is None else a.value
+        for a in (params, cov, weights, seeds, bfield, prior_position, prior_information, tol))
+    out = _kernel_call(params, cov, weights, seeds, bfield, prior_position, prior_information,
+                       tol, max_iter, has_constraint, seeded_prior)
+    return out, (params, cov, weights, seeds, bfield, prior_position, prior_information, tol,
+                 out.position, out.local)
+
+
+_DIFFERENTIABLE = ("position", "cov", "chi2", "ndf", "momenta", "local")
+
+
+def _fit_kernel_bwd(max_iter, has_constraint, seeded_prior, residuals, cotangent):
+    del max_iter
+    params, cov, weights, seeds, bfield, prior_position, prior_information, tol, v, q = residuals
+    # only the outputs that received a cotangent are re-linearised (symbolic zeros skipped)
+    used = [name for name in _DIFFERENTIABLE
+            if not isinstance(getattr(cotangent, name), SymbolicZero)]
+
+    def at_solution(params, cov, weights, seeds, bfield, prior_position, prior_information):
+        out = _fit_batch(params, cov, weights, seeds, bfield, prior_position, prior_information,
+                         tol, (v, q), max_iter=0, has_constraint=has_constraint,
+                         seeded_prior=seeded_prior)
+        return tuple(getattr(out, name) for name in used)
+
+    primals = (params, cov, weights, seeds, bfield, prior_position, prior_information)
+    if not used:
+        zeros = jax.tree.map(jnp.zeros_like, primals)
+        return (*zeros, jnp.zeros_like(tol))
+    _, vjp = jax.vjp(at_solution, *primals)
+    grads = vjp(tuple(getattr(cotangent, name) for name in used))
+    return (*grads, jnp.zeros_like(tol))
+
+
+_fit_kernel.defvjp(_fit_kernel_fwd, _fit_kernel_bwd, symbolic_zeros=True)
