@@ -111,7 +111,7 @@ def main() -> None:
             for tol in (None, 1e-6):
                 fit = functools.partial(vx.fit, bfield=B, backend=backend, tol=tol)
                 ours = jax.jit(lambda t, w, fit=fit: fit(t, w).position)
-                c_o, t_o = time_compiled(ours, tracks, weights)
+                c_o, t_o = time_compiled(ours, tracks, weights, repeats=7)
                 ours_rate = args.jets / t_o
                 row = {
                     "benchmark": "vertex_fit",
@@ -131,7 +131,7 @@ def main() -> None:
                 }
                 if backend == "kernel":  # one thread: the per-core rate, measured
                     os.environ["DIFPHYS_VERTEX_THREADS"] = "1"
-                    _, t_1 = time_compiled(ours, tracks, weights)
+                    _, t_1 = time_compiled(ours, tracks, weights, repeats=7)
                     del os.environ["DIFPHYS_VERTEX_THREADS"]
                     row["fits_per_s_one_thread"] = args.jets / t_1
                 if tol is None:

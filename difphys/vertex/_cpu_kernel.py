@@ -28,8 +28,11 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
     nb = None
 
 C_LIGHT = 0.299792458e-3
-# rows of the per-jet scratch array S (rows x tracks): one track per column, so that the
-# per-track algebra runs as a vectorisable loop over columns
+# Per-jet scratch: tracks in blocks of _L lanes; block k holds rows x lanes at
+# S[k * _BLOCK + row * _L + lane]. The constant row stride lets the compiler prove that rows do
+# not overlap, so the per-track loops run as SIMD code (padding lanes hold a dummy track with
+# weight 0).
+_L = 16
 _R_M = 0  # measured perigee (5)
 _R_W = 5  # weight matrix, upper triangle row by row (15)
 _R_WT = 20  # track weight
@@ -37,15 +40,15 @@ _R_Q = 21  # (phi, theta, q/p) at the vertex (3)
 _R_TR = 24  # sin phi, cos phi, sin theta, cos theta, phi0 (5)
 _R_QNEW = 29  # updated (phi, theta, q/p) (3)
 _R_USE = 32  # 1 for a usable track with weight > 0
-_NROWS = 33
-# rows of the per-track results O (rows x tracks), a separate array so that the compiler can
-# vectorise the loop that reads S and writes O
-_R_DIET = 0  # D^-1 E^T (3x3, row-major)
-_R_DIB = 9  # D^-1 B^T W r (3)
-_R_INFO = 12  # C - E D^-1 E^T: 00, 01, 02, 11, 12, 22
-_R_RHS = 18  # A^T W r - E D^-1 B^T W r (3)
-_R_CHI = 21  # r^T W r
-_NOUT = 22
+_R_C = 33  # symmetrised covariance, upper triangle (15)
+_R_OK = 48  # 1 where the inputs are finite and 0 < theta < pi, q/p != 0
+_R_DIET = 49  # D^-1 E^T (3x3, row-major)
+_R_DIB = 58  # D^-1 B^T W r (3)
+_R_INFO = 61  # C - E D^-1 E^T: 00, 01, 02, 11, 12, 22
+_R_RHS = 67  # A^T W r - E D^-1 B^T W r (3)
+_R_CHI = 70  # r^T W r
+_NROWS = 71
+_BLOCK = _NROWS * _L
 _DUMMY = (0.0, 0.0, 0.0, math.pi / 2, 0.1)
 
 
@@ -97,316 +100,342 @@ if nb is not None:
         return q + 2.0 * p * math.cos(phi + 2.0 * math.pi / 3.0), q + 2.0 * p * math.cos(phi)
 
     @_jit
-    def _prepare(params, cov, weights, jet, S, n):
-        """Track checks, dummy substitution and weight matrices of one jet, one track per SIMD
-        lane (as ``_fit._usable_tracks``, ``inv_spd`` and the substitution in ``_fit_one``).
+    def _prepare(params, cov, weights, jet, S, n, nblk):
+        """Track checks, dummy substitution and weight matrices of one jet (as
+        ``_fit._usable_tracks``, ``inv_spd`` and the substitution in ``_fit_one``).
         Returns (sum of weights, number of usable tracks with weight > 0)."""
-        for t in range(n):  # scalar pass (libm call)
-            S[_R_TR + 2, t] = math.sin(params[jet, t, 3])
-        for t in range(n):
-            p0, p1, p2 = params[jet, t, 0], params[jet, t, 1], params[jet, t, 2]
-            p3, p4 = params[jet, t, 3], params[jet, t, 4]
-            c00 = cov[jet, t, 0, 0]
-            c01 = 0.5 * (cov[jet, t, 0, 1] + cov[jet, t, 1, 0])
-            c02 = 0.5 * (cov[jet, t, 0, 2] + cov[jet, t, 2, 0])
-            c03 = 0.5 * (cov[jet, t, 0, 3] + cov[jet, t, 3, 0])
-            c04 = 0.5 * (cov[jet, t, 0, 4] + cov[jet, t, 4, 0])
-            c11 = cov[jet, t, 1, 1]
-            c12 = 0.5 * (cov[jet, t, 1, 2] + cov[jet, t, 2, 1])
-            c13 = 0.5 * (cov[jet, t, 1, 3] + cov[jet, t, 3, 1])
-            c14 = 0.5 * (cov[jet, t, 1, 4] + cov[jet, t, 4, 1])
-            c22 = cov[jet, t, 2, 2]
-            c23 = 0.5 * (cov[jet, t, 2, 3] + cov[jet, t, 3, 2])
-            c24 = 0.5 * (cov[jet, t, 2, 4] + cov[jet, t, 4, 2])
-            c33 = cov[jet, t, 3, 3]
-            c34 = 0.5 * (cov[jet, t, 3, 4] + cov[jet, t, 4, 3])
-            c44 = cov[jet, t, 4, 4]
-            zero = (p0 * 0.0 + p1 * 0.0 + p2 * 0.0 + p3 * 0.0 + p4 * 0.0 + cov[jet, t, 0, 0] * 0.0 + cov[jet, t, 0, 1] * 0.0 + cov[jet, t, 0, 2] * 0.0 + cov[jet, t, 0, 3] * 0.0 + cov[jet, t, 0, 4] * 0.0 + cov[jet, t, 1, 0] * 0.0 + cov[jet, t, 1, 1] * 0.0 + cov[jet, t, 1, 2] * 0.0 + cov[jet, t, 1, 3] * 0.0 + cov[jet, t, 1, 4] * 0.0 + cov[jet, t, 2, 0] * 0.0 + cov[jet, t, 2, 1] * 0.0 + cov[jet, t, 2, 2] * 0.0 + cov[jet, t, 2, 3] * 0.0 + cov[jet, t, 2, 4] * 0.0 + cov[jet, t, 3, 0] * 0.0 + cov[jet, t, 3, 1] * 0.0 + cov[jet, t, 3, 2] * 0.0 + cov[jet, t, 3, 3] * 0.0 + cov[jet, t, 3, 4] * 0.0 + cov[jet, t, 4, 0] * 0.0 + cov[jet, t, 4, 1] * 0.0 + cov[jet, t, 4, 2] * 0.0 + cov[jet, t, 4, 3] * 0.0 + cov[jet, t, 4, 4] * 0.0)
-            pd = True
-            s = c00
-            pd = pd & (s > 0.0)
-            l00 = math.sqrt(s if s > 0.0 else 1.0)
-            m00 = 1.0 / l00
-            l10 = (c01) * m00
-            l20 = (c02) * m00
-            l30 = (c03) * m00
-            l40 = (c04) * m00
-            s = c11 - l10 * l10
-            pd = pd & (s > 0.0)
-            l11 = math.sqrt(s if s > 0.0 else 1.0)
-            m11 = 1.0 / l11
-            l21 = (c12 - l20 * l10) * m11
-            l31 = (c13 - l30 * l10) * m11
-            l41 = (c14 - l40 * l10) * m11
-            s = c22 - l20 * l20 - l21 * l21
-            pd = pd & (s > 0.0)
-            l22 = math.sqrt(s if s > 0.0 else 1.0)
-            m22 = 1.0 / l22
-            l32 = (c23 - l30 * l20 - l31 * l21) * m22
-            l42 = (c24 - l40 * l20 - l41 * l21) * m22
-            s = c33 - l30 * l30 - l31 * l31 - l32 * l32
-            pd = pd & (s > 0.0)
-            l33 = math.sqrt(s if s > 0.0 else 1.0)
-            m33 = 1.0 / l33
-            l43 = (c34 - l40 * l30 - l41 * l31 - l42 * l32) * m33
-            s = c44 - l40 * l40 - l41 * l41 - l42 * l42 - l43 * l43
-            pd = pd & (s > 0.0)
-            l44 = math.sqrt(s if s > 0.0 else 1.0)
-            m44 = 1.0 / l44
-            m10 = -(l10 * m00) * m11
-            m20 = -(l20 * m00 + l21 * m10) * m22
-            m30 = -(l30 * m00 + l31 * m10 + l32 * m20) * m33
-            m40 = -(l40 * m00 + l41 * m10 + l42 * m20 + l43 * m30) * m44
-            m21 = -(l21 * m11) * m22
-            m31 = -(l31 * m11 + l32 * m21) * m33
-            m41 = -(l41 * m11 + l42 * m21 + l43 * m31) * m44
-            m32 = -(l32 * m22) * m33
-            m42 = -(l42 * m22 + l43 * m32) * m44
-            m43 = -(l43 * m33) * m44
-            usable = (zero == 0.0) & (p4 != 0.0) & (S[_R_TR + 2, t] > 0.0) & pd
-            S[_R_W + 0, t] = (m00 * m00 + m10 * m10 + m20 * m20 + m30 * m30 + m40 * m40) if usable else 1.0
-            S[_R_W + 1, t] = (m10 * m11 + m20 * m21 + m30 * m31 + m40 * m41) if usable else 0.0
-            S[_R_W + 2, t] = (m20 * m22 + m30 * m32 + m40 * m42) if usable else 0.0
-            S[_R_W + 3, t] = (m30 * m33 + m40 * m43) if usable else 0.0
-            S[_R_W + 4, t] = (m40 * m44) if usable else 0.0
-            S[_R_W + 5, t] = (m11 * m11 + m21 * m21 + m31 * m31 + m41 * m41) if usable else 1.0
-            S[_R_W + 6, t] = (m21 * m22 + m31 * m32 + m41 * m42) if usable else 0.0
-            S[_R_W + 7, t] = (m31 * m33 + m41 * m43) if usable else 0.0
-            S[_R_W + 8, t] = (m41 * m44) if usable else 0.0
-            S[_R_W + 9, t] = (m22 * m22 + m32 * m32 + m42 * m42) if usable else 1.0
-            S[_R_W + 10, t] = (m32 * m33 + m42 * m43) if usable else 0.0
-            S[_R_W + 11, t] = (m42 * m44) if usable else 0.0
-            S[_R_W + 12, t] = (m33 * m33 + m43 * m43) if usable else 1.0
-            S[_R_W + 13, t] = (m43 * m44) if usable else 0.0
-            S[_R_W + 14, t] = (m44 * m44) if usable else 1.0
-            S[_R_M, t] = p0 if usable else _DUMMY[0]
-            S[_R_M + 1, t] = p1 if usable else _DUMMY[1]
-            S[_R_M + 2, t] = p2 if usable else _DUMMY[2]
-            S[_R_M + 3, t] = p3 if usable else _DUMMY[3]
-            S[_R_M + 4, t] = p4 if usable else _DUMMY[4]
-            wt = weights[jet, t] if usable else 0.0
-            S[_R_WT, t] = wt
-            S[_R_USE, t] = 1.0 if (usable & (wt > 0.0)) else 0.0
+        for t in range(nblk * _L):  # scalar pass: copy in, finiteness, sin(theta)
+            o = (t // _L) * _BLOCK + t % _L
+            if t < n:
+                ok = True
+                for i in range(5):
+                    S[o + (_R_M + i) * _L] = params[jet, t, i]
+                    ok = ok and math.isfinite(params[jet, t, i])
+                k = 0
+                for i in range(5):
+                    for j in range(5):
+                        ok = ok and math.isfinite(cov[jet, t, i, j])
+                        if j >= i:
+                            S[o + (_R_C + k) * _L] = 0.5 * (cov[jet, t, i, j] + cov[jet, t, j, i])
+                            k += 1
+                ok = ok and params[jet, t, 4] != 0.0 and math.sin(params[jet, t, 3]) > 0.0
+                S[o + _R_OK * _L] = 1.0 if ok else 0.0
+                S[o + _R_WT * _L] = weights[jet, t]
+            else:  # padding lane: the dummy track, weight 0
+                for i in range(5):
+                    S[o + (_R_M + i) * _L] = _DUMMY[i]
+                k = 0
+                for i in range(5):
+                    for j in range(i, 5):
+                        S[o + (_R_C + k) * _L] = 1.0 if i == j else 0.0
+                        k += 1
+                S[o + _R_OK * _L] = 1.0
+                S[o + _R_WT * _L] = 0.0
+        for blk in range(nblk):  # SIMD pass: Cholesky, inverse, substitution
+            ob = blk * _BLOCK
+            for t in range(_L):
+                c00, c01, c02, c03, c04 = (S[ob + (_R_C + 0) * _L + t], S[ob + (_R_C + 1) * _L + t],
+                                           S[ob + (_R_C + 2) * _L + t], S[ob + (_R_C + 3) * _L + t],
+                                           S[ob + (_R_C + 4) * _L + t])
+                c11, c12, c13, c14 = (S[ob + (_R_C + 5) * _L + t], S[ob + (_R_C + 6) * _L + t],
+                                      S[ob + (_R_C + 7) * _L + t], S[ob + (_R_C + 8) * _L + t])
+                c22, c23, c24 = (S[ob + (_R_C + 9) * _L + t], S[ob + (_R_C + 10) * _L + t],
+                                 S[ob + (_R_C + 11) * _L + t])
+                c33, c34, c44 = (S[ob + (_R_C + 12) * _L + t], S[ob + (_R_C + 13) * _L + t],
+                                 S[ob + (_R_C + 14) * _L + t])
+                pd = True
+                s = c00
+                pd = pd & (s > 0.0)
+                l00 = math.sqrt(s if s > 0.0 else 1.0)
+                m00 = 1.0 / l00
+                l10 = (c01) * m00
+                l20 = (c02) * m00
+                l30 = (c03) * m00
+                l40 = (c04) * m00
+                s = c11 - l10 * l10
+                pd = pd & (s > 0.0)
+                l11 = math.sqrt(s if s > 0.0 else 1.0)
+                m11 = 1.0 / l11
+                l21 = (c12 - l20 * l10) * m11
+                l31 = (c13 - l30 * l10) * m11
+                l41 = (c14 - l40 * l10) * m11
+                s = c22 - l20 * l20 - l21 * l21
+                pd = pd & (s > 0.0)
+                l22 = math.sqrt(s if s > 0.0 else 1.0)
+                m22 = 1.0 / l22
+                l32 = (c23 - l30 * l20 - l31 * l21) * m22
+                l42 = (c24 - l40 * l20 - l41 * l21) * m22
+                s = c33 - l30 * l30 - l31 * l31 - l32 * l32
+                pd = pd & (s > 0.0)
+                l33 = math.sqrt(s if s > 0.0 else 1.0)
+                m33 = 1.0 / l33
+                l43 = (c34 - l40 * l30 - l41 * l31 - l42 * l32) * m33
+                s = c44 - l40 * l40 - l41 * l41 - l42 * l42 - l43 * l43
+                pd = pd & (s > 0.0)
+                l44 = math.sqrt(s if s > 0.0 else 1.0)
+                m44 = 1.0 / l44
+                m10 = -(l10 * m00) * m11
+                m20 = -(l20 * m00 + l21 * m10) * m22
+                m30 = -(l30 * m00 + l31 * m10 + l32 * m20) * m33
+                m40 = -(l40 * m00 + l41 * m10 + l42 * m20 + l43 * m30) * m44
+                m21 = -(l21 * m11) * m22
+                m31 = -(l31 * m11 + l32 * m21) * m33
+                m41 = -(l41 * m11 + l42 * m21 + l43 * m31) * m44
+                m32 = -(l32 * m22) * m33
+                m42 = -(l42 * m22 + l43 * m32) * m44
+                m43 = -(l43 * m33) * m44
+                usable = (S[ob + _R_OK * _L + t] == 1.0) & pd
+                S[ob + (_R_W + 0) * _L + t] = (m00 * m00 + m10 * m10 + m20 * m20 + m30 * m30 + m40 * m40) if usable else 1.0
+                S[ob + (_R_W + 1) * _L + t] = (m10 * m11 + m20 * m21 + m30 * m31 + m40 * m41) if usable else 0.0
+                S[ob + (_R_W + 2) * _L + t] = (m20 * m22 + m30 * m32 + m40 * m42) if usable else 0.0
+                S[ob + (_R_W + 3) * _L + t] = (m30 * m33 + m40 * m43) if usable else 0.0
+                S[ob + (_R_W + 4) * _L + t] = (m40 * m44) if usable else 0.0
+                S[ob + (_R_W + 5) * _L + t] = (m11 * m11 + m21 * m21 + m31 * m31 + m41 * m41) if usable else 1.0
+                S[ob + (_R_W + 6) * _L + t] = (m21 * m22 + m31 * m32 + m41 * m42) if usable else 0.0
+                S[ob + (_R_W + 7) * _L + t] = (m31 * m33 + m41 * m43) if usable else 0.0
+                S[ob + (_R_W + 8) * _L + t] = (m41 * m44) if usable else 0.0
+                S[ob + (_R_W + 9) * _L + t] = (m22 * m22 + m32 * m32 + m42 * m42) if usable else 1.0
+                S[ob + (_R_W + 10) * _L + t] = (m32 * m33 + m42 * m43) if usable else 0.0
+                S[ob + (_R_W + 11) * _L + t] = (m42 * m44) if usable else 0.0
+                S[ob + (_R_W + 12) * _L + t] = (m33 * m33 + m43 * m43) if usable else 1.0
+                S[ob + (_R_W + 13) * _L + t] = (m43 * m44) if usable else 0.0
+                S[ob + (_R_W + 14) * _L + t] = (m44 * m44) if usable else 1.0
+                for i in range(5):
+                    m = S[ob + (_R_M + i) * _L + t]
+                    S[ob + (_R_M + i) * _L + t] = m if usable else _DUMMY[i]
+                wt = S[ob + _R_WT * _L + t] if usable else 0.0
+                S[ob + _R_WT * _L + t] = wt
+                S[ob + _R_USE * _L + t] = 1.0 if (usable & (wt > 0.0)) else 0.0
         wsum = 0.0
         n_use = 0.0
-        for t in range(n):
-            wsum += S[_R_WT, t]
-            n_use += S[_R_USE, t]
+        for blk in range(nblk):
+            ob = blk * _BLOCK
+            for t in range(_L):
+                wsum += S[ob + _R_WT * _L + t]
+                n_use += S[ob + _R_USE * _L + t]
         return wsum, n_use
 
     @_jit
-    def _directions(S, n, vx, vy, kb):
+    def _directions(S, nblk, vx, vy, kb):
         """Scalar pass: the transcendental functions of each track's (phi, theta) at the vertex."""
-        for t in range(n):
-            phi, th, qop = S[_R_Q, t], S[_R_Q + 1, t], S[_R_Q + 2, t]
-            sp, cp = math.sin(phi), math.cos(phi)
-            sth, cth = math.sin(th), math.cos(th)
-            rho = kb * qop / sth
-            S[_R_TR, t], S[_R_TR + 1, t], S[_R_TR + 2, t], S[_R_TR + 3, t] = sp, cp, sth, cth
-            S[_R_TR + 4, t] = math.atan2(sp + rho * vx, cp - rho * vy)
+        for blk in range(nblk):
+            ob = blk * _BLOCK
+            for t in range(_L):
+                phi, th, qop = S[ob + (_R_Q) * _L + t], S[ob + (_R_Q + 1) * _L + t], S[ob + (_R_Q + 2) * _L + t]
+                sp, cp = math.sin(phi), math.cos(phi)
+                sth, cth = math.sin(th), math.cos(th)
+                rho = kb * qop / sth
+                S[ob + (_R_TR) * _L + t], S[ob + (_R_TR + 1) * _L + t], S[ob + (_R_TR + 2) * _L + t], S[ob + (_R_TR + 3) * _L + t] = sp, cp, sth, cth
+                S[ob + (_R_TR + 4) * _L + t] = math.atan2(sp + rho * vx, cp - rho * vy)
 
     @_jit
-    def _linearise(S, O, n, vx, vy, vz, kb):
+    def _linearise(S, nblk, vx, vy, vz, kb):
         """Billoir blocks of every track at (v, q), one track per SIMD lane: fills the rows
         D^-1 E^T, D^-1 b, the track's terms of the vertex information and right-hand side,
         and its chi2 (unweighted)."""
-        _directions(S, n, vx, vy, kb)
+        _directions(S, nblk, vx, vy, kb)
         r2v = vx * vx + vy * vy
-        for t in range(n):
-            th, qop = S[_R_Q + 1, t], S[_R_Q + 2, t]
-            sp, cp, sth, cth = S[_R_TR, t], S[_R_TR + 1, t], S[_R_TR + 2, t], S[_R_TR + 3, t]
-            phi0 = S[_R_TR + 4, t]
-            inv_sth = 1.0 / sth
-            cot = cth * inv_sth
-            rho = kb * qop * inv_sth
-            rho_th = -rho * cot
-            rho_q = kb * inv_sth
-            a = vx * sp - vy * cp
-            b = vx * cp + vy * sp
-            big_r = math.sqrt(1.0 + 2.0 * rho * a + rho * rho * r2v)
-            inv_big_r = 1.0 / big_r
-            num = 2.0 * a + rho * r2v
-            inv_den = 1.0 / (1.0 + big_r)
-            d0 = -num * inv_den
-            y_ = sp + rho * vx
-            x_ = cp - rho * vy
-            inv_r2xy = 1.0 / (x_ * x_ + y_ * y_)
-            delta = _wrap(phi0 - S[_R_Q, t])
-            small = abs(rho) < 1e-14
-            inv_rho = 1.0 / (1.0 if small else rho)
-            s = b if small else delta * inv_rho
-            zp = vz - s * cot
-            # d(d0, z0, phi0) along x, y (vertex) and phi, theta, q/p (track at the vertex)
-            dd0_x = (num * (rho * sp + rho * rho * vx) * inv_big_r * inv_den
-                     - (2.0 * sp + 2.0 * rho * vx)) * inv_den
-            dphi0_x = x_ * rho * inv_r2xy
-            dz_x = -cot * (cp if small else dphi0_x * inv_rho)
-            dd0_y = (num * (rho * rho * vy - rho * cp) * inv_big_r * inv_den
-                     - (2.0 * rho * vy - 2.0 * cp)) * inv_den
-            dphi0_y = y_ * rho * inv_r2xy
-            dz_y = -cot * (sp if small else dphi0_y * inv_rho)
-            dd0_p = (num * rho * b * inv_big_r * inv_den - 2.0 * b) * inv_den
-            dphi0_p = (x_ * cp + y_ * sp) * inv_r2xy
-            dz_p = -cot * (-a if small else (dphi0_p - 1.0) * inv_rho)
-            dd0_t = (num * (a + rho * r2v) * rho_th * inv_big_r * inv_den - r2v * rho_th) * inv_den
-            dphi0_t = (x_ * vx + y_ * vy) * rho_th * inv_r2xy
-            dz_t = (-cot * (0.0 if small else (dphi0_t - delta * rho_th * inv_rho) * inv_rho)
-                    + s * inv_sth * inv_sth)
-            dd0_q = (num * (a + rho * r2v) * rho_q * inv_big_r * inv_den - r2v * rho_q) * inv_den
-            dphi0_q = (x_ * vx + y_ * vy) * rho_q * inv_r2xy
-            dz_q = -cot * (0.0 if small else (dphi0_q - delta * rho_q * inv_rho) * inv_rho)
-            # A = d h / d v: rows (d0, z0, phi0) = (a.0, a.1, [0, 1, 0]); rows theta, q/p = 0
-            a00, a01, a10, a11, a20, a21 = dd0_x, dd0_y, dz_x, dz_y, dphi0_x, dphi0_y
-            # B = d h / d (phi, theta, q/p): rows 3, 4 are (0, 1, 0), (0, 0, 1)
-            b00, b01, b02 = dd0_p, dd0_t, dd0_q
-            b10, b11, b12 = dz_p, dz_t, dz_q
-            b20, b21, b22 = dphi0_p, dphi0_t, dphi0_q
-            r0 = S[_R_M, t] - d0
-            r1 = S[_R_M + 1, t] - zp
-            r2 = _wrap(S[_R_M + 2, t] - phi0)
-            r3 = S[_R_M + 3, t] - th
-            r4 = S[_R_M + 4, t] - qop
-            w00, w01, w02, w03, w04 = (S[_R_W, t], S[_R_W + 1, t], S[_R_W + 2, t],
-                                       S[_R_W + 3, t], S[_R_W + 4, t])
-            w11, w12, w13, w14 = S[_R_W + 5, t], S[_R_W + 6, t], S[_R_W + 7, t], S[_R_W + 8, t]
-            w22, w23, w24 = S[_R_W + 9, t], S[_R_W + 10, t], S[_R_W + 11, t]
-            w33, w34, w44 = S[_R_W + 12, t], S[_R_W + 13, t], S[_R_W + 14, t]
-            # G = W A, H = W B, C = A^T W A, E = A^T W B, D = B^T W B, (A^T W r, B^T W r)
-            g00 = w00 * a00 + w01 * a10 + w02 * a20
-            g01 = w00 * a01 + w01 * a11 + w02 * a21
-            g02 = w01
-            g10 = w01 * a00 + w11 * a10 + w12 * a20
-            g11 = w01 * a01 + w11 * a11 + w12 * a21
-            g12 = w11
-            g20 = w02 * a00 + w12 * a10 + w22 * a20
-            g21 = w02 * a01 + w12 * a11 + w22 * a21
-            g22 = w12
-            g30 = w03 * a00 + w13 * a10 + w23 * a20
-            g31 = w03 * a01 + w13 * a11 + w23 * a21
-            g32 = w13
-            g40 = w04 * a00 + w14 * a10 + w24 * a20
-            g41 = w04 * a01 + w14 * a11 + w24 * a21
-            g42 = w14
-            h00 = w00 * b00 + w01 * b10 + w02 * b20
-            h01 = w00 * b01 + w01 * b11 + w02 * b21 + w03
-            h02 = w00 * b02 + w01 * b12 + w02 * b22 + w04
-            h10 = w01 * b00 + w11 * b10 + w12 * b20
-            h11 = w01 * b01 + w11 * b11 + w12 * b21 + w13
-            h12 = w01 * b02 + w11 * b12 + w12 * b22 + w14
-            h20 = w02 * b00 + w12 * b10 + w22 * b20
-            h21 = w02 * b01 + w12 * b11 + w22 * b21 + w23
-            h22 = w02 * b02 + w12 * b12 + w22 * b22 + w24
-            h30 = w03 * b00 + w13 * b10 + w23 * b20
-            h31 = w03 * b01 + w13 * b11 + w23 * b21 + w33
-            h32 = w03 * b02 + w13 * b12 + w23 * b22 + w34
-            h40 = w04 * b00 + w14 * b10 + w24 * b20
-            h41 = w04 * b01 + w14 * b11 + w24 * b21 + w34
-            h42 = w04 * b02 + w14 * b12 + w24 * b22 + w44
-            c00 = a00 * g00 + a10 * g10 + a20 * g20
-            c01 = a00 * g01 + a10 * g11 + a20 * g21
-            c02 = a00 * g02 + a10 * g12 + a20 * g22
-            c11 = a01 * g01 + a11 * g11 + a21 * g21
-            c12 = a01 * g02 + a11 * g12 + a21 * g22
-            c22 = g12
-            e00 = a00 * h00 + a10 * h10 + a20 * h20
-            e01 = a00 * h01 + a10 * h11 + a20 * h21
-            e02 = a00 * h02 + a10 * h12 + a20 * h22
-            e10 = a01 * h00 + a11 * h10 + a21 * h20
-            e11 = a01 * h01 + a11 * h11 + a21 * h21
-            e12 = a01 * h02 + a11 * h12 + a21 * h22
-            e20 = h10
-            e21 = h11
-            e22 = h12
-            d00 = b00 * h00 + b10 * h10 + b20 * h20
-            d01 = b00 * h01 + b10 * h11 + b20 * h21
-            d02 = b00 * h02 + b10 * h12 + b20 * h22
-            d11 = b01 * h01 + b11 * h11 + b21 * h21 + h31
-            d12 = b01 * h02 + b11 * h12 + b21 * h22 + h32
-            d22 = b02 * h02 + b12 * h12 + b22 * h22 + h42
-            av0 = g00 * r0 + g10 * r1 + g20 * r2 + g30 * r3 + g40 * r4
-            av1 = g01 * r0 + g11 * r1 + g21 * r2 + g31 * r3 + g41 * r4
-            av2 = g02 * r0 + g12 * r1 + g22 * r2 + g32 * r3 + g42 * r4
-            bv0 = h00 * r0 + h10 * r1 + h20 * r2 + h30 * r3 + h40 * r4
-            bv1 = h01 * r0 + h11 * r1 + h21 * r2 + h31 * r3 + h41 * r4
-            bv2 = h02 * r0 + h12 * r1 + h22 * r2 + h32 * r3 + h42 * r4
-            chi = (r0 * (w00 * r0 + w01 * r1 + w02 * r2 + w03 * r3 + w04 * r4) + r1 * (w01 * r0 + w11 * r1 + w12 * r2 + w13 * r3 + w14 * r4) + r2 * (w02 * r0 + w12 * r1 + w22 * r2 + w23 * r3 + w24 * r4) + r3 * (w03 * r0 + w13 * r1 + w23 * r2 + w33 * r3 + w34 * r4) + r4 * (w04 * r0 + w14 * r1 + w24 * r2 + w34 * r3 + w44 * r4))
-            # D^-1 (symmetric adjugate)
-            k00 = d11 * d22 - d12 * d12
-            k01 = d02 * d12 - d01 * d22
-            k02 = d01 * d12 - d02 * d11
-            k11 = d00 * d22 - d02 * d02
-            k12 = d01 * d02 - d00 * d12
-            k22 = d00 * d11 - d01 * d01
-            inv_det = 1.0 / (d00 * k00 + d01 * k01 + d02 * k02)
-            i00, i01, i02 = k00 * inv_det, k01 * inv_det, k02 * inv_det
-            i11, i12, i22 = k11 * inv_det, k12 * inv_det, k22 * inv_det
-            # D^-1 E^T (row i, column j = sum_k Di[i, k] E[j, k]) and D^-1 b
-            f00 = i00 * e00 + i01 * e01 + i02 * e02
-            f01 = i00 * e10 + i01 * e11 + i02 * e12
-            f02 = i00 * e20 + i01 * e21 + i02 * e22
-            f10 = i01 * e00 + i11 * e01 + i12 * e02
-            f11 = i01 * e10 + i11 * e11 + i12 * e12
-            f12 = i01 * e20 + i11 * e21 + i12 * e22
-            f20 = i02 * e00 + i12 * e01 + i22 * e02
-            f21 = i02 * e10 + i12 * e11 + i22 * e12
-            f22 = i02 * e20 + i12 * e21 + i22 * e22
-            g0 = i00 * bv0 + i01 * bv1 + i02 * bv2
-            g1 = i01 * bv0 + i11 * bv1 + i12 * bv2
-            g2 = i02 * bv0 + i12 * bv1 + i22 * bv2
-            O[_R_DIET, t], O[_R_DIET + 1, t], O[_R_DIET + 2, t] = f00, f01, f02
-            O[_R_DIET + 3, t], O[_R_DIET + 4, t], O[_R_DIET + 5, t] = f10, f11, f12
-            O[_R_DIET + 6, t], O[_R_DIET + 7, t], O[_R_DIET + 8, t] = f20, f21, f22
-            O[_R_DIB, t], O[_R_DIB + 1, t], O[_R_DIB + 2, t] = g0, g1, g2
-            # the track's terms: C - E D^-1 E^T (symmetric) and A^T W r - E D^-1 B^T W r
-            O[_R_INFO, t] = c00 - (e00 * f00 + e01 * f10 + e02 * f20)
-            O[_R_INFO + 1, t] = c01 - (e00 * f01 + e01 * f11 + e02 * f21)
-            O[_R_INFO + 2, t] = c02 - (e00 * f02 + e01 * f12 + e02 * f22)
-            O[_R_INFO + 3, t] = c11 - (e10 * f01 + e11 * f11 + e12 * f21)
-            O[_R_INFO + 4, t] = c12 - (e10 * f02 + e11 * f12 + e12 * f22)
-            O[_R_INFO + 5, t] = c22 - (e20 * f02 + e21 * f12 + e22 * f22)
-            O[_R_RHS, t] = av0 - (e00 * g0 + e01 * g1 + e02 * g2)
-            O[_R_RHS + 1, t] = av1 - (e10 * g0 + e11 * g1 + e12 * g2)
-            O[_R_RHS + 2, t] = av2 - (e20 * g0 + e21 * g1 + e22 * g2)
-            O[_R_CHI, t] = chi
+        for blk in range(nblk):
+            ob = blk * _BLOCK
+            for t in range(_L):
+                th, qop = S[ob + (_R_Q + 1) * _L + t], S[ob + (_R_Q + 2) * _L + t]
+                sp, cp, sth, cth = S[ob + (_R_TR) * _L + t], S[ob + (_R_TR + 1) * _L + t], S[ob + (_R_TR + 2) * _L + t], S[ob + (_R_TR + 3) * _L + t]
+                phi0 = S[ob + (_R_TR + 4) * _L + t]
+                inv_sth = 1.0 / sth
+                cot = cth * inv_sth
+                rho = kb * qop * inv_sth
+                rho_th = -rho * cot
+                rho_q = kb * inv_sth
+                a = vx * sp - vy * cp
+                b = vx * cp + vy * sp
+                big_r = math.sqrt(1.0 + 2.0 * rho * a + rho * rho * r2v)
+                inv_big_r = 1.0 / big_r
+                num = 2.0 * a + rho * r2v
+                inv_den = 1.0 / (1.0 + big_r)
+                d0 = -num * inv_den
+                y_ = sp + rho * vx
+                x_ = cp - rho * vy
+                inv_r2xy = 1.0 / (x_ * x_ + y_ * y_)
+                delta = _wrap(phi0 - S[ob + (_R_Q) * _L + t])
+                small = abs(rho) < 1e-14
+                inv_rho = 1.0 / (1.0 if small else rho)
+                s = b if small else delta * inv_rho
+                zp = vz - s * cot
+                # d(d0, z0, phi0) along x, y (vertex) and phi, theta, q/p (track at the vertex)
+                dd0_x = (num * (rho * sp + rho * rho * vx) * inv_big_r * inv_den
+                         - (2.0 * sp + 2.0 * rho * vx)) * inv_den
+                dphi0_x = x_ * rho * inv_r2xy
+                dz_x = -cot * (cp if small else dphi0_x * inv_rho)
+                dd0_y = (num * (rho * rho * vy - rho * cp) * inv_big_r * inv_den
+                         - (2.0 * rho * vy - 2.0 * cp)) * inv_den
+                dphi0_y = y_ * rho * inv_r2xy
+                dz_y = -cot * (sp if small else dphi0_y * inv_rho)
+                dd0_p = (num * rho * b * inv_big_r * inv_den - 2.0 * b) * inv_den
+                dphi0_p = (x_ * cp + y_ * sp) * inv_r2xy
+                dz_p = -cot * (-a if small else (dphi0_p - 1.0) * inv_rho)
+                dd0_t = (num * (a + rho * r2v) * rho_th * inv_big_r * inv_den - r2v * rho_th) * inv_den
+                dphi0_t = (x_ * vx + y_ * vy) * rho_th * inv_r2xy
+                dz_t = (-cot * (0.0 if small else (dphi0_t - delta * rho_th * inv_rho) * inv_rho)
+                        + s * inv_sth * inv_sth)
+                dd0_q = (num * (a + rho * r2v) * rho_q * inv_big_r * inv_den - r2v * rho_q) * inv_den
+                dphi0_q = (x_ * vx + y_ * vy) * rho_q * inv_r2xy
+                dz_q = -cot * (0.0 if small else (dphi0_q - delta * rho_q * inv_rho) * inv_rho)
+                # A = d h / d v: rows (d0, z0, phi0) = (a.0, a.1, [0, 1, 0]); rows theta, q/p = 0
+                a00, a01, a10, a11, a20, a21 = dd0_x, dd0_y, dz_x, dz_y, dphi0_x, dphi0_y
+                # B = d h / d (phi, theta, q/p): rows 3, 4 are (0, 1, 0), (0, 0, 1)
+                b00, b01, b02 = dd0_p, dd0_t, dd0_q
+                b10, b11, b12 = dz_p, dz_t, dz_q
+                b20, b21, b22 = dphi0_p, dphi0_t, dphi0_q
+                r0 = S[ob + _R_M * _L + t] - d0
+                r1 = S[ob + (_R_M + 1) * _L + t] - zp
+                r2 = _wrap(S[ob + (_R_M + 2) * _L + t] - phi0)
+                r3 = S[ob + (_R_M + 3) * _L + t] - th
+                r4 = S[ob + (_R_M + 4) * _L + t] - qop
+                w00, w01, w02, w03, w04 = (S[ob + (_R_W) * _L + t], S[ob + (_R_W + 1) * _L + t], S[ob + (_R_W + 2) * _L + t],
+                                           S[ob + (_R_W + 3) * _L + t], S[ob + (_R_W + 4) * _L + t])
+                w11, w12, w13, w14 = S[ob + (_R_W + 5) * _L + t], S[ob + (_R_W + 6) * _L + t], S[ob + (_R_W + 7) * _L + t], S[ob + (_R_W + 8) * _L + t]
+                w22, w23, w24 = S[ob + (_R_W + 9) * _L + t], S[ob + (_R_W + 10) * _L + t], S[ob + (_R_W + 11) * _L + t]
+                w33, w34, w44 = S[ob + (_R_W + 12) * _L + t], S[ob + (_R_W + 13) * _L + t], S[ob + (_R_W + 14) * _L + t]
+                # G = W A, H = W B, C = A^T W A, E = A^T W B, D = B^T W B, (A^T W r, B^T W r)
+                g00 = w00 * a00 + w01 * a10 + w02 * a20
+                g01 = w00 * a01 + w01 * a11 + w02 * a21
+                g02 = w01
+                g10 = w01 * a00 + w11 * a10 + w12 * a20
+                g11 = w01 * a01 + w11 * a11 + w12 * a21
+                g12 = w11
+                g20 = w02 * a00 + w12 * a10 + w22 * a20
+                g21 = w02 * a01 + w12 * a11 + w22 * a21
+                g22 = w12
+                g30 = w03 * a00 + w13 * a10 + w23 * a20
+                g31 = w03 * a01 + w13 * a11 + w23 * a21
+                g32 = w13
+                g40 = w04 * a00 + w14 * a10 + w24 * a20
+                g41 = w04 * a01 + w14 * a11 + w24 * a21
+                g42 = w14
+                h00 = w00 * b00 + w01 * b10 + w02 * b20
+                h01 = w00 * b01 + w01 * b11 + w02 * b21 + w03
+                h02 = w00 * b02 + w01 * b12 + w02 * b22 + w04
+                h10 = w01 * b00 + w11 * b10 + w12 * b20
+                h11 = w01 * b01 + w11 * b11 + w12 * b21 + w13
+                h12 = w01 * b02 + w11 * b12 + w12 * b22 + w14
+                h20 = w02 * b00 + w12 * b10 + w22 * b20
+                h21 = w02 * b01 + w12 * b11 + w22 * b21 + w23
+                h22 = w02 * b02 + w12 * b12 + w22 * b22 + w24
+                h30 = w03 * b00 + w13 * b10 + w23 * b20
+                h31 = w03 * b01 + w13 * b11 + w23 * b21 + w33
+                h32 = w03 * b02 + w13 * b12 + w23 * b22 + w34
+                h40 = w04 * b00 + w14 * b10 + w24 * b20
+                h41 = w04 * b01 + w14 * b11 + w24 * b21 + w34
+                h42 = w04 * b02 + w14 * b12 + w24 * b22 + w44
+                c00 = a00 * g00 + a10 * g10 + a20 * g20
+                c01 = a00 * g01 + a10 * g11 + a20 * g21
+                c02 = a00 * g02 + a10 * g12 + a20 * g22
+                c11 = a01 * g01 + a11 * g11 + a21 * g21
+                c12 = a01 * g02 + a11 * g12 + a21 * g22
+                c22 = g12
+                e00 = a00 * h00 + a10 * h10 + a20 * h20
+                e01 = a00 * h01 + a10 * h11 + a20 * h21
+                e02 = a00 * h02 + a10 * h12 + a20 * h22
+                e10 = a01 * h00 + a11 * h10 + a21 * h20
+                e11 = a01 * h01 + a11 * h11 + a21 * h21
+                e12 = a01 * h02 + a11 * h12 + a21 * h22
+                e20 = h10
+                e21 = h11
+                e22 = h12
+                d00 = b00 * h00 + b10 * h10 + b20 * h20
+                d01 = b00 * h01 + b10 * h11 + b20 * h21
+                d02 = b00 * h02 + b10 * h12 + b20 * h22
+                d11 = b01 * h01 + b11 * h11 + b21 * h21 + h31
+                d12 = b01 * h02 + b11 * h12 + b21 * h22 + h32
+                d22 = b02 * h02 + b12 * h12 + b22 * h22 + h42
+                av0 = g00 * r0 + g10 * r1 + g20 * r2 + g30 * r3 + g40 * r4
+                av1 = g01 * r0 + g11 * r1 + g21 * r2 + g31 * r3 + g41 * r4
+                av2 = g02 * r0 + g12 * r1 + g22 * r2 + g32 * r3 + g42 * r4
+                bv0 = h00 * r0 + h10 * r1 + h20 * r2 + h30 * r3 + h40 * r4
+                bv1 = h01 * r0 + h11 * r1 + h21 * r2 + h31 * r3 + h41 * r4
+                bv2 = h02 * r0 + h12 * r1 + h22 * r2 + h32 * r3 + h42 * r4
+                chi = (r0 * (w00 * r0 + w01 * r1 + w02 * r2 + w03 * r3 + w04 * r4) + r1 * (w01 * r0 + w11 * r1 + w12 * r2 + w13 * r3 + w14 * r4) + r2 * (w02 * r0 + w12 * r1 + w22 * r2 + w23 * r3 + w24 * r4) + r3 * (w03 * r0 + w13 * r1 + w23 * r2 + w33 * r3 + w34 * r4) + r4 * (w04 * r0 + w14 * r1 + w24 * r2 + w34 * r3 + w44 * r4))
+                # D^-1 (symmetric adjugate)
+                k00 = d11 * d22 - d12 * d12
+                k01 = d02 * d12 - d01 * d22
+                k02 = d01 * d12 - d02 * d11
+                k11 = d00 * d22 - d02 * d02
+                k12 = d01 * d02 - d00 * d12
+                k22 = d00 * d11 - d01 * d01
+                inv_det = 1.0 / (d00 * k00 + d01 * k01 + d02 * k02)
+                i00, i01, i02 = k00 * inv_det, k01 * inv_det, k02 * inv_det
+                i11, i12, i22 = k11 * inv_det, k12 * inv_det, k22 * inv_det
+                # D^-1 E^T (row i, column j = sum_k Di[i, k] E[j, k]) and D^-1 b
+                f00 = i00 * e00 + i01 * e01 + i02 * e02
+                f01 = i00 * e10 + i01 * e11 + i02 * e12
+                f02 = i00 * e20 + i01 * e21 + i02 * e22
+                f10 = i01 * e00 + i11 * e01 + i12 * e02
+                f11 = i01 * e10 + i11 * e11 + i12 * e12
+                f12 = i01 * e20 + i11 * e21 + i12 * e22
+                f20 = i02 * e00 + i12 * e01 + i22 * e02
+                f21 = i02 * e10 + i12 * e11 + i22 * e12
+                f22 = i02 * e20 + i12 * e21 + i22 * e22
+                g0 = i00 * bv0 + i01 * bv1 + i02 * bv2
+                g1 = i01 * bv0 + i11 * bv1 + i12 * bv2
+                g2 = i02 * bv0 + i12 * bv1 + i22 * bv2
+                S[ob + (_R_DIET) * _L + t], S[ob + (_R_DIET + 1) * _L + t], S[ob + (_R_DIET + 2) * _L + t] = f00, f01, f02
+                S[ob + (_R_DIET + 3) * _L + t], S[ob + (_R_DIET + 4) * _L + t], S[ob + (_R_DIET + 5) * _L + t] = f10, f11, f12
+                S[ob + (_R_DIET + 6) * _L + t], S[ob + (_R_DIET + 7) * _L + t], S[ob + (_R_DIET + 8) * _L + t] = f20, f21, f22
+                S[ob + (_R_DIB) * _L + t], S[ob + (_R_DIB + 1) * _L + t], S[ob + (_R_DIB + 2) * _L + t] = g0, g1, g2
+                # the track's terms: C - E D^-1 E^T (symmetric) and A^T W r - E D^-1 B^T W r
+                S[ob + (_R_INFO) * _L + t] = c00 - (e00 * f00 + e01 * f10 + e02 * f20)
+                S[ob + (_R_INFO + 1) * _L + t] = c01 - (e00 * f01 + e01 * f11 + e02 * f21)
+                S[ob + (_R_INFO + 2) * _L + t] = c02 - (e00 * f02 + e01 * f12 + e02 * f22)
+                S[ob + (_R_INFO + 3) * _L + t] = c11 - (e10 * f01 + e11 * f11 + e12 * f21)
+                S[ob + (_R_INFO + 4) * _L + t] = c12 - (e10 * f02 + e11 * f12 + e12 * f22)
+                S[ob + (_R_INFO + 5) * _L + t] = c22 - (e20 * f02 + e21 * f12 + e22 * f22)
+                S[ob + (_R_RHS) * _L + t] = av0 - (e00 * g0 + e01 * g1 + e02 * g2)
+                S[ob + (_R_RHS + 1) * _L + t] = av1 - (e10 * g0 + e11 * g1 + e12 * g2)
+                S[ob + (_R_RHS + 2) * _L + t] = av2 - (e20 * g0 + e21 * g1 + e22 * g2)
+                S[ob + (_R_CHI) * _L + t] = chi
 
     @_jit
     def _fit_jets(params, cov, weights, seeds, use_seeds, bfield, ppos, pinfo, tol, max_iter,
                   has_constraint, out_v, out_cov, out_chi2, out_ndf, out_local, out_mom,
                   out_iter, out_conv, out_valid):
         n_jets, n = params.shape[0], params.shape[1]
-        S = np.zeros((_NROWS, n))
-        O = np.zeros((_NOUT, n))
+        nblk = (n + _L - 1) // _L
+        S = np.zeros(nblk * _BLOCK)
         info = np.empty((3, 3))
         info_inv = np.empty((3, 3))
         data_info = np.empty((3, 3))
         rhs = np.empty(3)
         for jet in range(n_jets):
             kb = C_LIGHT * bfield[jet]
-            wsum, n_use = _prepare(params, cov, weights, jet, S, n)
+            wsum, n_use = _prepare(params, cov, weights, jet, S, n, nblk)
             if use_seeds:
                 vx, vy, vz = seeds[jet, 0], seeds[jet, 1], seeds[jet, 2]
             else:
                 norm = max(wsum, 1e-12)
                 vx = vy = vz = 0.0
-                for t in range(n):
-                    wt, d0, z0, phi0 = S[_R_WT, t], S[_R_M, t], S[_R_M + 1, t], S[_R_M + 2, t]
-                    vx += wt * (-d0 * math.sin(phi0))
-                    vy += wt * (d0 * math.cos(phi0))
-                    vz += wt * z0
+                for blk in range(nblk):
+                    ob = blk * _BLOCK
+                    for t in range(_L):
+                        wt, d0, z0, phi0 = S[ob + (_R_WT) * _L + t], S[ob + _R_M * _L + t], S[ob + (_R_M + 1) * _L + t], S[ob + (_R_M + 2) * _L + t]
+                        vx += wt * (-d0 * math.sin(phi0))
+                        vy += wt * (d0 * math.cos(phi0))
+                        vz += wt * z0
                 vx, vy, vz = vx / norm, vy / norm, vz / norm
-            for t in range(n):  # local direction at the seed (as _helix.state_at_vertex)
-                d0, phi0, th, qop = S[_R_M, t], S[_R_M + 2, t], S[_R_M + 3, t], S[_R_M + 4, t]
-                rho = kb * qop / math.sin(th)
-                px0, py0 = -d0 * math.sin(phi0), d0 * math.cos(phi0)
-                ux = rho * (vx - px0) - math.sin(phi0)
-                uy = rho * (vy - py0) + math.cos(phi0)
-                S[_R_Q, t] = math.atan2(-ux, uy)
-                S[_R_Q + 1, t] = th
-                S[_R_Q + 2, t] = qop
+            for blk in range(nblk):  # local direction at the seed (as _helix.state_at_vertex)
+                ob = blk * _BLOCK
+                for t in range(_L):
+                    d0, phi0, th, qop = S[ob + _R_M * _L + t], S[ob + (_R_M + 2) * _L + t], S[ob + (_R_M + 3) * _L + t], S[ob + (_R_M + 4) * _L + t]
+                    rho = kb * qop / math.sin(th)
+                    px0, py0 = -d0 * math.sin(phi0), d0 * math.cos(phi0)
+                    ux = rho * (vx - px0) - math.sin(phi0)
+                    uy = rho * (vy - py0) + math.cos(phi0)
+                    S[ob + (_R_Q) * _L + t] = math.atan2(-ux, uy)
+                    S[ob + (_R_Q + 1) * _L + t] = th
+                    S[ob + (_R_Q + 2) * _L + t] = qop
             it = 0
             step = np.inf
             while True:
-                _linearise(S, O, n, vx, vy, vz, kb)
+                _linearise(S, nblk, vx, vy, vz, kb)
                 v = (vx, vy, vz)
                 for i in range(3):
                     acc = 0.0
@@ -415,18 +444,20 @@ if nb is not None:
                         acc += pinfo[jet, i, j] * (ppos[jet, j] - v[j])
                     rhs[i] = acc
                 chi2 = 0.0
-                for t in range(n):
-                    wt = S[_R_WT, t]
-                    info[0, 0] += wt * O[_R_INFO, t]
-                    info[0, 1] += wt * O[_R_INFO + 1, t]
-                    info[0, 2] += wt * O[_R_INFO + 2, t]
-                    info[1, 1] += wt * O[_R_INFO + 3, t]
-                    info[1, 2] += wt * O[_R_INFO + 4, t]
-                    info[2, 2] += wt * O[_R_INFO + 5, t]
-                    rhs[0] += wt * O[_R_RHS, t]
-                    rhs[1] += wt * O[_R_RHS + 1, t]
-                    rhs[2] += wt * O[_R_RHS + 2, t]
-                    chi2 += wt * O[_R_CHI, t]
+                for blk in range(nblk):
+                    ob = blk * _BLOCK
+                    for t in range(_L):
+                        wt = S[ob + (_R_WT) * _L + t]
+                        info[0, 0] += wt * S[ob + (_R_INFO) * _L + t]
+                        info[0, 1] += wt * S[ob + (_R_INFO + 1) * _L + t]
+                        info[0, 2] += wt * S[ob + (_R_INFO + 2) * _L + t]
+                        info[1, 1] += wt * S[ob + (_R_INFO + 3) * _L + t]
+                        info[1, 2] += wt * S[ob + (_R_INFO + 4) * _L + t]
+                        info[2, 2] += wt * S[ob + (_R_INFO + 5) * _L + t]
+                        rhs[0] += wt * S[ob + (_R_RHS) * _L + t]
+                        rhs[1] += wt * S[ob + (_R_RHS + 1) * _L + t]
+                        rhs[2] += wt * S[ob + (_R_RHS + 2) * _L + t]
+                        chi2 += wt * S[ob + (_R_CHI) * _L + t]
                 info[1, 0] = info[0, 1] + (pinfo[jet, 1, 0] - pinfo[jet, 0, 1])
                 info[2, 0] = info[0, 2] + (pinfo[jet, 2, 0] - pinfo[jet, 0, 2])
                 info[2, 1] = info[1, 2] + (pinfo[jet, 2, 1] - pinfo[jet, 1, 2])
@@ -439,21 +470,25 @@ if nb is not None:
                 finite = math.isfinite(vx + dv0) and math.isfinite(vy + dv1) and math.isfinite(
                     vz + dv2)
                 bad = 0.0
-                for t in range(n):  # q_new in the scratch rows, checked before it is kept
-                    for i in range(3):
-                        qn = S[_R_Q + i, t] + O[_R_DIB + i, t] - (
-                            O[_R_DIET + 3 * i, t] * dv0 + O[_R_DIET + 3 * i + 1, t] * dv1
-                            + O[_R_DIET + 3 * i + 2, t] * dv2)
-                        S[_R_QNEW + i, t] = qn
-                        bad += qn * 0.0  # NaN unless every qn is finite
+                for blk in range(nblk):  # q_new in the scratch rows, checked before it is kept
+                    ob = blk * _BLOCK
+                    for t in range(_L):
+                        for i in range(3):
+                            qn = S[ob + (_R_Q + i) * _L + t] + S[ob + (_R_DIB + i) * _L + t] - (
+                                S[ob + (_R_DIET + 3 * i) * _L + t] * dv0 + S[ob + (_R_DIET + 3 * i + 1) * _L + t] * dv1
+                                + S[ob + (_R_DIET + 3 * i + 2) * _L + t] * dv2)
+                            S[ob + (_R_QNEW + i) * _L + t] = qn
+                            bad += qn * 0.0  # NaN unless every qn is finite
                 finite = finite and bad == 0.0
                 it += 1
                 if finite:
                     step = max(abs(dv0), abs(dv1), abs(dv2))
                     vx, vy, vz = vx + dv0, vy + dv1, vz + dv2
                     for i in range(3):
-                        for t in range(n):
-                            S[_R_Q + i, t] = S[_R_QNEW + i, t]
+                        for blk in range(nblk):
+                            ob = blk * _BLOCK
+                            for t in range(_L):
+                                S[ob + (_R_Q + i) * _L + t] = S[ob + (_R_QNEW + i) * _L + t]
                 else:
                     step = 0.0
             _inv3(info, out_cov[jet])
@@ -471,8 +506,9 @@ if nb is not None:
             out_v[jet, 0], out_v[jet, 1], out_v[jet, 2] = vx, vy, vz
             out_chi2[jet] = chi2
             out_ndf[jet] = 2.0 * wsum - 3.0 + (3.0 if has_constraint else 0.0)
-            for t in range(n):
-                phi, th, qop = S[_R_Q, t], S[_R_Q + 1, t], S[_R_Q + 2, t]
+            for t in range(n):  # real tracks
+                o = (t // _L) * _BLOCK + t % _L
+                phi, th, qop = S[o + _R_Q * _L], S[o + (_R_Q + 1) * _L], S[o + (_R_Q + 2) * _L]
                 p = 1.0 / abs(qop)
                 out_local[jet, t, 0], out_local[jet, t, 1], out_local[jet, t, 2] = phi, th, qop
                 out_mom[jet, t, 0] = p * math.sin(th) * math.cos(phi)
