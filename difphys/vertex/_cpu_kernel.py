@@ -1,4 +1,4 @@
-"""Compiled CPU kernel for the forward Billoir fit (numba, optional).
+"""Compiled CPU kernel for the forward Billoir fit (numba).
 
 XLA:CPU runs the fit's per-track 5x3 / 3x3 algebra at a small fraction of the machine's speed
 (one Gauss-Newton step costs ~2 us per track and core; docs/vertex.md). This module runs the
@@ -9,9 +9,11 @@ wraps it in a ``custom_vjp`` whose backward pass is the JAX path's implicit diff
 the solution found here, so gradients are the same as without the kernel.
 
 The formulas are those of ``_helix.perigee_from_local`` / ``state_at_vertex`` and
-``_fit._gauss_newton_step`` written out by hand (the Jacobians are the analytic derivatives of
-the helix; tests compare them with ``jax.jacfwd`` through the fitted result). Everything runs
-in float64; float32 inputs are promoted and the results cast back.
+``_fit._gauss_newton_step`` written out by hand. The Jacobians are the analytic derivatives of
+the helix; tests compare the fitted covariance, which is built from them, with the JAX path's
+``jax.jacfwd`` result. Everything runs in float64; float32 inputs are promoted and the results
+cast back. numba is a dependency of difphys; where it cannot be imported, ``fit`` falls back to
+the JAX path.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-try:  # optional dependency: the ``fast`` extra
+try:  # a dependency of difphys, but the JAX path works without it
     import numba as nb
 except ImportError:  # pragma: no cover - exercised where numba is absent
     nb = None
@@ -58,7 +60,8 @@ def available() -> bool:
 
 
 if nb is not None:
-    _jit = nb.njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+    # no on-disk cache: numba does not invalidate a cached caller when a callee changes
+    _jit = nb.njit(nogil=True, cache=False, error_model="numpy", fastmath={"contract"})
 
     @_jit
     def _wrap(a):
@@ -506,14 +509,16 @@ if nb is not None:
             out_v[jet, 0], out_v[jet, 1], out_v[jet, 2] = vx, vy, vz
             out_chi2[jet] = chi2
             out_ndf[jet] = 2.0 * wsum - 3.0 + (3.0 if has_constraint else 0.0)
-            for t in range(n):  # real tracks
-                o = (t // _L) * _BLOCK + t % _L
+            for t in range(n):  # real tracks; the last linearisation was at the final q, so
+                o = (t // _L) * _BLOCK + t % _L  # its sines and cosines are those of q
                 phi, th, qop = S[o + _R_Q * _L], S[o + (_R_Q + 1) * _L], S[o + (_R_Q + 2) * _L]
+                sp, cp = S[o + _R_TR * _L], S[o + (_R_TR + 1) * _L]
+                sth, cth = S[o + (_R_TR + 2) * _L], S[o + (_R_TR + 3) * _L]
                 p = 1.0 / abs(qop)
                 out_local[jet, t, 0], out_local[jet, t, 1], out_local[jet, t, 2] = phi, th, qop
-                out_mom[jet, t, 0] = p * math.sin(th) * math.cos(phi)
-                out_mom[jet, t, 1] = p * math.sin(th) * math.sin(phi)
-                out_mom[jet, t, 2] = p * math.cos(th)
+                out_mom[jet, t, 0] = p * sth * cp
+                out_mom[jet, t, 1] = p * sth * sp
+                out_mom[jet, t, 2] = p * cth
             out_iter[jet] = it
             out_conv[jet] = step <= tol[jet]
             well = eig_min > 1e-9 * max(eig_max, 1e-30)
