@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -527,6 +528,8 @@ if nb is not None:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_COMPILE_LOCK = threading.Lock()
+_COMPILED = False
 
 
 def _threads() -> int:
@@ -568,6 +571,12 @@ def fit_host(params, cov, weights, seeds, bfield, prior_position, prior_informat
         _fit_jets(p, c, w, s, use_seeds, b, pp, pi, tl, max_iter, has_constraint,
                   *(o[lo:hi] for o in outs))
 
+    global _COMPILED
+    if not _COMPILED:  # compile once, in one thread: numba's first compilation is not
+        with _COMPILE_LOCK:  # safe to race from several threads (a KeyError in lowering)
+            if not _COMPILED and total:
+                run(0, 1)
+                _COMPILED = True
     n_threads = min(_threads(), max(1, total // 64))
     if n_threads == 1:
         run(0, total)
