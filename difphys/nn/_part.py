@@ -31,6 +31,7 @@ from flax import nnx
 
 from .._checks import is_concrete
 from ..kinematics import pairwise_features
+from ._dropout import Dropout
 
 _BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 in Flax's convention
 _EPS = 1e-5  # PyTorch's LayerNorm / BatchNorm epsilon
@@ -81,21 +82,6 @@ def _batch_norm(dim, rngs, param_dtype):
     return bn
 
 
-class _Dropout(nnx.Module):
-    """Dropout driven by an explicit key passed at call time (no key, or ``model.eval()``:
-    identity)."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-        self.deterministic = False  # set by nnx's model.eval() / model.train()
-
-    def __call__(self, x, key):
-        if key is None or self.rate == 0.0 or self.deterministic:
-            return x
-        keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
-        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
-
-
 class _ParticleEmbed(nnx.Module):
     def __init__(self, input_dim, dims, *, rngs, param_dtype):
         self.input_bn = _batch_norm(input_dim, rngs, param_dtype)
@@ -125,20 +111,49 @@ class _PairEmbed(nnx.Module):
 
     def __call__(self, p4, mask, dtype):
         n = p4.shape[-2]
-        iu, ju = np.triu_indices(n)
-        pair_index = np.zeros((n, n), dtype=np.int32)
-        pair_index[iu, ju] = np.arange(len(iu))
-        pair_index[ju, iu] = np.arange(len(iu))
-        feats = pairwise_features(p4)[..., iu, ju, :].astype(dtype)  # (B, P, 4)
-        pair_mask = (mask[..., iu] & mask[..., ju])[..., None]
+        partners, weight, unique = _circulant_pairs(n)
+        feats = pairwise_features(p4, partners).astype(dtype)  # (B, n, n//2 + 1, 4)
+        pair_mask = (mask[..., :, None] & mask[..., partners] & unique)[..., None]
         x = self.input_bn(feats, mask=pair_mask)
         last = len(self.linears) - 1
         for k, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
             x = norm(linear(x), mask=pair_mask)
             if k < last:  # the bias is taken before the last activation
                 x = jax.nn.gelu(x, approximate=False)
-        x = x[..., pair_index, :]  # (B, n, n, heads)
-        return jnp.moveaxis(x, -1, -3)  # (B, heads, n, n)
+        x = jnp.moveaxis(x, -1, -3) * weight.astype(x.dtype)  # (B, heads, n, n//2 + 1)
+        return _symmetrise_circulant(x, n)
+
+
+def _circulant_pairs(n):
+    """Each unordered pair ``{i, j}`` of ``n`` particles once, in a circulant layout: row ``i``
+    holds the partners ``j = (i + d) mod n`` for ``d = 0 .. n // 2``. For even ``n`` the pairs
+    at ``d = n / 2`` appear in two rows; ``unique`` keeps the first (rows ``i < n / 2``) for
+    the batch statistics and the bias. ``weight`` is 1/2 on self-pairs (added twice by the
+    symmetrisation), 1 on the other unique pairs and 0 on the duplicates."""
+    half = n // 2
+    offsets = np.arange(half + 1)
+    partners = (np.arange(n)[:, None] + offsets[None, :]) % n
+    unique = np.ones((n, half + 1), bool)
+    if n % 2 == 0 and n > 0:
+        unique[half:, half] = False
+    weight = np.where(offsets[None, :] == 0, 0.5, 1.0) * unique
+    return partners, jnp.asarray(weight), unique
+
+
+def _symmetrise_circulant(c, n):
+    """``(..., n, n//2 + 1)`` circulant-layout values -> the symmetric ``(..., n, n)`` matrix
+    ``M[i, j] = A[i, j] + A[j, i]`` with ``A[i, j] = c[i, (j - i) mod n]`` (zero beyond
+    ``n // 2``). The row shifts use the pad-and-reshape skew (no gather), so the backward
+    pass is reshapes and slices too: the gather-based expansion's scatter-add and its layout
+    change of the ``(B, heads, n, n)`` gradient were the slowest part of a training step."""
+    d = jnp.pad(c, [(0, 0)] * (c.ndim - 1) + [(0, n - c.shape[-1])])  # (..., n, n)
+    # y[i, k] = d[i, k mod n] for k < 2n, one spare column so that rows of 2n + 1 read as
+    # rows of 2n shift each row i by i: z[i, k] = y[i, k - i]
+    y = jnp.concatenate([d, d, jnp.zeros_like(d[..., :1])], axis=-1)
+    lead = y.shape[:-2]
+    flat = y.reshape(*lead, n * (2 * n + 1))[..., : 2 * n * n]
+    a = flat.reshape(*lead, n, 2 * n)[..., n:]  # a[i, j] = y[i, j + n - i] = d[i, (j - i) mod n]
+    return a + jnp.swapaxes(a, -1, -2)
 
 
 class _Attention(nnx.Module):
@@ -148,28 +163,35 @@ class _Attention(nnx.Module):
         self.num_heads = num_heads
         self.in_proj = nnx.Linear(dim, 3 * dim, rngs=rngs, param_dtype=param_dtype)
         self.out_proj = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
-        self.dropout = _Dropout(attn_dropout)
+        self.dropout = Dropout(attn_dropout)
 
     def __call__(self, query, kv, key_mask, bias, key):
         dim = query.shape[-1]
         head_dim = dim // self.num_heads
         w, b = self.in_proj.kernel[...], self.in_proj.bias[...]
-        q = query @ w[:, :dim] + b[:dim]
-        k = kv @ w[:, dim:2 * dim] + b[dim:2 * dim]
-        v = kv @ w[:, 2 * dim:] + b[2 * dim:]
-
-        def heads(t):
-            return t.reshape(*t.shape[:-1], self.num_heads, head_dim)
-
-        q, k, v = heads(q), heads(k), heads(v)
-        logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(
-            jnp.asarray(head_dim, q.dtype))
+        # Heads are moved in front of the particle axis before the two attention products,
+        # so that XLA:CPU runs them as plain batched matrix products; with the heads left
+        # inside ("...qhd,...khd->...hqk") the forward pass was twice as slow.
+        scale = jnp.asarray(1.0 / np.sqrt(head_dim), query.dtype)
+        if query is kv:  # self-attention: one projection for q, k and v
+            qkv = (query @ w + b).reshape(*query.shape[:-1], 3, self.num_heads, head_dim)
+            q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        else:
+            q = (query @ w[:, :dim] + b[:dim]).reshape(*query.shape[:-1], self.num_heads,
+                                                        head_dim)
+            kv_ = (kv @ w[:, dim:] + b[dim:]).reshape(*kv.shape[:-1], 2, self.num_heads,
+                                                      head_dim)
+            k, v = kv_[..., 0, :, :], kv_[..., 1, :, :]
+        q = jnp.swapaxes(q * scale, -2, -3)  # (..., heads, nq, head_dim)
+        k = jnp.moveaxis(k, -3, -1)  # (..., heads, head_dim, nk)
+        v = jnp.swapaxes(v, -2, -3)  # (..., heads, nk, head_dim)
+        logits = q @ k
         if bias is not None:
             logits = logits + bias
         logits = jnp.where(key_mask[..., None, None, :], logits,
                            jnp.asarray(jnp.finfo(logits.dtype).min, logits.dtype))
         weights = self.dropout(jax.nn.softmax(logits, axis=-1), key)
-        out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+        out = jnp.swapaxes(weights @ v, -2, -3)  # (..., nq, heads, head_dim)
         return self.out_proj(out.reshape(*out.shape[:-2], dim))
 
 
@@ -190,8 +212,8 @@ class _Block(nnx.Module):
         self.fc2 = nnx.Linear(ffn, dim, rngs=rngs, param_dtype=param_dtype)
         self.c_attn = nnx.Param(jnp.ones(cfg.num_heads, param_dtype))
         self.w_resid = nnx.Param(jnp.ones(dim, param_dtype))
-        self.dropout = _Dropout(dropout)
-        self.act_dropout = _Dropout(activation_dropout)
+        self.dropout = Dropout(dropout)
+        self.act_dropout = Dropout(activation_dropout)
 
     def __call__(self, x, mask, bias, key, x_cls=None):
         keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
@@ -257,7 +279,7 @@ class ParticleTransformer(nnx.Module):
             fcs.append(nnx.Linear(dim, out_dim, rngs=rngs, param_dtype=param_dtype))
             dim = out_dim
         self.fcs = nnx.List(fcs)
-        self.fc_dropout = _Dropout(cfg.fc_dropout)
+        self.fc_dropout = Dropout(cfg.fc_dropout)
         self.head = (nnx.Linear(dim, cfg.num_classes, rngs=rngs, param_dtype=param_dtype)
                      if cfg.num_classes else None)
         self.cls_token = nnx.Param(
