@@ -4,8 +4,11 @@
 For each model size (small, full) it times, in jets per second,
 * ``forward``: inference (evaluation mode, no gradients), and
 * ``train_step``: forward + backward + AdamW update in training mode (dropout on),
-as the median of ``--steps`` timed calls after ``--warmup`` untimed ones; JAX compilation time
-is reported separately. Inputs: ``--batch`` jets of ``--particles`` particles (all real, so
+as the median of ``--steps`` timed calls after ``--warmup`` untimed ones. The two
+implementations take turns over ``--rounds`` interleaved rounds (the first alternating), so
+that both see the same state of a shared machine; each figure is the median over rounds, and
+the ratio is the median of the per-round ratios (all rounds are printed). JAX compilation
+time is reported separately. Inputs: ``--batch`` jets of ``--particles`` particles (all real, so
 that weaver-core's sequence trimming changes nothing), 17 features, 4-vectors for the pair
 features, 2 classes. One JSON line per result, then one per size with the ratios
 difphys / weaver-core (goal: >= 1.5).
@@ -65,25 +68,20 @@ def _median_time(fn, warmup, steps):
     return statistics.median(times)
 
 
-def bench_difphys(size, data, warmup, steps):
+def setup_difphys(size, data):
+    """``({mode: one call}, info)`` for difphys's ParT of ``size``; compiles both calls."""
     cfg = ParTConfig(input_dim=17, num_classes=2, **SIZES[size])
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
-    n_params = count_params(model)
+    info = {"params": count_params(model)}
     batch = {k: jnp.asarray(v) for k, v in data.items()}
-    b = len(data["label"])
-    rows = []
 
     eval_model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
     eval_model.eval()
-    graphdef, state = nnx.split(eval_model)
-    forward = jax.jit(lambda s, f, p, m: nnx.merge(graphdef, s)(f, p, m))
-    t0 = time.perf_counter()
-    jax.block_until_ready(forward(state, batch["features"], batch["p4"], batch["mask"]))
-    compile_fwd = time.perf_counter() - t0
-    t = _median_time(lambda: jax.block_until_ready(
-        forward(state, batch["features"], batch["p4"], batch["mask"])), warmup, steps)
-    rows.append(dict(impl="difphys", size=size, mode="forward", jets_per_s=b / t,
-                     seconds=t, compile_s=compile_fwd, params=n_params))
+    eval_graphdef, state = nnx.split(eval_model)
+    forward = jax.jit(lambda s, f, p, m: nnx.merge(eval_graphdef, s)(f, p, m))
+
+    def fwd():
+        jax.block_until_ready(forward(state, batch["features"], batch["p4"], batch["mask"]))
 
     opt = optax.adamw(1e-3)
     graphdef, tstate = init_state(model, opt)
@@ -91,22 +89,21 @@ def bench_difphys(size, data, warmup, steps):
     key = jax.random.key(0)
     holder = {"state": tstate, "i": 0}
 
-    def one():
+    def train():
         holder["i"] += 1
-        holder["state"], metrics = step(holder["state"], batch, jax.random.fold_in(key,
-                                                                                  holder["i"]))
+        holder["state"], metrics = step(holder["state"], batch,
+                                        jax.random.fold_in(key, holder["i"]))
         jax.block_until_ready(metrics["loss"])
 
-    t0 = time.perf_counter()
-    one()
-    compile_step = time.perf_counter() - t0
-    t = _median_time(one, warmup, steps)
-    rows.append(dict(impl="difphys", size=size, mode="train_step", jets_per_s=b / t,
-                     seconds=t, compile_s=compile_step, params=n_params))
-    return rows
+    for mode, fn in (("forward", fwd), ("train_step", train)):
+        t0 = time.perf_counter()
+        fn()
+        info[f"compile_s_{mode}"] = time.perf_counter() - t0
+    return {"forward": fwd, "train_step": train}, info
 
 
-def bench_weaver(size, data, warmup, steps):
+def setup_weaver(size, data):
+    """``({mode: one call}, info)`` for weaver-core's PyTorch ParticleTransformer."""
     import torch
     from weaver.nn.model.ParticleTransformer import ParticleTransformer as TorchParT
 
@@ -115,7 +112,8 @@ def bench_weaver(size, data, warmup, steps):
     model = TorchParT(input_dim=17, num_classes=2, embed_dims=list(cfg["embed_dims"]),
                       pair_embed_dims=list(cfg["pair_embed_dims"]), num_heads=cfg["num_heads"],
                       num_layers=cfg["num_layers"], num_cls_layers=cfg["num_cls_layers"])
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "torch_threads": torch.get_num_threads()}
     # weaver-core layout: x (B, C, P), v (B, 4, P) as (px, py, pz, E), mask (B, 1, P)
     x = torch.from_numpy(np.ascontiguousarray(data["features"].transpose(0, 2, 1)))
     p4 = data["p4"]
@@ -123,33 +121,22 @@ def bench_weaver(size, data, warmup, steps):
         np.stack([p4[..., 1], p4[..., 2], p4[..., 3], p4[..., 0]], axis=1)))
     mask = torch.from_numpy(data["mask"][:, None, :].astype(np.float32))
     y = torch.from_numpy(data["label"].astype(np.int64))
-    b = len(y)
-    rows = []
-
-    model.eval()
-
-    def fwd():
-        with torch.no_grad():
-            model(x, v, mask)
-
-    t = _median_time(fwd, warmup, steps)
-    rows.append(dict(impl="weaver-core", size=size, mode="forward", jets_per_s=b / t,
-                     seconds=t, params=n_params, torch_threads=torch.get_num_threads()))
-
-    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    def fwd():
+        model.eval()
+        with torch.no_grad():
+            model(x, v, mask)
+
     def train():
+        model.train()
         opt.zero_grad()
         loss = loss_fn(model(x, v, mask), y)
         loss.backward()
         opt.step()
 
-    t = _median_time(train, warmup, steps)
-    rows.append(dict(impl="weaver-core", size=size, mode="train_step", jets_per_s=b / t,
-                     seconds=t, params=n_params, torch_threads=torch.get_num_threads()))
-    return rows
+    return {"forward": fwd, "train_step": train}, info
 
 
 def main():
@@ -159,6 +146,8 @@ def main():
     parser.add_argument("--sizes", default="small,full")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds per mode (each times both implementations)")
     args = parser.parse_args()
     data = _inputs(args.batch, args.particles)
     try:
@@ -172,19 +161,37 @@ def main():
                                   "'.[torch-bench]' for the comparison"}))
     meta = dict(device=str(jax.devices()[0].platform), cpus=os.cpu_count(), batch=args.batch,
                 particles=args.particles, jax=jax.__version__)
+    b = args.batch
     for size in args.sizes.split(","):
-        ours = bench_difphys(size, data, args.warmup, args.steps)
-        for row in ours:
-            print(json.dumps({**meta, **row}), flush=True)
-        if not have_torch:
-            continue
-        theirs = bench_weaver(size, data, args.warmup, args.steps)
-        for row in theirs:
-            print(json.dumps({**meta, **row}), flush=True)
-        for a, b in zip(ours, theirs, strict=True):
-            print(json.dumps({**meta, "size": size, "mode": a["mode"],
-                              "ratio_difphys_over_weaver": a["jets_per_s"] / b["jets_per_s"],
-                              "params_equal": a["params"] == b["params"]}), flush=True)
+        impls = {"difphys": setup_difphys(size, data)}
+        if have_torch:
+            impls["weaver-core"] = setup_weaver(size, data)
+        for mode in ("forward", "train_step"):
+            # The implementations take turns, the first alternating between rounds, so that
+            # both see the same state of this shared machine; a pause lets the other
+            # framework's worker threads stop spinning before a timing starts.
+            per_round = {name: [] for name in impls}
+            for r in range(args.rounds):
+                order = list(impls) if r % 2 == 0 else list(impls)[::-1]
+                for name in order:
+                    time.sleep(0.5)
+                    per_round[name].append(_median_time(impls[name][0][mode], args.warmup,
+                                                        args.steps))
+            rows = {}
+            for name, (_, info) in impls.items():
+                t = statistics.median(per_round[name])
+                rows[name] = dict(impl=name, size=size, mode=mode, jets_per_s=b / t, seconds=t,
+                                  seconds_per_round=per_round[name], **info)
+                print(json.dumps({**meta, **rows[name]}), flush=True)
+            if have_torch:
+                ratios = [w / d for d, w in zip(per_round["difphys"], per_round["weaver-core"],
+                                                strict=True)]
+                print(json.dumps({
+                    **meta, "size": size, "mode": mode,
+                    "ratio_difphys_over_weaver": statistics.median(ratios),
+                    "ratio_per_round": ratios,
+                    "params_equal": rows["difphys"]["params"] == rows["weaver-core"]["params"],
+                }), flush=True)
 
 
 if __name__ == "__main__":
