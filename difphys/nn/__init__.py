@@ -3,6 +3,8 @@
 Networks run in float32 (or bf16); physics inputs may be float64 and are cast at the boundary.
 """
 
+from ._dropout import Dropout as Dropout
+from ._dropout import dropout_keep_mask as dropout_keep_mask
 from ._heads import ANGULAR_FEATURES as ANGULAR_FEATURES
 from ._heads import DeepSetsHead as DeepSetsHead
 from ._heads import EventClassifier as EventClassifier
