@@ -69,6 +69,14 @@ class ParTConfig:
         return self.embed_dims[-1]
 
 
+def _gelu(x):
+    """Exact GELU in PyTorch's form ``x (1 + erf(x / sqrt 2)) / 2`` (weaver-core's nn.GELU).
+    jax.nn.gelu(approximate=False) evaluates ``erfc``, which XLA:CPU computes with two
+    branches and an exponential: twice the cost of ``erf`` on the (pairs, 64) activations,
+    for the same float32 accuracy (about 1e-6 absolute)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(1.0 / np.sqrt(2.0), x.dtype)))
+
+
 def _rows(f, x):
     """Apply ``f`` to ``x`` flattened to a (rows, channels) matrix and restore the leading
     axes. Dense layers get 2-D operands this way: with the batch and particle axes left
@@ -105,7 +113,7 @@ class _ParticleEmbed(nnx.Module):
     def __call__(self, x, mask):
         x = self.input_bn(x, mask=mask[..., None])
         for norm, linear in zip(self.norms, self.linears, strict=True):
-            x = jax.nn.gelu(_rows(linear, norm(x)), approximate=False)
+            x = _gelu(_rows(linear, norm(x)))
         return jnp.where(mask[..., None], x, jnp.zeros_like(x))
 
 
@@ -125,7 +133,7 @@ class _PairEmbed(nnx.Module):
         for k, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
             x = norm(linear(x), mask=pair_mask)
             if k < last:  # the bias is taken before the last activation
-                x = jax.nn.gelu(x, approximate=False)
+                x = _gelu(x)
         return x
 
     def __call__(self, p4, mask, dtype):
@@ -261,7 +269,7 @@ class _Block(nnx.Module):
         h = jnp.swapaxes(h * self.c_attn[...][:, None], -1, -2).reshape(*h.shape[:-2], dim)
         h = self.dropout(self.post_attn_norm(h), keys[1]) + residual
         residual = h
-        y = jax.nn.gelu(_rows(self.fc1, self.pre_fc_norm(h)), approximate=False)
+        y = _gelu(_rows(self.fc1, self.pre_fc_norm(h)))
         y = self.post_fc_norm(self.act_dropout(y, keys[2]))
         y = self.dropout(_rows(self.fc2, y), keys[3])
         return y + self.w_resid[...] * residual
