@@ -86,6 +86,28 @@ def _rows(f, x):
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def _standardise(x, epsilon):
+    """LayerNorm without its affine part, with Flax's one-pass variance."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.maximum(jnp.mean(x * x, axis=-1, keepdims=True) - mean * mean, 0.0)
+    return (x - mean) * jax.lax.rsqrt(var + jnp.asarray(epsilon, x.dtype))
+
+
+def _fold(norm, kernel, bias):
+    """``(W', b')`` with ``norm(x) @ W + b == standardise(x) @ W' + b'``: the LayerNorm's scale
+    and offset folded into the dense layer that follows it. The product is the same, but
+    XLA:CPU no longer materialises the scale broadcast to the activation's shape (about 4% of
+    a full ParT training step)."""
+    scale, offset = norm.scale[...], norm.bias[...]
+    return scale[:, None] * kernel, offset @ kernel + bias
+
+
+def _norm_dense(norm, linear, x):
+    """``linear(norm(x))`` for a LayerNorm ``norm``, via :func:`_fold`."""
+    w, b = _fold(norm, linear.kernel[...], linear.bias[...])
+    return _rows(lambda r: r @ w + b, _standardise(x, norm.epsilon))
+
+
 def _layer_norm(dim, rngs, param_dtype):
     return nnx.LayerNorm(dim, epsilon=_EPS, rngs=rngs, param_dtype=param_dtype)
 
@@ -113,7 +135,7 @@ class _ParticleEmbed(nnx.Module):
     def __call__(self, x, mask):
         x = self.input_bn(x, mask=mask[..., None])
         for norm, linear in zip(self.norms, self.linears, strict=True):
-            x = _gelu(_rows(linear, norm(x)))
+            x = _gelu(_norm_dense(norm, linear, x))
         return jnp.where(mask[..., None], x, jnp.zeros_like(x))
 
 
@@ -200,10 +222,17 @@ class _Attention(nnx.Module):
         self.out_proj = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
         self.dropout = Dropout(attn_dropout)
 
-    def __call__(self, query, kv, key_mask, bias, key):
+    def __call__(self, query, kv, key_mask, bias, key, norm=None):
+        """``norm``: a LayerNorm applied to ``query`` and ``kv`` first (folded into the
+        projection)."""
         dim = query.shape[-1]
         head_dim = dim // self.num_heads
         w, b = self.in_proj.kernel[...], self.in_proj.bias[...]
+        if norm is not None:
+            w, b = _fold(norm, w, b)
+            same = query is kv
+            query = _standardise(query, norm.epsilon)
+            kv = query if same else _standardise(kv, norm.epsilon)
         # Heads are moved in front of the particle axis before the two attention products,
         # so that XLA:CPU runs them as plain batched matrix products; with the heads left
         # inside ("...qhd,...khd->...hqk") the forward pass was twice as slow.
@@ -255,8 +284,7 @@ class _Block(nnx.Module):
         keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
         if x_cls is None:
             residual = x
-            h = self.pre_attn_norm(x)
-            h = self.attn(h, h, mask, bias, keys[0])
+            h = self.attn(x, x, mask, bias, keys[0], norm=self.pre_attn_norm)
         else:
             residual = x_cls
             u = self.pre_attn_norm(jnp.concatenate([x_cls, x], axis=-2))
@@ -269,9 +297,9 @@ class _Block(nnx.Module):
         h = jnp.swapaxes(h * self.c_attn[...][:, None], -1, -2).reshape(*h.shape[:-2], dim)
         h = self.dropout(self.post_attn_norm(h), keys[1]) + residual
         residual = h
-        y = _gelu(_rows(self.fc1, self.pre_fc_norm(h)))
-        y = self.post_fc_norm(self.act_dropout(y, keys[2]))
-        y = self.dropout(_rows(self.fc2, y), keys[3])
+        y = _gelu(_norm_dense(self.pre_fc_norm, self.fc1, h))
+        y = _norm_dense(self.post_fc_norm, self.fc2, self.act_dropout(y, keys[2]))
+        y = self.dropout(y, keys[3])
         return y + self.w_resid[...] * residual
 
 
