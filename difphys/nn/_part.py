@@ -16,8 +16,13 @@ compared size for size:
 
 Two deliberate differences, neither of which changes a parameter: the BatchNorms take their
 statistics over real particles (pairs) only, so that outputs do not depend on the padding
-length even in training mode; and the pair MLP runs on the ``n (n + 1) / 2`` pairs ``i <= j``
-only (the features are symmetric), as weaver-core does.
+length even in training mode; and the pair MLP evaluates each of the ``n (n + 1) / 2``
+unordered pairs once (the features are symmetric), as weaver-core does, but in a circulant
+layout whose symmetrisation needs no gather (see :func:`_symmetrise_circulant`).
+
+The CPU-specific choices below (heads-first attention products, dense layers on 2-D
+operands, LayerNorm affine folded into the next dense layer, erf-form GELU, hash-based
+dropout masks, chunked evaluation-mode pair MLP) are each measured in ``docs/nn.md``.
 """
 
 from __future__ import annotations
