@@ -17,7 +17,8 @@ def _log_floor(x):
     return jnp.log(jnp.maximum(x, PAIR_EPS))
 
 
-def pairwise_features(p: Float[ArrayLike, "*batch n 4"], partners=None) -> Float[Array, "*batch n k 4"]:
+def pairwise_features(p: Float[ArrayLike, "*batch n 4"],
+                      partners=None) -> Float[Array, "*batch n k 4"]:
     """ParT's four interaction features of particle pairs ``(i, j)``:
     ``(ln Delta, ln kT, ln z, ln m^2)`` with ``Delta = sqrt(dy^2 + dphi^2)`` in rapidity,
     ``kT = min(pT_i, pT_j) Delta``, ``z = min(pT_i, pT_j) / (pT_i + pT_j)`` and
