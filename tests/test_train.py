@@ -138,25 +138,28 @@ SHARDED = textwrap.dedent(
              "p4": np.concatenate([np.linalg.norm(p3, axis=-1, keepdims=True) + 0.1, p3], -1),
              "mask": np.arange(p)[None, :] < rng.integers(2, p + 1, (n, 1)),
              "label": rng.integers(0, 2, n).astype(np.int32)}
-    opt = optax.adamw(1e-3)
-    graphdef, state = init_state(ParticleTransformer(cfg, rngs=nnx.Rngs(0)), opt)
-    step = jax.jit(make_train_step(graphdef, classifier_loss, opt))
-    key = jax.random.key(1)
-    s1, m1 = step(state, batch, key)
-    s1, m1b = step(s1, batch, key)
     mesh = sharding.make_mesh()
     sb = sharding.shard_batch(batch, mesh)
     assert len(sb["features"].sharding.device_set) == 4
-    s4 = jax.device_put(state, sharding.replicated(mesh))
-    s4, m4 = step(s4, sb, key)
-    s4, m4b = step(s4, sb, key)
-    np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-5)
-    np.testing.assert_allclose(float(m4b["loss"]), float(m1b["loss"]), rtol=1e-5)
-    # the parameters stay replicated; Adam's first steps are ~lr * sign(g), so they agree to
-    # well within one learning rate
-    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
-        assert b.sharding.is_fully_replicated
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3)
+    key = jax.random.key(1)
+    # Parameters are compared after SGD steps, where an update is lr times the gradient.
+    # Under Adam, parameters whose exact gradient is zero (biases in front of BatchNorms, the
+    # key bias of attention, the pair input BatchNorm's offset) move by ~lr * sign(rounding
+    # noise), which differs between one and four devices.
+    for opt, param_atol in ((optax.adamw(1e-3), None), (optax.sgd(0.1), 1e-5)):
+        graphdef, state = init_state(ParticleTransformer(cfg, rngs=nnx.Rngs(0)), opt)
+        step = jax.jit(make_train_step(graphdef, classifier_loss, opt))
+        s1, m1 = step(state, batch, key)
+        s1, m1b = step(s1, batch, key)
+        s4 = jax.device_put(state, sharding.replicated(mesh))
+        s4, m4 = step(s4, sb, key)
+        s4, m4b = step(s4, sb, key)
+        np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(float(m4b["loss"]), float(m1b["loss"]), rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
+            assert b.sharding.is_fully_replicated  # the parameters stay replicated
+            if param_atol is not None:
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=param_atol)
     print("SHARDED-TRAIN-OK", float(m1["loss"]), float(m4["loss"]))
     """
 )
