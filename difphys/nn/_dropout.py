@@ -13,7 +13,7 @@ The hash is Chris Wellons' ``lowbias32`` (xor-shift-multiply with the constants
 seed words mixed in. It is a bijection of the 32-bit counter for each seed, so the keep
 fraction of any block of 2^32 elements is exact up to the threshold's rounding, and its
 avalanche bias is small; dropout needs independence between elements and between keys,
-which ``tests/test_nn_part.py`` checks statistically, not cryptographic strength.
+which ``tests/test_nn_dropout.py`` checks statistically, not cryptographic strength.
 """
 
 from __future__ import annotations
