@@ -13,7 +13,19 @@ that weaver-core's sequence trimming changes nothing), 17 features, 4-vectors fo
 features, 2 classes. One JSON line per result, then one per size with the ratios
 difphys / weaver-core (goal: >= 1.5).
 
+``--data FILE`` times real, padded jets instead: ``--cycle`` batches of a JetClass-schema file
+(e.g. from ``difphys generate``) padded to ``--particles``, one call running all of them. Each
+side removes padding its own way: difphys cuts every batch to its longest jet rounded up to a
+multiple of ``--trim`` (``difphys.io.trim_padding``; exact, one compilation per length, all
+compiled during warm-up), weaver-core's ``SequenceTrimmer`` cuts to the longest jet in
+evaluation and, in training, to a random 90-102% quantile of the jet lengths (dropping
+particles of the longest jets).
+
+glibc's allocator settings (``GLIBC_TUNABLES``) are recorded with every line: both frameworks
+page-fault on freshly mapped activation buffers by default (docs/nn.md).
+
     python benchmarks/part_throughput.py [--batch 64] [--particles 128] [--sizes small,full]
+    python benchmarks/part_throughput.py --data zpole.root --particles 128 --trim 16
 
 Needs the ``torch-bench`` extra (``pip install -e '.[torch-bench]'``: torch 2.13.0 CPU and
 weaver-core); without it only the difphys figures are printed.
@@ -68,12 +80,34 @@ def _median_time(fn, warmup, steps):
     return statistics.median(times)
 
 
-def setup_difphys(size, data):
-    """``({mode: one call}, info)`` for difphys's ParT of ``size``; compiles both calls."""
+def _real_batches(path, batch, particles, cycle, seed=0):
+    """``cycle`` batches of ``batch`` real jets of a JetClass-schema file (labels: the jet's
+    b label, so both classes occur), padded to ``particles``."""
+    from difphys.io import load_jets
+
+    jets = load_jets(path, None, max_particles=particles)
+    if len(jets["mask"]) < batch * cycle:
+        raise ValueError(f"{path} has {len(jets['mask'])} jets; --batch {batch} x --cycle "
+                         f"{cycle} needs {batch * cycle}")
+    order = np.random.default_rng(seed).permutation(len(jets["mask"]))[:batch * cycle]
+    label = np.random.default_rng(seed + 1).integers(0, 2, batch * cycle).astype(np.int32)
+    return [{"features": jets["features"][idx], "p4": jets["p4"][idx],
+             "mask": jets["mask"][idx], "label": label[i * batch:(i + 1) * batch]}
+            for i, idx in enumerate(np.split(order, cycle))]
+
+
+def setup_difphys(size, batches, trim=None):
+    """``({mode: one call}, info)`` for difphys's ParT of ``size``; one call runs every batch
+    of ``batches`` (cut by ``difphys.io.trim_padding(b, trim)`` when ``trim``); compiles."""
+    from difphys.io import trim_padding
+
     cfg = ParTConfig(input_dim=17, num_classes=2, **SIZES[size])
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
     info = {"params": count_params(model)}
-    batch = {k: jnp.asarray(v) for k, v in data.items()}
+    if trim is not None:
+        batches = [trim_padding(b, trim) for b in batches]
+        info["lengths"] = [int(b["mask"].shape[1]) for b in batches]
+    batches = [{k: jnp.asarray(v) for k, v in b.items()} for b in batches]
 
     eval_model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
     eval_model.eval()
@@ -81,7 +115,9 @@ def setup_difphys(size, data):
     forward = jax.jit(lambda s, f, p, m: nnx.merge(eval_graphdef, s)(f, p, m))
 
     def fwd():
-        jax.block_until_ready(forward(state, batch["features"], batch["p4"], batch["mask"]))
+        for batch in batches:
+            out = forward(state, batch["features"], batch["p4"], batch["mask"])
+        jax.block_until_ready(out)
 
     opt = optax.adamw(1e-3)
     graphdef, tstate = init_state(model, opt)
@@ -90,9 +126,10 @@ def setup_difphys(size, data):
     holder = {"state": tstate, "i": 0}
 
     def train():
-        holder["i"] += 1
-        holder["state"], metrics = step(holder["state"], batch,
-                                        jax.random.fold_in(key, holder["i"]))
+        for batch in batches:
+            holder["i"] += 1
+            holder["state"], metrics = step(holder["state"], batch,
+                                            jax.random.fold_in(key, holder["i"]))
         jax.block_until_ready(metrics["loss"])
 
     for mode, fn in (("forward", fwd), ("train_step", train)):
@@ -102,8 +139,9 @@ def setup_difphys(size, data):
     return {"forward": fwd, "train_step": train}, info
 
 
-def setup_weaver(size, data):
-    """``({mode: one call}, info)`` for weaver-core's PyTorch ParticleTransformer."""
+def setup_weaver(size, batches):
+    """``({mode: one call}, info)`` for weaver-core's PyTorch ParticleTransformer (its
+    default ``SequenceTrimmer`` on); one call runs every batch of ``batches``."""
     import torch
     from weaver.nn.model.ParticleTransformer import ParticleTransformer as TorchParT
 
@@ -115,26 +153,31 @@ def setup_weaver(size, data):
     info = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "torch_threads": torch.get_num_threads()}
     # weaver-core layout: x (B, C, P), v (B, 4, P) as (px, py, pz, E), mask (B, 1, P)
-    x = torch.from_numpy(np.ascontiguousarray(data["features"].transpose(0, 2, 1)))
-    p4 = data["p4"]
-    v = torch.from_numpy(np.ascontiguousarray(
-        np.stack([p4[..., 1], p4[..., 2], p4[..., 3], p4[..., 0]], axis=1)))
-    mask = torch.from_numpy(data["mask"][:, None, :].astype(np.float32))
-    y = torch.from_numpy(data["label"].astype(np.int64))
+    tensors = []
+    for data in batches:
+        p4 = data["p4"]
+        tensors.append((
+            torch.from_numpy(np.ascontiguousarray(data["features"].transpose(0, 2, 1))),
+            torch.from_numpy(np.ascontiguousarray(
+                np.stack([p4[..., 1], p4[..., 2], p4[..., 3], p4[..., 0]], axis=1))),
+            torch.from_numpy(data["mask"][:, None, :].astype(np.float32)),
+            torch.from_numpy(data["label"].astype(np.int64))))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def fwd():
         model.eval()
         with torch.no_grad():
-            model(x, v, mask)
+            for x, v, mask, _ in tensors:
+                model(x, v, mask)
 
     def train():
         model.train()
-        opt.zero_grad()
-        loss = loss_fn(model(x, v, mask), y)
-        loss.backward()
-        opt.step()
+        for x, v, mask, y in tensors:
+            opt.zero_grad()
+            loss = loss_fn(model(x, v, mask), y)
+            loss.backward()
+            opt.step()
 
     return {"forward": fwd, "train_step": train}, info
 
@@ -148,8 +191,18 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds per mode (each times both implementations)")
+    parser.add_argument("--data", default=None,
+                        help="JetClass-schema ROOT file: time real, padded jets")
+    parser.add_argument("--cycle", type=int, default=4,
+                        help="with --data: batches per timed call (default: 4)")
+    parser.add_argument("--trim", type=int, default=16,
+                        help="with --data: difphys cuts batches to a multiple of this")
     args = parser.parse_args()
-    data = _inputs(args.batch, args.particles)
+    if args.data:
+        data = _real_batches(args.data, args.batch, args.particles, args.cycle)
+        trim = args.trim
+    else:
+        data, trim = [_inputs(args.batch, args.particles)], None
     try:
         import torch  # noqa: F401
         import weaver  # noqa: F401
@@ -159,11 +212,15 @@ def main():
         have_torch = False
         print(json.dumps({"note": "torch/weaver-core not installed: pip install -e "
                                   "'.[torch-bench]' for the comparison"}))
+    # glibc's allocator settings change both frameworks' timings on CPU (page faults on
+    # freshly mapped activation buffers; see docs/nn.md), so they are part of every record.
     meta = dict(device=str(jax.devices()[0].platform), cpus=os.cpu_count(), batch=args.batch,
-                particles=args.particles, jax=jax.__version__)
-    b = args.batch
+                particles=args.particles, jax=jax.__version__, data=args.data,
+                batches_per_call=len(data),
+                glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
+    b = args.batch * len(data)  # jets per timed call
     for size in args.sizes.split(","):
-        impls = {"difphys": setup_difphys(size, data)}
+        impls = {"difphys": setup_difphys(size, data, trim)}
         if have_torch:
             impls["weaver-core"] = setup_weaver(size, data)
         for mode in ("forward", "train_step"):

@@ -107,7 +107,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     m = train_jet_classifier(args.files, labels, args.out, model_size=args.model,
                              steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                              val_fraction=args.val_fraction, max_particles=args.max_particles,
-                             seed=args.seed, resume=args.resume, progress=not args.quiet)
+                             seed=args.seed, resume=args.resume, progress=not args.quiet,
+                             trim=args.trim)
     print(f"{labels[0]} vs {', '.join(labels[1:])}: {m['train_jets']} training / "
           f"{m['val_jets']} validation jets, {m['params']} parameters, {m['devices']} device(s)")
     def rej(x):
@@ -273,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     trn.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction")
     trn.add_argument("--max-particles", type=int, default=64, help="padding length")
+    trn.add_argument("--trim", type=int, default=None, metavar="N",
+                     help="cut each batch to its longest jet, rounded up to a multiple of N "
+                          "(e.g. 16: less work on padded jets, one compilation per length)")
     trn.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     trn.add_argument("--resume", action="store_true", help="continue the run in --out")
     trn.add_argument("--quiet", action="store_true", help="no progress bar")

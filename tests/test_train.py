@@ -1,5 +1,6 @@
 """Training infrastructure: metrics, the batch iterator, exact resume, sharded steps."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -172,3 +173,65 @@ def test_sharded_step_on_four_fake_devices_matches_one_device():
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED-TRAIN-OK" in out.stdout
+
+
+def test_trim_padding_keeps_every_real_particle_and_rounds_up():
+    from difphys.io import trim_padding
+
+    n, padded = 5, 32
+    mask = np.zeros((n, padded), bool)
+    mask[0, :3] = True
+    mask[1, [0, 9]] = True  # a gap: the cut follows the last real index, not the count
+    batch = {"mask": mask, "features": np.arange(n * padded * 2.0).reshape(n, padded, 2),
+             "label": np.arange(n), "jet_pt": np.ones((n, 3)), "pairs": np.ones((n, padded, 7))}
+    cut = trim_padding(batch, 4)
+    assert cut["mask"].shape == (n, 12)  # last real index 9 -> 10 particles -> 12
+    np.testing.assert_array_equal(cut["mask"].sum(axis=1), mask.sum(axis=1))
+    np.testing.assert_array_equal(cut["features"], batch["features"][:, :12])
+    assert cut["pairs"].shape == (n, 12, 7)
+    assert cut["label"] is batch["label"] and cut["jet_pt"] is batch["jet_pt"]
+    assert trim_padding(batch, 5)["mask"].shape[1] == 10
+    mask[2, padded - 1] = True  # rounding never passes the padded length
+    assert trim_padding(batch, 5)["mask"].shape[1] == padded
+    assert trim_padding({"mask": np.zeros((2, 8), bool)}, 4)["mask"].shape == (2, 4)
+    with pytest.raises(ValueError, match="positive integer"):
+        trim_padding(batch, 0)
+    with pytest.raises(KeyError, match="mask"):
+        trim_padding({"features": batch["features"]}, 4)
+    with pytest.raises(ValueError, match="jets, particles"):
+        trim_padding({"mask": np.ones((2, 3, 4), bool)}, 4)
+
+
+def test_trimmed_batches_train_and_predict_like_padded_ones(key):
+    """ParT does not depend on the padding length (BatchNorm statistics over real particles
+    only), so training on batches cut to their longest jet must follow the same trajectory as
+    on the padded batches: without dropout, in float64, to rounding."""
+    from difphys.train import predict
+
+    data = _toy_data(key, n=64, particles=6)
+    extra = 10  # pad the six-particle jets to 16
+    padded = {"features": np.pad(data["features"], ((0, 0), (0, extra), (0, 0))).astype(float),
+              "p4": np.pad(data["p4"], ((0, 0), (0, extra), (0, 0))).astype(float),
+              "mask": np.pad(data["mask"], ((0, 0), (0, extra))), "label": data["label"]}
+    _, first = next(batches(padded, 16, key=key, trim=4))
+    assert first["mask"].shape[1] == 8 and first["features"].shape[1] == 8
+    cfg = dataclasses.replace(TINY, dropout=0.0, attn_dropout=0.0, activation_dropout=0.0,
+                              fc_dropout=0.0)
+    states, logits = [], []
+    for trim in (None, 4):
+        model = ParticleTransformer(cfg, rngs=nnx.Rngs(5), param_dtype=jnp.float64)
+        # Flax's norms promote their statistics with float32: standard promotion for float64
+        with jax.numpy_dtype_promotion("standard"):
+            fit(model, padded, steps=3, batch_size=16, key=key, optimizer=optax.sgd(0.05),
+                progress=False, log_every=1, trim=trim)
+            logits.append(predict(model, padded, batch_size=40, trim=trim))
+        states.append(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+        states[0], jax.tree.leaves(nnx.state(ParticleTransformer(
+            cfg, rngs=nnx.Rngs(5), param_dtype=jnp.float64), nnx.Param)), strict=True))
+    assert moved > 1e-3  # training did change the parameters
+    for a, b in zip(*states, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-6, atol=1e-6)  # float32 output
+    with pytest.raises(KeyError, match="mask"):
+        next(batches({"x": np.arange(4)}, 2, key=key, trim=4))

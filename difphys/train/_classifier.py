@@ -67,6 +67,7 @@ def train_jet_classifier(
     resume: bool = False,
     sharded: bool = True,
     progress: bool = True,
+    trim: int | None = None,
 ) -> dict:
     """Train a Particle Transformer to tell the ``labels`` classes apart (class 0 is the
     signal in the ROC metrics) and evaluate it on a held-out split.
@@ -75,6 +76,8 @@ def train_jet_classifier(
     logged step), ``checkpoints/`` (orbax, for ``resume``), ``metrics.json`` (validation ROC
     AUC, accuracy, background rejection at 50% and 30% signal efficiency) and ``roc.png``.
     With ``sharded`` the batch is split over all devices (``difphys.sharding.make_mesh``).
+    With ``trim`` (e.g. 16) each batch is cut to its longest jet rounded up to a multiple of
+    ``trim`` (:func:`difphys.io.trim_padding`): the same model, less work on padded jets.
     An existing ``out`` is refused unless ``resume``, which continues its checkpoint with the
     recorded configuration. Returns the metrics.
     """
@@ -87,13 +90,16 @@ def train_jet_classifier(
                   labels=list(labels), model_size=model_size, steps=steps,
                   batch_size=batch_size, learning_rate=learning_rate,
                   val_fraction=val_fraction, max_particles=max_particles, seed=seed)
+    if trim is not None:  # recorded only when used, so older run folders still resume
+        config["trim"] = trim
     if model_size not in ("small", "full"):
         raise ValueError(f"model_size must be 'small' or 'full'; got {model_size!r}")
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise FileExistsError(f"{out} exists; pass resume=True (--resume) to continue it")
         recorded = json.loads((out / "config.json").read_text())
-        changed = {k for k in config if k != "steps" and recorded.get(k) != config[k]}
+        changed = {k for k in set(config) | set(recorded)
+                   if k != "steps" and recorded.get(k) != config.get(k)}
         if changed:
             raise ValueError(f"--resume with a different configuration: {sorted(changed)} "
                              f"differ from {out / 'config.json'}")
@@ -115,9 +121,9 @@ def train_jet_classifier(
     model, history = fit(model, train, steps=steps, batch_size=batch_size,
                          key=jax.random.key(seed), optimizer=optax.adamw(schedule),
                          checkpoint_dir=out / "checkpoints", checkpoint_every=max(1, steps // 10),
-                         mesh=mesh, progress=progress)
+                         mesh=mesh, progress=progress, trim=trim)
     train_seconds = time.perf_counter() - t0
-    logits = predict(model, val)
+    logits = predict(model, val, trim=trim)
     score = class_logit(logits, 0)
     is_signal = val["label"] == 0
     eff_s, eff_b = roc_curve(score, is_signal)

@@ -138,6 +138,7 @@ def fit(
     mesh=None,
     progress: bool = True,
     log_every: int = 10,
+    trim: int | None = None,
 ) -> tuple[nnx.Module, list[dict]]:
     """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a dict of arrays
     with a common leading axis, see :func:`difphys.io.batches`).
@@ -146,8 +147,11 @@ def fit(
     ``checkpoint_every`` steps and at the end, and a later call resumes from the newest
     checkpoint: batch order and dropout keys are functions of ``(key, step)``, so a resumed
     run ends with bit-identical parameters. With ``mesh`` (``difphys.sharding.make_mesh()``),
-    batches are split over its devices. Returns the trained model (updated in place) and the
-    logged metrics (``step``, ``loss``, ``accuracy``, ...).
+    batches are split over its devices. With ``trim`` (e.g. 16), each batch is cut to its
+    longest jet rounded up to a multiple of ``trim`` (:func:`difphys.io.trim_padding`): the
+    same result for a padding-invariant model such as ParT, with one compilation per distinct
+    length. Returns the trained model (updated in place) and the logged metrics (``step``,
+    ``loss``, ``accuracy``, ...).
     """
     from tqdm.auto import tqdm
 
@@ -172,7 +176,8 @@ def fit(
     history: list[dict] = []
     bar = tqdm(total=steps, initial=min(start, steps), desc="train", disable=not progress)
     try:
-        for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh):
+        for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh,
+                                  trim=trim):
             if i >= steps:
                 break
             state, metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, i))
@@ -194,10 +199,13 @@ def fit(
     return model, history
 
 
-def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int = 512
-            ) -> np.ndarray:
+def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int = 512,
+            trim: int | None = None) -> np.ndarray:
     """Logits of ``model`` (evaluation mode: running statistics, no dropout) over ``data``
-    in batches; returns a float32 NumPy array ``(n, num_classes)``."""
+    in batches; returns a float32 NumPy array ``(n, num_classes)``. ``trim`` cuts each batch
+    to its longest jet as in :func:`fit`."""
+    from ..io import trim_padding
+
     model.eval()
     graphdef, state = nnx.split(model)
     forward = _compiled_forward(graphdef)
@@ -211,6 +219,9 @@ def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int =
             f, p, m = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
                        for a in (f, p, m))
             m[len(m) - pad:, 0] = True  # padded jets get one dummy particle
+        if trim is not None:
+            cut = trim_padding({"features": f, "p4": p, "mask": m}, trim)
+            f, p, m = cut["features"], cut["p4"], cut["mask"]
         out.append(np.asarray(forward(state, f, p, m))[:batch_size - pad])
     model.train()
     return np.concatenate(out).astype(np.float32)
