@@ -35,10 +35,15 @@ bench: $(STAMP)
 bench-foundation: $(STAMP)
 	$(PY) benchmarks/label_efficiency.py
 
-# ParT throughput against weaver-core's PyTorch ParticleTransformer (CPU torch 2.13.0 wheel)
+# ParT throughput against weaver-core's PyTorch ParticleTransformer (CPU torch 2.13.0 wheel),
+# under three glibc allocator settings (both frameworks page-fault on fresh buffers by
+# default; docs/nn.md): glibc defaults, transparent huge pages, and heap reuse + huge pages
+HEAP_REUSE = glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 bench-part: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[torch-bench]"
-	$(PY) benchmarks/part_throughput.py
+	GLIBC_TUNABLES= $(PY) benchmarks/part_throughput.py
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(PY) benchmarks/part_throughput.py
+	GLIBC_TUNABLES=$(HEAP_REUSE) $(PY) benchmarks/part_throughput.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check difphys tests benchmarks

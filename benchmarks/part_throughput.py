@@ -16,10 +16,10 @@ difphys / weaver-core (goal: >= 1.5).
 ``--data FILE`` times real, padded jets instead: ``--cycle`` batches of a JetClass-schema file
 (e.g. from ``difphys generate``) padded to ``--particles``, one call running all of them. Each
 side removes padding its own way: difphys cuts every batch to its longest jet rounded up to a
-multiple of ``--trim`` (``difphys.io.trim_padding``; exact, one compilation per length, all
-compiled during warm-up), weaver-core's ``SequenceTrimmer`` cuts to the longest jet in
-evaluation and, in training, to a random 90-102% quantile of the jet lengths (dropping
-particles of the longest jets).
+multiple of ``--trim`` (``difphys.io.trim_padding``, one compilation per length, all compiled
+before timing); weaver-core's ``SequenceTrimmer`` cuts to the longest jet. In training both cut
+to a random 90-102% quantile of the jet lengths (``--trim-quantile``), dropping random particles
+of the longest jets: weaver-core redraws it every step, difphys draws it once per batch.
 
 glibc's allocator settings (``GLIBC_TUNABLES``) are recorded with every line: both frameworks
 page-fault on freshly mapped activation buffers by default (docs/nn.md).
@@ -96,18 +96,26 @@ def _real_batches(path, batch, particles, cycle, seed=0):
             for i, idx in enumerate(np.split(order, cycle))]
 
 
-def setup_difphys(size, batches, trim=None):
+def setup_difphys(size, batches, trim=None, trim_quantile=None):
     """``({mode: one call}, info)`` for difphys's ParT of ``size``; one call runs every batch
-    of ``batches`` (cut by ``difphys.io.trim_padding(b, trim)`` when ``trim``); compiles."""
+    of ``batches``, cut by ``difphys.io.trim_padding(b, trim)`` when ``trim`` (the training
+    batches with ``quantile=trim_quantile``, drawn once so that no length compiles while
+    timing); compiles every shape."""
     from difphys.io import trim_padding
 
     cfg = ParTConfig(input_dim=17, num_classes=2, **SIZES[size])
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
     info = {"params": count_params(model)}
+    train_batches = batches
     if trim is not None:
+        rng = np.random.default_rng(0)
+        train_batches = [trim_padding(b, trim, quantile=trim_quantile, rng=rng)
+                         for b in batches]
         batches = [trim_padding(b, trim) for b in batches]
-        info["lengths"] = [int(b["mask"].shape[1]) for b in batches]
+        info["lengths_forward"] = [int(b["mask"].shape[1]) for b in batches]
+        info["lengths_train"] = [int(b["mask"].shape[1]) for b in train_batches]
     batches = [{k: jnp.asarray(v) for k, v in b.items()} for b in batches]
+    train_batches = [{k: jnp.asarray(v) for k, v in b.items()} for b in train_batches]
 
     eval_model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
     eval_model.eval()
@@ -126,7 +134,7 @@ def setup_difphys(size, batches, trim=None):
     holder = {"state": tstate, "i": 0}
 
     def train():
-        for batch in batches:
+        for batch in train_batches:
             holder["i"] += 1
             holder["state"], metrics = step(holder["state"], batch,
                                             jax.random.fold_in(key, holder["i"]))
@@ -197,6 +205,10 @@ def main():
                         help="with --data: batches per timed call (default: 4)")
     parser.add_argument("--trim", type=int, default=16,
                         help="with --data: difphys cuts batches to a multiple of this")
+    parser.add_argument("--trim-quantile", type=float, nargs=2, default=(0.9, 1.02),
+                        metavar=("LO", "HI"),
+                        help="with --data: difphys's training batches are cut to this quantile "
+                             "range of the jet lengths, as weaver-core's (default: 0.9 1.02)")
     args = parser.parse_args()
     if args.data:
         data = _real_batches(args.data, args.batch, args.particles, args.cycle)
@@ -220,7 +232,8 @@ def main():
                 glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
     b = args.batch * len(data)  # jets per timed call
     for size in args.sizes.split(","):
-        impls = {"difphys": setup_difphys(size, data, trim)}
+        impls = {"difphys": setup_difphys(size, data, trim,
+                                          tuple(args.trim_quantile) if trim else None)}
         if have_torch:
             impls["weaver-core"] = setup_weaver(size, data)
         for mode in ("forward", "train_step"):

@@ -100,6 +100,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantile_arg(text: str):
+    """``Q`` or ``LO,HI`` for --trim-quantile."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Q or LO,HI; got {text!r}") from None
+    if len(values) not in (1, 2) or not 0.0 < values[0] <= values[-1]:
+        raise argparse.ArgumentTypeError(f"expected 0 < Q or 0 < LO <= HI; got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train_jet_classifier
 
@@ -108,7 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                              val_fraction=args.val_fraction, max_particles=args.max_particles,
                              seed=args.seed, resume=args.resume, progress=not args.quiet,
-                             trim=args.trim)
+                             trim=args.trim, trim_quantile=args.trim_quantile)
     print(f"{labels[0]} vs {', '.join(labels[1:])}: {m['train_jets']} training / "
           f"{m['val_jets']} validation jets, {m['params']} parameters, {m['devices']} device(s)")
     def rej(x):
@@ -277,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--trim", type=int, default=None, metavar="N",
                      help="cut each batch to its longest jet, rounded up to a multiple of N "
                           "(e.g. 16: less work on padded jets, one compilation per length)")
+    trn.add_argument("--trim-quantile", type=_quantile_arg, default=None, metavar="Q|LO,HI",
+                     help="with --trim, training batches are cut to this quantile of the jet "
+                          "lengths, dropping random particles of longer jets (weaver-core's "
+                          "default: 0.9,1.02); evaluation stays exact")
     trn.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     trn.add_argument("--resume", action="store_true", help="continue the run in --out")
     trn.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from difphys import cli, phasespace
 
@@ -51,3 +52,17 @@ def test_demo_rejects_bad_input(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), "--points", "10"]) == 2
     assert "n_points" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path), "--sqrt-s", "nan", "--quiet"]) == 2
+
+
+def test_train_trim_flags_parse_and_reject_bad_quantiles(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "z.root", "--out", "run", "--trim", "16",
+                              "--trim-quantile", "0.9,1.02"])
+    assert args.trim == 16 and args.trim_quantile == (0.9, 1.02)
+    assert parser.parse_args(["train", "z.root", "--out", "run"]).trim is None
+    assert parser.parse_args(["train", "z.root", "--out", "r", "--trim-quantile", "0.8"]
+                             ).trim_quantile == 0.8
+    for bad in ("1.0,0.9", "x", "0,1", "0.5,0.6,0.7"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "z.root", "--out", "run", "--trim-quantile", bad])
+        assert "--trim-quantile" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Training infrastructure: metrics, the batch iterator, exact resume, sharded steps."""
 
 import dataclasses
+import itertools
 import math
 import os
 import subprocess
@@ -235,3 +236,50 @@ def test_trimmed_batches_train_and_predict_like_padded_ones(key):
     np.testing.assert_allclose(logits[0], logits[1], rtol=1e-6, atol=1e-6)  # float32 output
     with pytest.raises(KeyError, match="mask"):
         next(batches({"x": np.arange(4)}, 2, key=key, trim=4))
+
+
+def test_quantile_trim_drops_random_particles_of_long_jets_only():
+    """weaver-core's training-time policy: the length is a quantile of the jet lengths; longer
+    jets keep a random subset of that many particles in their original order, shorter jets
+    keep all of theirs; the draw is reproducible from (key, step)."""
+    from difphys.io import trim_padding
+
+    rng = np.random.default_rng(3)
+    n, padded = 200, 40
+    counts = rng.integers(1, padded + 1, n)
+    mask = np.arange(padded)[None, :] < counts[:, None]
+    index = np.where(mask, np.arange(padded)[None, :], -1).astype(float)
+    batch = {"mask": mask, "index": index[..., None], "label": np.arange(n)}
+    cut = trim_padding(batch, 4, quantile=0.5, rng=np.random.default_rng(0))
+    length = cut["mask"].shape[1]
+    assert length == -(-int(np.ceil(np.quantile(counts, 0.5))) // 4) * 4
+    kept = cut["mask"].sum(axis=1)
+    np.testing.assert_array_equal(kept, np.minimum(counts, length))
+    got = cut["index"][..., 0]
+    np.testing.assert_array_equal(got >= 0, cut["mask"])  # real entries carry real indices
+    for row, c in zip(got, counts, strict=True):
+        real = row[row >= 0]
+        assert np.all(np.diff(real) > 0) and np.all(real < c)  # original order, own particles
+    long = counts > length  # a particle of a long jet survives with probability length/count
+    survived = np.zeros(padded)
+    for row in got[long]:
+        survived[row[row >= 0].astype(int)] += 1
+    expected = sum(np.where(np.arange(padded) < c, length / c, 0.0) for c in counts[long])
+    sel = expected > 20
+    assert np.all(np.abs(survived[sel] - expected[sel]) < 5 * np.sqrt(expected[sel]))
+    # quantile >= 1 (a (0.9, 1.02)-style draw above 1) is the exact cut
+    assert trim_padding(batch, 4, quantile=1.0, rng=rng)["mask"].shape[1] == padded
+    with pytest.raises(ValueError, match="rng"):
+        trim_padding(batch, 4, quantile=0.5)
+    with pytest.raises(ValueError, match="quantile"):
+        trim_padding(batch, 4, quantile=(0.9, 0.5), rng=rng)
+    key = jax.random.key(0)
+    def first_three():
+        return list(itertools.islice(
+            batches(batch, 50, key=key, trim=4, trim_quantile=(0.5, 0.9)), 3))
+
+    for (i, x), (j, y) in zip(first_three(), first_three(), strict=True):
+        assert i == j
+        np.testing.assert_array_equal(x["index"], y["index"])
+    with pytest.raises(ValueError, match="needs trim"):
+        next(batches(batch, 50, key=key, trim_quantile=0.9))

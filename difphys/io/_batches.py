@@ -21,7 +21,9 @@ def epoch_order(key, epoch: int, n: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
 
 
-def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16) -> dict[str, np.ndarray]:
+def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16, *,
+                 quantile: float | tuple[float, float] | None = None,
+                 rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """``batch`` with its particle axis cut after the last real particle of any jet, rounded up
     to a multiple of ``multiple`` (never past the padded length).
 
@@ -30,8 +32,13 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16) -> dict[str, 
     are. A model whose output does not depend on the padding length (difphys's ParT) gives the
     same result on the trimmed batch, at the cost of the jets that are really there: the pair
     embedding's work grows as the square of the length. Rounding to ``multiple`` bounds the
-    number of distinct shapes, hence of jit compilations, to ``ceil(P / multiple)``. This is
-    what weaver-core does per batch (to the exact length; jit prefers a few fixed shapes).
+    number of distinct shapes, hence of jit compilations, to ``ceil(P / multiple)``.
+
+    ``quantile`` (training only; lossy) is weaver-core's ``SequenceTrimmer`` policy: the length
+    is the ``quantile`` of the jets' particle counts (a pair ``(lo, hi)``: drawn uniformly per
+    batch, clipped at 1; weaver-core uses ``(0.9, 1.02)``), rounded up to ``multiple``, and a
+    longer jet keeps a random subset of that many of its particles (drawn with ``rng``), in
+    their original order. Without it the cut is exact and nothing is dropped.
     """
     if not isinstance(multiple, (int, np.integer)) or multiple < 1:
         raise ValueError(f"multiple must be a positive integer; got {multiple!r}")
@@ -42,9 +49,28 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16) -> dict[str, 
     if mask.ndim != 2:
         raise ValueError(f"mask must be (jets, particles); got shape {mask.shape}")
     n_jets, padded = mask.shape
-    real = np.flatnonzero(mask.any(axis=0))
-    last = int(real[-1]) + 1 if real.size else 1
+    if quantile is None:
+        real = np.flatnonzero(mask.any(axis=0))
+        last = int(real[-1]) + 1 if real.size else 1
+    else:
+        lo, hi = (quantile, quantile) if np.isscalar(quantile) else quantile
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"quantile must be in (0, 1] or a pair 0 < lo <= hi; got "
+                             f"{quantile!r}")
+        if rng is None:
+            raise ValueError("quantile trimming drops random particles: pass rng")
+        q = min(1.0, rng.uniform(lo, hi) if hi > lo else lo)
+        last = max(1, int(np.ceil(np.quantile(mask.sum(axis=1), q))))
     length = min(padded, -(-last // multiple) * multiple)
+    if quantile is not None and length < padded:
+        # the `length` particles of highest random priority per jet (real ones first), kept
+        # in their original order: long jets lose random particles, short ones lose padding
+        priority = np.where(mask, rng.random(mask.shape), -1.0)
+        keep = np.sort(np.argsort(-priority, axis=1, kind="stable")[:, :length], axis=1)
+        return {k: (np.take_along_axis(np.asarray(v), keep.reshape(
+                    n_jets, length, *([1] * (np.ndim(v) - 2))), axis=1)
+                    if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
+                for k, v in batch.items()}
     if length == padded:
         return dict(batch)
     return {k: (v[:, :length] if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
@@ -60,6 +86,7 @@ def batches(
     mesh=None,
     axis_name: str = "batch",
     trim: int | None = None,
+    trim_quantile: float | tuple[float, float] | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """Yield ``(step, batch)`` forever, from ``start_step`` on.
 
@@ -69,11 +96,15 @@ def batches(
     uninterrupted one. With ``mesh``, each batch is placed on the devices of ``mesh`` split
     along ``axis_name`` (``batch_size`` must be divisible by the number of devices). With
     ``trim``, each batch is first cut to its longest jet rounded up to a multiple of ``trim``
-    (:func:`trim_padding`; needs a ``mask`` array).
+    (:func:`trim_padding`; needs a ``mask`` array); ``trim_quantile`` adds weaver-core's lossy
+    training-time cut (random particles of the longest jets dropped, drawn from ``(key, step)``
+    so that a resumed run sees the same batches).
     """
     from ..sharding import shard_batch
 
     n = _size(arrays)
+    if trim_quantile is not None and trim is None:
+        raise ValueError("trim_quantile needs trim (the multiple to round the length to)")
     if trim is not None and "mask" not in arrays:
         raise KeyError(f"trim needs the particle mask under 'mask'; the arrays hold "
                        f"{sorted(arrays)}")
@@ -92,6 +123,11 @@ def batches(
         idx = np.sort(order[within * batch_size:(within + 1) * batch_size])
         batch = {k: v[idx] for k, v in arrays.items()}
         if trim is not None:
-            batch = trim_padding(batch, trim)
+            rng = None
+            if trim_quantile is not None:
+                seed = np.asarray(jax.random.key_data(jax.random.fold_in(
+                    jax.random.fold_in(key, 0x7472696D), step)))  # "trim"
+                rng = np.random.default_rng(seed.ravel().tolist())
+            batch = trim_padding(batch, trim, quantile=trim_quantile, rng=rng)
         yield step, (shard_batch(batch, mesh, axis_name) if mesh is not None else batch)
         step += 1

@@ -68,6 +68,7 @@ def train_jet_classifier(
     sharded: bool = True,
     progress: bool = True,
     trim: int | None = None,
+    trim_quantile: float | tuple[float, float] | None = None,
 ) -> dict:
     """Train a Particle Transformer to tell the ``labels`` classes apart (class 0 is the
     signal in the ROC metrics) and evaluate it on a held-out split.
@@ -78,6 +79,8 @@ def train_jet_classifier(
     With ``sharded`` the batch is split over all devices (``difphys.sharding.make_mesh``).
     With ``trim`` (e.g. 16) each batch is cut to its longest jet rounded up to a multiple of
     ``trim`` (:func:`difphys.io.trim_padding`): the same model, less work on padded jets.
+    ``trim_quantile`` adds weaver-core's lossy training-time cut to a quantile of the jet
+    lengths; evaluation stays exact.
     An existing ``out`` is refused unless ``resume``, which continues its checkpoint with the
     recorded configuration. Returns the metrics.
     """
@@ -92,6 +95,9 @@ def train_jet_classifier(
                   val_fraction=val_fraction, max_particles=max_particles, seed=seed)
     if trim is not None:  # recorded only when used, so older run folders still resume
         config["trim"] = trim
+    if trim_quantile is not None:
+        config["trim_quantile"] = (list(trim_quantile) if isinstance(trim_quantile, tuple)
+                                   else trim_quantile)  # as JSON reads it back
     if model_size not in ("small", "full"):
         raise ValueError(f"model_size must be 'small' or 'full'; got {model_size!r}")
     if out.exists() and any(out.iterdir()):
@@ -121,7 +127,8 @@ def train_jet_classifier(
     model, history = fit(model, train, steps=steps, batch_size=batch_size,
                          key=jax.random.key(seed), optimizer=optax.adamw(schedule),
                          checkpoint_dir=out / "checkpoints", checkpoint_every=max(1, steps // 10),
-                         mesh=mesh, progress=progress, trim=trim)
+                         mesh=mesh, progress=progress, trim=trim,
+                         trim_quantile=trim_quantile)
     train_seconds = time.perf_counter() - t0
     logits = predict(model, val, trim=trim)
     score = class_logit(logits, 0)

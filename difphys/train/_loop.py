@@ -139,6 +139,7 @@ def fit(
     progress: bool = True,
     log_every: int = 10,
     trim: int | None = None,
+    trim_quantile: float | tuple[float, float] | None = None,
 ) -> tuple[nnx.Module, list[dict]]:
     """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a dict of arrays
     with a common leading axis, see :func:`difphys.io.batches`).
@@ -150,7 +151,8 @@ def fit(
     batches are split over its devices. With ``trim`` (e.g. 16), each batch is cut to its
     longest jet rounded up to a multiple of ``trim`` (:func:`difphys.io.trim_padding`): the
     same result for a padding-invariant model such as ParT, with one compilation per distinct
-    length. Returns the trained model (updated in place) and the logged metrics (``step``,
+    length. ``trim_quantile`` (e.g. ``(0.9, 1.02)``) adds weaver-core's lossy training-time
+    cut to a quantile of the jet lengths (:func:`difphys.io.trim_padding`). Returns the trained model (updated in place) and the logged metrics (``step``,
     ``loss``, ``accuracy``, ...).
     """
     from tqdm.auto import tqdm
@@ -177,7 +179,7 @@ def fit(
     bar = tqdm(total=steps, initial=min(start, steps), desc="train", disable=not progress)
     try:
         for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh,
-                                  trim=trim):
+                                  trim=trim, trim_quantile=trim_quantile):
             if i >= steps:
                 break
             state, metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, i))
