@@ -67,13 +67,17 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16, *,
         # in their original order: long jets lose random particles, short ones lose padding
         priority = np.where(mask, rng.random(mask.shape), -1.0)
         keep = np.sort(np.argsort(-priority, axis=1, kind="stable")[:, :length], axis=1)
-        return {k: (np.take_along_axis(np.asarray(v), keep.reshape(
-                    n_jets, length, *([1] * (np.ndim(v) - 2))), axis=1)
-                    if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
-                for k, v in batch.items()}
-    if length == padded:
+
+        def cut(v):
+            return np.take_along_axis(np.asarray(v), keep.reshape(
+                n_jets, length, *([1] * (np.ndim(v) - 2))), axis=1)
+    elif length == padded:
         return dict(batch)
-    return {k: (v[:, :length] if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
+    else:
+        def cut(v):
+            return v[:, :length]
+    # only arrays with the (jets, particles) leading axes are cut
+    return {k: (cut(v) if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
             for k, v in batch.items()}
 
 
