@@ -13,7 +13,8 @@ that weaver-core's sequence trimming changes nothing), 17 features, 4-vectors fo
 features, 2 classes. One JSON line per result, then one per size with the ratios
 difphys / weaver-core (goal: >= 1.5).
 
-``--data FILE`` times real, padded jets instead: ``--cycle`` batches of a JetClass-schema file
+``--data FILE`` times real, padded jets instead (add ``--by-length`` to let difphys group
+the same jets by length first, as ``predict`` and ``batches(bucket=)`` do): ``--cycle`` batches of a JetClass-schema file
 (e.g. from ``difphys generate``) padded to ``--particles``, one call running all of them. Each
 side removes padding its own way: difphys cuts every batch to its longest jet rounded up to a
 multiple of ``--trim`` (``difphys.io.trim_padding``, one compilation per length, all compiled
@@ -34,6 +35,7 @@ weaver-core); without it only the difphys figures are printed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -96,18 +98,40 @@ def _real_batches(path, batch, particles, cycle, seed=0):
             for i, idx in enumerate(np.split(order, cycle))]
 
 
-def setup_difphys(size, batches, trim=None, trim_quantile=None):
+def _by_length(batches, trim, trim_quantile):
+    """The jets of ``batches`` regrouped by length, as difphys does with ``by_length`` and
+    ``bucket``: for the forward pass sorted by particle count (``train.predict``), for
+    training by ``io.batches(..., bucket=len(batches))`` (one pool: the same jets, each once)."""
+    from difphys.io import batches as batch_stream
+
+    size = len(batches[0]["mask"])
+    jets = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    order = np.argsort(jets["mask"].sum(axis=1), kind="stable")
+    forward = [{k: v[idx] for k, v in jets.items()}
+               for idx in np.split(order, len(batches))]
+    stream = batch_stream(jets, size, key=jax.random.key(0), trim=trim,
+                          trim_quantile=trim_quantile, bucket=len(batches))
+    return forward, [b for _, b in itertools.islice(stream, len(batches))]
+
+
+def setup_difphys(size, batches, trim=None, trim_quantile=None, by_length=False):
     """``({mode: one call}, info)`` for difphys's ParT of ``size``; one call runs every batch
     of ``batches``, cut by ``difphys.io.trim_padding(b, trim)`` when ``trim`` (the training
     batches with ``quantile=trim_quantile``, drawn once so that no length compiles while
-    timing); compiles every shape."""
+    timing), with the jets regrouped by length first when ``by_length``; compiles every
+    shape."""
     from difphys.io import trim_padding
 
     cfg = ParTConfig(input_dim=17, num_classes=2, **SIZES[size])
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(0))
-    info = {"params": count_params(model)}
+    info = {"params": count_params(model), "by_length": by_length}
     train_batches = batches
-    if trim is not None:
+    if by_length:
+        batches, train_batches = _by_length(batches, trim, trim_quantile)
+        batches = [trim_padding(b, trim) for b in batches]
+        info["lengths_forward"] = [int(b["mask"].shape[1]) for b in batches]
+        info["lengths_train"] = [int(b["mask"].shape[1]) for b in train_batches]
+    elif trim is not None:
         rng = np.random.default_rng(0)
         train_batches = [trim_padding(b, trim, quantile=trim_quantile, rng=rng)
                          for b in batches]
@@ -209,7 +233,13 @@ def main():
                         metavar=("LO", "HI"),
                         help="with --data: difphys's training batches are cut to this quantile "
                              "range of the jet lengths, as weaver-core's (default: 0.9 1.02)")
+    parser.add_argument("--by-length", action="store_true",
+                        help="with --data: difphys regroups the timed jets by length "
+                             "(predict(by_length=True) forward, batches(bucket=--cycle) in "
+                             "training); weaver-core keeps the random batches")
     args = parser.parse_args()
+    if args.by_length and not args.data:
+        parser.error("--by-length needs --data (synthetic jets all have the same length)")
     if args.data:
         data = _real_batches(args.data, args.batch, args.particles, args.cycle)
         trim = args.trim
@@ -233,7 +263,8 @@ def main():
     b = args.batch * len(data)  # jets per timed call
     for size in args.sizes.split(","):
         impls = {"difphys": setup_difphys(size, data, trim,
-                                          tuple(args.trim_quantile) if trim else None)}
+                                          tuple(args.trim_quantile) if trim else None,
+                                          args.by_length)}
         if have_torch:
             impls["weaver-core"] = setup_weaver(size, data)
         for mode in ("forward", "train_step"):

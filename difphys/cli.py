@@ -119,7 +119,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                              val_fraction=args.val_fraction, max_particles=args.max_particles,
                              seed=args.seed, resume=args.resume, progress=not args.quiet,
-                             trim=args.trim, trim_quantile=args.trim_quantile)
+                             trim=args.trim, trim_quantile=args.trim_quantile,
+                             bucket=args.bucket)
     print(f"{labels[0]} vs {', '.join(labels[1:])}: {m['train_jets']} training / "
           f"{m['val_jets']} validation jets, {m['params']} parameters, {m['devices']} device(s)")
     def rej(x):
@@ -292,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --trim, training batches are cut to this quantile of the jet "
                           "lengths, dropping random particles of longer jets (weaver-core's "
                           "default: 0.9,1.02); evaluation stays exact")
+    trn.add_argument("--bucket", type=int, default=None, metavar="K",
+                     help="with --trim, batch training jets of similar length together, "
+                          "sorting pools of K batches by length (less padding, less random "
+                          "batches)")
     trn.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     trn.add_argument("--resume", action="store_true", help="continue the run in --out")
     trn.add_argument("--quiet", action="store_true", help="no progress bar")

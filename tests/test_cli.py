@@ -60,6 +60,8 @@ def test_train_trim_flags_parse_and_reject_bad_quantiles(capsys):
                               "--trim-quantile", "0.9,1.02"])
     assert args.trim == 16 and args.trim_quantile == (0.9, 1.02)
     assert parser.parse_args(["train", "z.root", "--out", "run"]).trim is None
+    assert parser.parse_args(["train", "z.root", "--out", "run", "--trim", "8", "--bucket",
+                              "16"]).bucket == 16
     assert parser.parse_args(["train", "z.root", "--out", "r", "--trim-quantile", "0.8"]
                              ).trim_quantile == 0.8
     for bad in ("1.0,0.9", "x", "0,1", "0.5,0.6,0.7"):

@@ -283,3 +283,64 @@ def test_quantile_trim_drops_random_particles_of_long_jets_only():
         np.testing.assert_array_equal(x["index"], y["index"])
     with pytest.raises(ValueError, match="needs trim"):
         next(batches(batch, 50, key=key, trim_quantile=0.9))
+
+
+def test_length_buckets_cover_each_epoch_with_sorted_pools(key):
+    """bucket=k: every example once per epoch, in the examples of the plain epoch order; each
+    pool of k batches is cut from that pool sorted by length (so the batches' length ranges
+    do not overlap), the batches are visited in a random order, and a resumed stream sees the
+    same batches."""
+    from difphys.io import epoch_batches
+
+    n, size, k = 103, 8, 4  # 12 batches per epoch: pools of 4, 4, 4; 7 examples left out
+    lengths = np.random.default_rng(1).integers(1, 60, n)
+    plain = epoch_batches(key, 2, n, size)
+    np.testing.assert_array_equal(plain.ravel(), np.concatenate(
+        [np.sort(r) for r in epoch_order(key, 2, n)[:96].reshape(12, size)]))
+    rows = epoch_batches(key, 2, n, size, lengths=lengths, bucket=k)
+    assert rows.shape == (12, size)
+    np.testing.assert_array_equal(np.sort(rows.ravel()), np.sort(plain.ravel()))
+    order = epoch_order(key, 2, n)[:96]
+    pool_of = {int(i): p for p in range(3) for i in order[p * k * size:(p + 1) * k * size]}
+    pools = {}
+    for r in rows:
+        assert len({pool_of[int(i)] for i in r}) == 1  # a batch never mixes pools
+        pools.setdefault(pool_of[int(r[0])], []).append(lengths[r])
+    for members in pools.values():
+        ranges = sorted((ls.min(), ls.max()) for ls in members)
+        assert all(hi <= lo for (_, hi), (lo, _) in itertools.pairwise(ranges))
+    visited = [pool_of[int(r[0])] for r in rows]
+    assert visited != sorted(visited)  # not visited pool by pool (P = 4!^3 / 12! = 1/34650)
+    np.testing.assert_array_equal(rows, epoch_batches(key, 2, n, size, lengths=lengths,
+                                                      bucket=k))
+    data = {"mask": np.arange(60)[None, :] < lengths[:, None], "id": np.arange(n)}
+    stream = list(itertools.islice(batches(data, size, key=key, trim=4, bucket=k), 30))
+    resumed = list(itertools.islice(batches(data, size, key=key, trim=4, bucket=k,
+                                            start_step=25), 5))
+    for (i, a), (j, b) in zip(stream[25:], resumed, strict=True):
+        assert i == j
+        np.testing.assert_array_equal(a["id"], b["id"])
+    np.testing.assert_array_equal(stream[24][1]["id"], rows[0])  # step 24: epoch 2, batch 0
+    with pytest.raises(ValueError, match="needs trim"):
+        next(batches(data, size, key=key, bucket=k))
+    with pytest.raises(ValueError, match="bucket"):
+        epoch_batches(key, 0, n, size, lengths=lengths, bucket=0)
+    with pytest.raises(ValueError, match="lengths"):
+        epoch_batches(key, 0, n, size, bucket=2)
+
+
+def test_prediction_by_length_returns_the_input_order(key):
+    """predict(by_length=True) batches the jets sorted by particle count; in evaluation mode a
+    jet's logits depend on that jet alone, so they equal the unsorted ones, in input order."""
+    from difphys.train import predict
+
+    data = _toy_data(key, n=70, particles=12)
+    model = ParticleTransformer(TINY, rngs=nnx.Rngs(2))
+    plain = predict(model, data, batch_size=16, trim=4, by_length=False)
+    np.testing.assert_allclose(predict(model, data, batch_size=16, trim=4), plain,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(predict(model, data, batch_size=16, by_length=True), plain,
+                               rtol=1e-5, atol=1e-5)
+    assert np.ptp(plain[:, 1] - plain[:, 0]) > 1e-3  # jets differ: a permutation would show
+    with pytest.raises(ValueError, match="no jets"):
+        predict(model, {k: v[:0] for k, v in data.items()})

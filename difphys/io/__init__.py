@@ -2,6 +2,7 @@
 
 from ..kinematics import pairwise_features as pairwise_features
 from ._batches import batches as batches
+from ._batches import epoch_batches as epoch_batches
 from ._batches import epoch_order as epoch_order
 from ._batches import trim_padding as trim_padding
 from ._jetclass import JET_BRANCHES as JET_BRANCHES

@@ -81,6 +81,36 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16, *,
             for k, v in batch.items()}
 
 
+def epoch_batches(key, epoch: int, n: int, batch_size: int, *,
+                  lengths: np.ndarray | None = None, bucket: int | None = None) -> np.ndarray:
+    """The example indices of every batch of ``epoch``, ``(n // batch_size, batch_size)``,
+    each row sorted (a function of ``key`` and ``epoch`` only).
+
+    Without ``bucket``: consecutive slices of ``epoch_order(key, epoch, n)`` (the last partial
+    batch is skipped). With ``bucket = k`` and the examples' ``lengths (n,)`` (particle
+    counts): that order is cut into pools of ``k`` batches, each pool sorted by length and cut
+    into its ``k`` batches, and the batches are visited in a random order. Every example is
+    still seen once per epoch, but a batch holds jets of similar length, so that
+    :func:`trim_padding` cuts it close to them (length bucketing, as used for padded
+    sequences in NLP); the pools keep the batches random within a length range.
+    """
+    per_epoch = n // batch_size
+    order = epoch_order(key, epoch, n)[:per_epoch * batch_size]
+    if bucket is not None:
+        if not isinstance(bucket, (int, np.integer)) or bucket < 1:
+            raise ValueError(f"bucket must be a positive number of batches; got {bucket!r}")
+        if lengths is None or len(lengths) != n:
+            raise ValueError(f"bucket needs the lengths of the {n} examples")
+        pool = bucket * batch_size
+        order = np.concatenate([
+            chunk[np.argsort(np.asarray(lengths)[chunk], kind="stable")]
+            for chunk in np.split(order, np.arange(pool, len(order), pool))])
+        visit = np.asarray(jax.random.permutation(
+            jax.random.fold_in(jax.random.fold_in(key, 0x6275636B), epoch), per_epoch))  # "buck"
+        return np.sort(order.reshape(per_epoch, batch_size)[visit], axis=1)
+    return np.sort(order.reshape(per_epoch, batch_size), axis=1)
+
+
 def batches(
     arrays: dict[str, np.ndarray],
     batch_size: int,
@@ -91,6 +121,7 @@ def batches(
     axis_name: str = "batch",
     trim: int | None = None,
     trim_quantile: float | tuple[float, float] | None = None,
+    bucket: int | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """Yield ``(step, batch)`` forever, from ``start_step`` on.
 
@@ -102,13 +133,19 @@ def batches(
     ``trim``, each batch is first cut to its longest jet rounded up to a multiple of ``trim``
     (:func:`trim_padding`; needs a ``mask`` array); ``trim_quantile`` adds weaver-core's lossy
     training-time cut (random particles of the longest jets dropped, drawn from ``(key, step)``
-    so that a resumed run sees the same batches).
+    so that a resumed run sees the same batches). ``bucket = k`` (with ``trim``) groups jets
+    of similar length into the same batch, pools of ``k`` batches at a time
+    (:func:`epoch_batches`): less padding to compute on, at the price of batches that are
+    less random.
     """
     from ..sharding import shard_batch
 
     n = _size(arrays)
     if trim_quantile is not None and trim is None:
         raise ValueError("trim_quantile needs trim (the multiple to round the length to)")
+    if bucket is not None and trim is None:
+        raise ValueError("bucket needs trim: grouping jets by length only pays when the "
+                         "batches are cut to their longest jet")
     if trim is not None and "mask" not in arrays:
         raise KeyError(f"trim needs the particle mask under 'mask'; the arrays hold "
                        f"{sorted(arrays)}")
@@ -119,12 +156,14 @@ def batches(
         raise ValueError(f"batch_size {batch_size} is not divisible by the "
                          f"{mesh.shape[axis_name]} devices of the mesh")
     per_epoch = n // batch_size
-    step, order, order_epoch = start_step, None, -1
+    lengths = np.asarray(arrays["mask"]).sum(axis=1) if bucket is not None else None
+    step, rows, rows_epoch = start_step, None, -1
     while True:
         epoch, within = divmod(step, per_epoch)
-        if epoch != order_epoch:
-            order, order_epoch = epoch_order(key, epoch, n), epoch
-        idx = np.sort(order[within * batch_size:(within + 1) * batch_size])
+        if epoch != rows_epoch:
+            rows, rows_epoch = epoch_batches(key, epoch, n, batch_size, lengths=lengths,
+                                             bucket=bucket), epoch
+        idx = rows[within]
         batch = {k: v[idx] for k, v in arrays.items()}
         if trim is not None:
             rng = None

@@ -69,6 +69,7 @@ def train_jet_classifier(
     progress: bool = True,
     trim: int | None = None,
     trim_quantile: float | tuple[float, float] | None = None,
+    bucket: int | None = None,
 ) -> dict:
     """Train a Particle Transformer to tell the ``labels`` classes apart (class 0 is the
     signal in the ROC metrics) and evaluate it on a held-out split.
@@ -80,7 +81,9 @@ def train_jet_classifier(
     With ``trim`` (e.g. 16) each batch is cut to its longest jet rounded up to a multiple of
     ``trim`` (:func:`difphys.io.trim_padding`): the same model, less work on padded jets.
     ``trim_quantile`` adds weaver-core's lossy training-time cut to a quantile of the jet
-    lengths; evaluation stays exact.
+    lengths; evaluation stays exact (and batches the jets by length). ``bucket`` (with
+    ``trim``) groups training jets of similar length into the same batch
+    (:func:`difphys.io.epoch_batches`).
     An existing ``out`` is refused unless ``resume``, which continues its checkpoint with the
     recorded configuration. Returns the metrics.
     """
@@ -98,6 +101,8 @@ def train_jet_classifier(
     if trim_quantile is not None:
         config["trim_quantile"] = (list(trim_quantile) if isinstance(trim_quantile, tuple)
                                    else trim_quantile)  # as JSON reads it back
+    if bucket is not None:
+        config["bucket"] = bucket
     if model_size not in ("small", "full"):
         raise ValueError(f"model_size must be 'small' or 'full'; got {model_size!r}")
     if out.exists() and any(out.iterdir()):
@@ -128,7 +133,7 @@ def train_jet_classifier(
                          key=jax.random.key(seed), optimizer=optax.adamw(schedule),
                          checkpoint_dir=out / "checkpoints", checkpoint_every=max(1, steps // 10),
                          mesh=mesh, progress=progress, trim=trim,
-                         trim_quantile=trim_quantile)
+                         trim_quantile=trim_quantile, bucket=bucket)
     train_seconds = time.perf_counter() - t0
     logits = predict(model, val, trim=trim)
     score = class_logit(logits, 0)

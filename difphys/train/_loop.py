@@ -140,6 +140,7 @@ def fit(
     log_every: int = 10,
     trim: int | None = None,
     trim_quantile: float | tuple[float, float] | None = None,
+    bucket: int | None = None,
 ) -> tuple[nnx.Module, list[dict]]:
     """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a dict of arrays
     with a common leading axis, see :func:`difphys.io.batches`).
@@ -152,8 +153,10 @@ def fit(
     longest jet rounded up to a multiple of ``trim`` (:func:`difphys.io.trim_padding`): the
     same result for a padding-invariant model such as ParT, with one compilation per distinct
     length. ``trim_quantile`` (e.g. ``(0.9, 1.02)``) adds weaver-core's lossy training-time
-    cut to a quantile of the jet lengths (:func:`difphys.io.trim_padding`). Returns the trained model (updated in place) and the logged metrics (``step``,
-    ``loss``, ``accuracy``, ...).
+    cut to a quantile of the jet lengths (:func:`difphys.io.trim_padding`). ``bucket`` (e.g.
+    16, with ``trim``) puts jets of similar length into the same batch, pools of ``bucket``
+    batches at a time (:func:`difphys.io.epoch_batches`). Returns the trained model (updated
+    in place) and the logged metrics (``step``, ``loss``, ``accuracy``, ...).
     """
     from tqdm.auto import tqdm
 
@@ -179,7 +182,8 @@ def fit(
     bar = tqdm(total=steps, initial=min(start, steps), desc="train", disable=not progress)
     try:
         for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh,
-                                  trim=trim, trim_quantile=trim_quantile):
+                                  trim=trim, trim_quantile=trim_quantile,
+                                  bucket=bucket):
             if i >= steps:
                 break
             state, metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, i))
@@ -202,19 +206,31 @@ def fit(
 
 
 def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int = 512,
-            trim: int | None = None) -> np.ndarray:
+            trim: int | None = None, by_length: bool | None = None) -> np.ndarray:
     """Logits of ``model`` (evaluation mode: running statistics, no dropout) over ``data``
-    in batches; returns a float32 NumPy array ``(n, num_classes)``. ``trim`` cuts each batch
-    to its longest jet as in :func:`fit`."""
+    in batches; returns a float32 NumPy array ``(n, num_classes)`` in the order of ``data``.
+
+    ``trim`` cuts each batch to its longest jet as in :func:`fit`. ``by_length`` (default: on
+    whenever ``trim`` is given) batches the jets in order of their particle count, so that
+    each batch holds jets of similar length and the cut removes nearly all padding: on Z-pole
+    jets (20 particles on average, 128 padded) the batches shrink from the longest of 512
+    random jets to about their own length. In evaluation mode every jet's logits depend on
+    that jet alone, so the order changes nothing but float32 rounding (tested)."""
     from ..io import trim_padding
 
     model.eval()
     graphdef, state = nnx.split(model)
     forward = _compiled_forward(graphdef)
     n = len(data["mask"])
+    if n == 0:
+        raise ValueError("predict got no jets (data['mask'] is empty)")
+    if by_length is None:
+        by_length = trim is not None
+    order = (np.argsort(np.asarray(data["mask"]).sum(axis=1), kind="stable") if by_length
+             else np.arange(n))
     out = []
     for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
+        sl = order[start:start + batch_size]
         f, p, m = data["features"][sl], data["p4"][sl], data["mask"][sl]
         pad = batch_size - len(m)  # one compiled shape: pad the last batch, drop the padding
         if pad:
@@ -226,7 +242,9 @@ def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int =
             f, p, m = cut["features"], cut["p4"], cut["mask"]
         out.append(np.asarray(forward(state, f, p, m))[:batch_size - pad])
     model.train()
-    return np.concatenate(out).astype(np.float32)
+    logits = np.empty((n, out[0].shape[-1]), np.float32)
+    logits[order] = np.concatenate(out)
+    return logits
 
 
 def save_history(path, history: list[dict]) -> None:
