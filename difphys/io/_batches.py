@@ -1,5 +1,6 @@
-"""A batched, shuffled, device-sharded iterator over in-memory training arrays, and the
-trimming of a padded batch to its longest jet."""
+"""A batched, shuffled, device-sharded iterator over in-memory training arrays (optionally
+with jets of similar length batched together), and the trimming of a padded batch to its
+longest jet."""
 
 from __future__ import annotations
 
