@@ -136,7 +136,10 @@ def _masked_batch_norm(bn, x, weight, count):
     2.04 s and 1.97 -> 1.93 s in two interleaved runs).
     The running statistics are updated exactly as Flax does (biased variance, momentum
     ``bn.momentum``) and the result is Flax's ``(x - mean) * a + bias`` (centred first: a
-    column of nearly equal values, such as the self-pairs' ln Delta, stays exact)."""
+    column of nearly equal values, such as the self-pairs' ln Delta, stays exact). In
+    evaluation mode (``bn.use_running_average``) it is ``bn(x)`` and ``weight`` is unused."""
+    if bn.use_running_average:
+        return bn(x)
     xw = x * weight
     mean = jnp.sum(xw, axis=0) / count
     var = jnp.maximum(jnp.sum(xw * x, axis=0) / count - mean * mean, 0.0)
@@ -150,8 +153,6 @@ def _batch_norm_rows(bn, x, mask):
     """A BatchNorm over the real rows of ``x (..., channels)`` (``mask`` broadcastable to
     ``x[..., :1]``): batch statistics via :func:`_masked_batch_norm` in training mode, the
     running ones otherwise."""
-    if bn.use_running_average:
-        return bn(x)
     weight = jnp.broadcast_to(mask, x.shape[:-1] + (1,)).reshape(-1, 1).astype(x.dtype)
     return _rows(lambda r: _masked_batch_norm(bn, r, weight, jnp.sum(weight)), x)
 
@@ -186,19 +187,14 @@ class _PairEmbed(nnx.Module):
     def _mlp(self, x, pair_mask):
         """The MLP on ``x (pairs, channels)``; ``pair_mask (pairs, 1)`` selects the pairs of
         the batch statistics in training mode (unused in evaluation mode)."""
-        if self.input_bn.use_running_average:
-            def norm_rows(bn, h):
-                return bn(h)
-        else:
+        weight = count = None
+        if not self.input_bn.use_running_average:
             weight = pair_mask.astype(x.dtype)
             count = jnp.sum(weight)
-
-            def norm_rows(bn, h):
-                return _masked_batch_norm(bn, h, weight, count)
-        x = norm_rows(self.input_bn, x)
+        x = _masked_batch_norm(self.input_bn, x, weight, count)
         last = len(self.linears) - 1
         for k, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
-            x = norm_rows(norm, linear(x))
+            x = _masked_batch_norm(norm, linear(x), weight, count)
             if k < last:  # the bias is taken before the last activation
                 x = _gelu(x)
         return x
