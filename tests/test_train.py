@@ -323,6 +323,8 @@ def test_length_buckets_cover_each_epoch_with_sorted_pools(key):
     np.testing.assert_array_equal(stream[24][1]["id"], rows[0])  # step 24: epoch 2, batch 0
     with pytest.raises(ValueError, match="needs trim"):
         next(batches(data, size, key=key, bucket=k))
+    with pytest.raises(ValueError, match="jets, particles"):
+        next(batches({"mask": np.ones(n, bool)}, size, key=key, trim=4, bucket=k))
     with pytest.raises(ValueError, match="bucket"):
         epoch_batches(key, 0, n, size, lengths=lengths, bucket=0)
     with pytest.raises(ValueError, match="lengths"):

@@ -157,7 +157,12 @@ def batches(
         raise ValueError(f"batch_size {batch_size} is not divisible by the "
                          f"{mesh.shape[axis_name]} devices of the mesh")
     per_epoch = n // batch_size
-    lengths = np.asarray(arrays["mask"]).sum(axis=1) if bucket is not None else None
+    lengths = None
+    if bucket is not None:
+        mask = np.asarray(arrays["mask"])
+        if mask.ndim != 2:
+            raise ValueError(f"bucket needs a (jets, particles) mask; got shape {mask.shape}")
+        lengths = mask.sum(axis=1)
     step, rows, rows_epoch = start_step, None, -1
     while True:
         epoch, within = divmod(step, per_epoch)
