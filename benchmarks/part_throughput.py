@@ -71,7 +71,8 @@ def _inputs(batch, particles, seed=0):
     }
 
 
-def _median_time(fn, warmup, steps):
+def _call_times(fn, warmup, steps):
+    """Seconds of each of ``steps`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -79,7 +80,11 @@ def _median_time(fn, warmup, steps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def _median_time(fn, warmup, steps):
+    return statistics.median(_call_times(fn, warmup, steps))
 
 
 def _real_batches(path, batch, particles, cycle, seed=0):
@@ -271,18 +276,25 @@ def main():
             # The implementations take turns, the first alternating between rounds, so that
             # both see the same state of this shared machine; a pause lets the other
             # framework's worker threads stop spinning before a timing starts.
+            # Each round keeps the median of its calls; the mean over every timed call is
+            # recorded too, because under some allocator settings consecutive calls alternate
+            # between two speeds (docs/nn.md) and a median then shows only one of them.
             per_round = {name: [] for name in impls}
+            calls = {name: [] for name in impls}
             for r in range(args.rounds):
                 order = list(impls) if r % 2 == 0 else list(impls)[::-1]
                 for name in order:
                     time.sleep(0.5)
-                    per_round[name].append(_median_time(impls[name][0][mode], args.warmup,
-                                                        args.steps))
+                    times = _call_times(impls[name][0][mode], args.warmup, args.steps)
+                    per_round[name].append(statistics.median(times))
+                    calls[name].append(times)
             rows = {}
             for name, (_, info) in impls.items():
                 t = statistics.median(per_round[name])
                 rows[name] = dict(impl=name, size=size, mode=mode, jets_per_s=b / t, seconds=t,
-                                  seconds_per_round=per_round[name], **info)
+                                  seconds_per_round=per_round[name],
+                                  mean_seconds=statistics.fmean(sum(calls[name], [])),
+                                  call_seconds=calls[name], **info)
                 print(json.dumps({**meta, **rows[name]}), flush=True)
             if have_torch:
                 ratios = [w / d for d, w in zip(per_round["difphys"], per_round["weaver-core"],
