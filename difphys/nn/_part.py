@@ -21,8 +21,9 @@ unordered pairs once (the features are symmetric), as weaver-core does, but in a
 layout whose symmetrisation needs no gather (see :func:`_symmetrise_circulant`).
 
 The CPU-specific choices below (heads-first attention products, dense layers on 2-D
-operands, LayerNorm affine folded into the next dense layer, erf-form GELU, hash-based
-dropout masks, chunked evaluation-mode pair MLP) are each measured in ``docs/nn.md``.
+operands, LayerNorm affine folded into the next dense layer, a closed-form LayerNorm
+derivative, erf-form GELU, hash-based dropout masks, chunked evaluation-mode pair MLP) are
+each measured in ``docs/nn.md``.
 """
 
 from __future__ import annotations
