@@ -79,7 +79,7 @@ def _vegas_curve(rows, target_name, target, budgets, box):
     log_p = jax.jit(jax.vmap(target.log_prob))
     for budget in budgets:
         t0 = time.perf_counter()
-        weighted = flows.vegas_sampler(log_p, target.dim, int(budget), box=box, seed=1)
+        weighted = flows.vegas_sampler(log_p, target.dim, int(budget), box=box, key=jax.random.key(1))
         _, log_w = weighted(N_EVAL)
         log_w = jnp.asarray(log_w)
         lz = flows.log_z_estimate(log_w)
@@ -167,7 +167,7 @@ def run_flat(rows, quick: bool, steps: int | None = None, n_eval: int = 1_000_00
     final_values, final_grads = saved[-1][2], saved[-1][3]
     for budget in sorted({saved[0][2], final_values, final_values + final_grads}):
         t1 = time.perf_counter()
-        weighted = flows.vegas_sampler(log_p, 8, int(budget), seed=1)
+        weighted = flows.vegas_sampler(log_p, 8, int(budget), key=jax.random.key(1))
         _, lw = weighted(n_eval)
         lw = np.where(np.isfinite(lw), lw, -np.inf)
         _record(rows, bench="sampling", target="eeWbWb-flat", method="vegas", step=None,

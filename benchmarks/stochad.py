@@ -59,9 +59,7 @@ def variance_and_cost(runs: int) -> None:
         for method, options in METHODS:
             est_fn = jax.jit(
                 jax.vmap(
-                    lambda k, f=f, m=method, o=options: sd.derivative_estimate(
-                        f, 2.5, k, method=m, **o
-                    )
+                    lambda k, f=f, m=method, o=options: sd.derivative_estimate(f, 2.5, key=k, method=m, **o)
                 )
             )
             _, t_est = time_compiled(est_fn, keys)

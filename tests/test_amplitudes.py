@@ -371,7 +371,7 @@ def test_bad_input(key):
     with pytest.raises(ValueError, match="unknown SM parameter"):
         amp.SMParams(MQ=1.0)
     with pytest.raises(ValueError, match="threshold"):
-        amp.cross_section(amp.process("e+ e- > t t~"), 300.0, key, 100)
+        amp.cross_section(amp.process("e+ e- > t t~"), 300.0, 100, key=key)
 
 
 def test_float32_matrix_elements_are_finite(key):

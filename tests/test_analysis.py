@@ -15,7 +15,7 @@ SCAN = (88.5, 90.2, 91.2, 92.0, 93.7)  # GeV, a LEP-like Z scan
 
 @pytest.fixture(scope="module")
 def scan():
-    return pseudo_data(PROC, SCAN, [0.5] * len(SCAN), jax.random.key(11), amp.SMParams())
+    return pseudo_data(PROC, SCAN, [0.5] * len(SCAN), amp.SMParams(), key=jax.random.key(11))
 
 
 def _cos_theta(p):
@@ -31,7 +31,7 @@ def test_unweighted_events_follow_the_matrix_element(key):
     events are on shell with momentum conservation."""
     rs = 93.0
     k1, k2 = jax.random.split(key)
-    p = unweighted_events(PROC, rs, k1, 20_000)
+    p = unweighted_events(PROC, rs, 20_000, key=k1)
     assert p.shape == (20_000, 4, 4)
     assert np.allclose(np.asarray(kin.mass2(p[:, 3])), 0.0, atol=1e-6)
     assert np.allclose(np.asarray(p[:, 0] + p[:, 1] - p[:, 2] - p[:, 3]), 0.0, atol=1e-9)
@@ -46,7 +46,7 @@ def test_unweighted_events_follow_the_matrix_element(key):
 
 def test_scan_nll_gradient_matches_finite_differences(scan, key):
     names = ("MZ", "WZ")
-    f = jax.jit(lambda v: scan_nll(v, names, scan, PROC, key, n_points=4096))
+    f = jax.jit(lambda v: scan_nll(v, names, scan, PROC, key=key, n_points=4096))
     x = jnp.asarray([91.15, 2.5])
     g = np.asarray(jax.grad(f)(x))
     for i in range(2):
@@ -60,7 +60,7 @@ def test_line_shape_fit_recovers_the_truth(scan, key):
     within 2 sigma (errors from the Hessian), and the errors match the expected scale
     (statistical error on MZ ~ Gamma_Z / sqrt(N) for N ~ 3000 events)."""
     truth = amp.SMParams()
-    result = fit_scan(scan, PROC, {"MZ": 91.0, "WZ": 2.6}, key, n_points=20_000)
+    result = fit_scan(scan, PROC, {"MZ": 91.0, "WZ": 2.6}, key=key, n_points=20_000)
     assert result.converged
     n = sum(int(p.momenta.shape[0]) for p in scan)
     assert 2000 < n < 4000
@@ -73,17 +73,17 @@ def test_line_shape_fit_recovers_the_truth(scan, key):
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="one luminosity per scan energy"):
-        pseudo_data(PROC, [91.0, 92.0], [1.0], jax.random.key(0))
+        pseudo_data(PROC, [91.0, 92.0], [1.0], key=jax.random.key(0))
     with pytest.raises(ValueError, match="luminosity must be positive"):
-        pseudo_data(PROC, [91.0], [-1.0], jax.random.key(0))
+        pseudo_data(PROC, [91.0], [-1.0], key=jax.random.key(0))
     empty = [ScanPoint(91.0, 1.0, jnp.zeros((0, 4, 4)))]
     with pytest.raises(ValueError, match="at least one event"):
-        fit_scan(empty, PROC, {"MZ": 91.0}, jax.random.key(0))
-    p = unweighted_events(PROC, 91.2, jax.random.key(1), 10)
+        fit_scan(empty, PROC, {"MZ": 91.0}, key=jax.random.key(0))
+    p = unweighted_events(PROC, 91.2, 10, key=jax.random.key(1))
     nan = [ScanPoint(91.2, 1.0, p.at[0, 2, 0].set(jnp.nan))]
     with pytest.raises(ValueError, match="NaN or infinite momenta"):
-        fit_scan(nan, PROC, {"MZ": 91.0}, jax.random.key(0))
+        fit_scan(nan, PROC, {"MZ": 91.0}, key=jax.random.key(0))
     with pytest.raises(ValueError, match="unknown SMParams field"):
-        fit_scan([ScanPoint(91.2, 1.0, p)], PROC, {"MZZ": 91.0}, jax.random.key(0))
+        fit_scan([ScanPoint(91.2, 1.0, p)], PROC, {"MZZ": 91.0}, key=jax.random.key(0))
     with pytest.raises(ValueError, match="threshold"):
-        pseudo_data(PROC, [float("nan")], [1.0], jax.random.key(0))
+        pseudo_data(PROC, [float("nan")], [1.0], key=jax.random.key(0))

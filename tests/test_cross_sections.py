@@ -70,7 +70,7 @@ def _sigma_mumu_analytic(sqrt_s, params):
 @pytest.mark.parametrize("sqrt_s", [91.188, 200.0])
 def test_sigma_ee_mumu_matches_analytic_integral(key, sqrt_s):
     proc = amp.process("e+ e- > mu+ mu-")
-    res = amp.cross_section(proc, sqrt_s, key, 200_000)
+    res = amp.cross_section(proc, sqrt_s, 200_000, key=key)
     exact = _sigma_mumu_analytic(sqrt_s, PARAMS)
     assert abs(float(res.value) - exact) < 3 * float(res.error)
     assert float(res.error) < 0.005 * exact
@@ -79,8 +79,8 @@ def test_sigma_ee_mumu_matches_analytic_integral(key, sqrt_s):
 
 def test_sigma_scales_as_one_over_s_far_below_the_pole(key):
     proc = amp.process("e+ e- > mu+ mu-")
-    low = amp.cross_section(proc, 5.0, key, 50_000)
-    high = amp.cross_section(proc, 10.0, key, 50_000)
+    low = amp.cross_section(proc, 5.0, 50_000, key=key)
+    high = amp.cross_section(proc, 10.0, 50_000, key=key)
     # QED: sigma = 4 pi alpha^2 / (3 s); Z effects ~ s / MZ^2 ~ 1e-2 at 10 GeV.
     np.testing.assert_allclose(float(low.value) / float(high.value), 4.0, rtol=0.02)
     alpha = float(PARAMS.aEW)
@@ -96,7 +96,7 @@ def test_dsigma_dmz_near_the_pole(key):
     rs = 92.5
 
     def sigma(mz):
-        return amp.cross_section(proc, rs, key, 20_000, PARAMS.replace(MZ=mz)).value
+        return amp.cross_section(proc, rs, 20_000, PARAMS.replace(MZ=mz), key=key).value
 
     mz = PARAMS.MZ
     grad = float(jax.grad(sigma)(mz))
@@ -118,8 +118,8 @@ def test_dsigma_histogram_integrates_to_sigma(key):
         return p[..., 3, 3] / kin.p_abs(p[..., 3, :])
 
     edges = jnp.linspace(-1.0, 1.0, 21)
-    hist = amp.dsigma(proc, cos_theta, edges, 200.0, key, 100_000)
-    total = amp.cross_section(proc, 200.0, key, 100_000)
+    hist = amp.dsigma(proc, cos_theta, edges, 200.0, 100_000, key=key)
+    total = amp.cross_section(proc, 200.0, 100_000, key=key)
     np.testing.assert_allclose(
         float(jnp.sum(hist.values * jnp.diff(edges))), float(total.value), rtol=1e-10
     )
@@ -129,7 +129,7 @@ def test_dsigma_histogram_integrates_to_sigma(key):
     forward = float(jnp.sum(hist.values[10:])) - float(jnp.sum(hist.values[:10]))
     assert forward < 0
     with pytest.raises(ValueError, match="increasing"):
-        amp.dsigma(proc, cos_theta, jnp.array([1.0, 0.0]), 200.0, key, 10)
+        amp.dsigma(proc, cos_theta, jnp.array([1.0, 0.0]), 200.0, 10, key=key)
 
 
 def test_resonant_pair_map_integrates_like_rambo(key):
@@ -147,7 +147,7 @@ def test_resonant_pair_map_integrates_like_rambo(key):
     p, w = ps.resonant_pair_from_unit_cube(u, 500.0, big_m, width, masses)
     vals = w * f(p)
     mean, err = float(jnp.mean(vals)), float(jnp.std(vals)) / math.sqrt(vals.shape[0])
-    ref = ps.integrate(f, jax.random.fold_in(key, 1), 400_000, 500.0, masses)
+    ref = ps.integrate(f, 400_000, 500.0, masses, key=jax.random.fold_in(key, 1))
     assert abs(mean - float(ref.value)) < 3 * math.hypot(err, float(ref.error))
     np.testing.assert_allclose(jnp.sum(p, axis=-2)[:, 0], 500.0, rtol=1e-10)
 
@@ -157,8 +157,8 @@ def test_ee_wbwb_narrow_width_limit(key):
     Gamma(t > W b) = G_F mt^3 / (8 pi sqrt2) (1 - x)^2 (1 + 2x) (1 - ...) at LO (x = MW^2/mt^2,
     massless b), up to O(Gamma/mt) and m_b corrections."""
     params = PARAMS.replace(WT=0.2)  # narrower top: finite-width effects ~ Gamma/mt ~ 1e-3
-    tt = amp.cross_section(amp.process("e+ e- > t t~"), 500.0, key, 100_000, params)
-    wbwb = amp.cross_section(amp.process("e+ e- > w+ b w- b~"), 500.0, key, 100_000, params)
+    tt = amp.cross_section(amp.process("e+ e- > t t~"), 500.0, 100_000, params, key=key)
+    wbwb = amp.cross_section(amp.process("e+ e- > w+ b w- b~"), 500.0, 100_000, params, key=key)
     mt, mw, mb = float(params.MT), float(params.MW), float(params.MB)
     gw2 = float(params.gw) ** 2
     lam = float(ps._volume.kallen(mt**2, mw**2, mb**2))

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from difphys import _demo_story as story
 from difphys import cli
+from difphys.jobs import _story as story
 
 
 def test_vertex_step_checks_hold(key):

@@ -84,7 +84,7 @@ def _weight_head_loss(model, batch):
     def loss(kernel):
         p = jax.tree.map(lambda x: x, params)
         p["weight_head"]["kernel"] = kernel
-        return tagger_loss(nnx.merge(graphdef, p, rest), batch, None, aux_weight=0.0)[0]
+        return tagger_loss(nnx.merge(graphdef, p, rest), batch, key=None, aux_weight=0.0)[0]
 
     return loss, params["weight_head"]["kernel"][...]
 

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from difphys import flows
+from difphys import flows, jobs
 
 # ------------------------------------------------------------------------------ bijections
 
@@ -315,7 +315,7 @@ def ee_wbwb_sigma():
     """Plain Monte Carlo cross section of e+ e- > w+ b w- b~ at 1 TeV (difphys.amplitudes)."""
     from difphys import amplitudes as amp
 
-    ref = amp.cross_section(amp.process("e+ e- > w+ b w- b~"), 1000.0, jax.random.key(3), 200_000)
+    ref = amp.cross_section(amp.process("e+ e- > w+ b w- b~"), 1000.0, 200_000, key=jax.random.key(3))
     return float(ref.value), float(ref.error)
 
 
@@ -412,7 +412,7 @@ SHARDED_SAMPLING = """
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 from difphys import flows, sharding
-from difphys.flows._sampling_job import _flow_weighted
+from difphys.jobs.sample import _flow_weighted
 assert jax.device_count() == 4, jax.devices()
 target = flows.matrix_element_target()
 flow = flows.make_spline_flow(jax.random.key(1), 8, support="unit_cube", n_layers=2, hidden=8)
@@ -442,7 +442,7 @@ def test_flow_event_generation_is_sharded_over_four_devices():
 
 
 def test_sample_events_with_vegas_baseline(ee_wbwb_sigma):
-    summary, momenta = flows.sample_events(
+    summary, momenta = jobs.sample_events(
         method="vegas", n_events=20, train_steps=2, batch=256, calibration=20_000, progress=False
     )
     assert momenta.shape == (20, 6, 4)

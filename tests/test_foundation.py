@@ -104,7 +104,7 @@ def test_mpm_loss_hides_only_real_particles(jets, key):
     batch = {k: jnp.asarray(jets[k][:16]) for k in ("features", "p4", "mask")}
     batch["tokens"] = jnp.zeros(batch["mask"].shape, jnp.int32)
     graphdef, state = nnx.split(model)
-    loss, metrics = jax.jit(lambda s, b, k: mpm_loss(nnx.merge(graphdef, s), b, k))(state, batch,
+    loss, metrics = jax.jit(lambda s, b, k: mpm_loss(nnx.merge(graphdef, s), b, key=k))(state, batch,
                                                                                    key)
     assert np.isfinite(float(loss)) and 0.0 <= float(metrics["token_accuracy"]) <= 1.0
 

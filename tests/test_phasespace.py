@@ -86,10 +86,8 @@ def _observable(p):
 @pytest.mark.parametrize("masses", [[0.0, 0.0, 0.0, 0.0], [10.0, 20.0, 5.0, 1.0]])
 def test_unit_cube_integral_equals_rambo(key, masses):
     masses = jnp.asarray(masses)
-    a = ps.integrate(_observable, key, 400_000, 150.0, masses, sampler="rambo")
-    b = ps.integrate(
-        _observable, jax.random.fold_in(key, 7), 400_000, 150.0, masses, sampler="unit_cube"
-    )
+    a = ps.integrate(_observable, 400_000, 150.0, masses, key=key, sampler="rambo")
+    b = ps.integrate(_observable, 400_000, 150.0, masses, key=jax.random.fold_in(key, 7), sampler="unit_cube")
     combined = math.hypot(float(a.error), float(b.error))
     assert abs(float(a.value - b.value)) < 3 * combined, (a, b)
 
@@ -142,12 +140,12 @@ def test_integrate_errors_are_calibrated(key):
     # 40 independent estimates: their scatter must match the reported errors (chi2 / ndf).
     masses = jnp.array([10.0, 20.0, 5.0])
     results = [
-        ps.integrate(_observable, k, 4000, 100.0, masses, sampler="unit_cube", batch_size=1500)
+        ps.integrate(_observable, 4000, 100.0, masses, key=k, sampler="unit_cube", batch_size=1500)
         for k in jax.random.split(key, 40)
     ]
     values = np.array([float(r.value) for r in results])
     errors = np.array([float(r.error) for r in results])
-    reference = ps.integrate(_observable, jax.random.fold_in(key, 99), 1_000_000, 100.0, masses)
+    reference = ps.integrate(_observable, 1_000_000, 100.0, masses, key=jax.random.fold_in(key, 99))
     pulls = (values - float(reference.value)) / errors
     chi2_ndf = float(np.mean(pulls**2))
     assert 0.45 < chi2_ndf < 1.8, chi2_ndf
@@ -192,9 +190,9 @@ def test_bad_input_errors(key):
     with pytest.raises(ValueError, match="unit cube"):
         ps.from_unit_cube(jnp.full(5, 1.5), 100.0, jnp.zeros(3))
     with pytest.raises(ValueError, match="n_points"):
-        ps.integrate(_observable, key, 0, 100.0, jnp.zeros(3))
+        ps.integrate(_observable, 0, 100.0, jnp.zeros(3), key=key)
     with pytest.raises(ValueError, match="sampler"):
-        ps.integrate(_observable, key, 10, 100.0, jnp.zeros(3), sampler="vegas")
+        ps.integrate(_observable, 10, 100.0, jnp.zeros(3), key=key, sampler="vegas")
 
 
 def test_masked_result_inside_jit(key):

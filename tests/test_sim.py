@@ -60,7 +60,7 @@ def test_shower_derivative_estimators_agree_with_central_difference(branching):
     keys = jax.random.split(jax.random.key(7), n)
     est = {
         m: np.asarray(
-            jax.jit(jax.vmap(lambda k, m=m: sd.derivative_estimate(f, 2.5, k, method=m)))(keys)
+            jax.jit(jax.vmap(lambda k, m=m: sd.derivative_estimate(f, 2.5, key=k, method=m)))(keys)
         )
         for m in ("stochad", "score")
     }
@@ -78,7 +78,7 @@ def test_shower_derivative_estimators_agree_with_central_difference(branching):
 def test_ring_thickness_is_a_second_design_parameter():
     f = functools.partial(sim.objective)
     keys = jax.random.split(jax.random.key(9), 4000)
-    g = jax.jit(jax.vmap(lambda k: sd.derivative_estimate(f, jnp.array([2.5, 1.0]), k)))(keys)
+    g = jax.jit(jax.vmap(lambda k: sd.derivative_estimate(f, jnp.array([2.5, 1.0]), key=k)))(keys)
     assert g.shape == (4000, 2)
     mean, se = np.asarray(g.mean(0)), np.asarray(g.std(0) / np.sqrt(4000))
     # moving the ring outwards raises the mean radius (loss up); thickening it raises it too

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.test_util import check_grads
 
-from difphys._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
+from difphys.vertex._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
 
 
 def _spd(key, n, batch=50):

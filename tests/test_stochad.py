@@ -20,7 +20,7 @@ def _keys(seed=0, n=N):
 
 
 def _estimates(f, theta, method="stochad", seed=0, n=N, **options):
-    g = jax.jit(jax.vmap(lambda k: sd.derivative_estimate(f, theta, k, method=method, **options)))
+    g = jax.jit(jax.vmap(lambda k: sd.derivative_estimate(f, theta, key=k, method=method, **options)))
     return np.asarray(g(_keys(seed, n)))
 
 
@@ -191,7 +191,7 @@ def _continuous(th, key):
 
 def test_pure_continuous_program_equals_jax_grad():
     keys = _keys(3, 500)
-    est = jax.vmap(lambda k: sd.derivative_estimate(_continuous, 0.8, k))(keys)
+    est = jax.vmap(lambda k: sd.derivative_estimate(_continuous, 0.8, key=k))(keys)
     exact = jax.vmap(jax.grad(_continuous), in_axes=(None, 0))(0.8, keys)
     np.testing.assert_allclose(est, exact, rtol=1e-12, atol=1e-12)
 
@@ -243,13 +243,13 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="sum to one"):
         sd.categorical(key, jnp.array([0.5, 0.6]))
     with pytest.raises(ValueError, match="unknown method"):
-        sd.derivative_estimate(lambda t, k: t, 1.0, key, method="magic")
+        sd.derivative_estimate(lambda t, k: t, 1.0, key=key, method="magic")
     with pytest.raises(ValueError, match="unknown option"):
-        sd.derivative_estimate(lambda t, k: t, 1.0, key, method="fd", temperature=1.0)
+        sd.derivative_estimate(lambda t, k: t, 1.0, key=key, method="fd", temperature=1.0)
     with pytest.raises(ValueError, match="theta contains NaN"):
-        sd.derivative_estimate(lambda t, k: sd.bernoulli(k, t), jnp.nan, key)
+        sd.derivative_estimate(lambda t, k: sd.bernoulli(k, t), jnp.nan, key=key)
     with pytest.raises(TypeError, match="floats"):
-        sd.derivative_estimate(lambda t, k: (t > 0).astype(jnp.int32), 1.0, key)
+        sd.derivative_estimate(lambda t, k: (t > 0).astype(jnp.int32), 1.0, key=key)
 
 
 def test_draws_vmapped_inside_the_program():

@@ -271,7 +271,7 @@ def test_beam_spot_constraint_pulls_the_vertex(key):
     # An explicit seed changes the starting point only, never the beam-spot constraint.
     offset = vx.BeamSpot(jnp.array([0.05, -0.05, 0.0]), spot.cov)
     unseeded = vx.fit(tracks, bfield=B, constraint=offset)
-    seeded = vx.fit(tracks, seed=jnp.array([1.0, 1.0, 1.0]), bfield=B, constraint=offset)
+    seeded = vx.fit(tracks, start=jnp.array([1.0, 1.0, 1.0]), bfield=B, constraint=offset)
     np.testing.assert_allclose(seeded.position, unseeded.position, atol=1e-8)
 
 

@@ -9,9 +9,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from .._montecarlo import batch_moments, streaming_mean
+from ..phasespace._montecarlo import batch_moments, streaming_mean
+from ..progress import progress_bar
 from ._params import SMParams
 from ._processes import Process
 
@@ -69,10 +69,10 @@ def _check(proc, sqrt_s, params):
 def cross_section(
     proc: Process,
     sqrt_s,
-    key,
     n_points: int,
     params: SMParams | None = None,
     *,
+    key,
     cuts: Callable | None = None,
     batch_size: int = 32768,
     progress: bool = False,
@@ -116,10 +116,10 @@ def dsigma(
     observable: Callable,
     edges,
     sqrt_s,
-    key,
     n_points: int,
     params: SMParams | None = None,
     *,
+    key,
     cuts: Callable | None = None,
     batch_size: int = 32768,
     progress: bool = False,
@@ -138,7 +138,7 @@ def dsigma(
     n_batches = -(-n_points // batch_size)
     total = jnp.zeros(edges.shape[0] - 1, edges.dtype)
     total_sq = jnp.zeros_like(total)
-    with tqdm(total=n_points, disable=not progress, unit="pt", desc=f"dsigma {proc.name}") as bar:
+    with progress_bar(progress, total=n_points, desc=f"dsigma {proc.name}", unit="pt") as bar:
         for i, k in enumerate(jax.random.split(key, n_batches)):
             n_valid = min(batch_size, n_points - i * batch_size)
             s1, s2 = _hist_batch(

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from ..amplitudes import Process, SMParams, cross_section
 from ..amplitudes._cross_section import _event_weights
+from ..progress import progress_bar
 
 
 class ScanPoint(NamedTuple):
@@ -59,8 +59,8 @@ def _weights(proc, key, n, sqrt_s, params):
     return _event_weights(proc, None, key, n, sqrt_s, params)
 
 
-def unweighted_events(proc: Process, sqrt_s: float, key, n_events: int,
-                      params: SMParams | None = None, *, batch_size: int = 16384,
+def unweighted_events(proc: Process, sqrt_s: float, n_events: int,
+                      params: SMParams | None = None, *, key, batch_size: int = 16384,
                       calibration: int = 100_000, safety: float = 1.2) -> jax.Array:
     """``n_events`` unweighted events ``(n_events, n_external, 4)`` of ``proc`` at ``sqrt_s``
     by hit-or-miss on the unit cube: a point with weight ``w`` is kept with probability
@@ -88,8 +88,8 @@ def unweighted_events(proc: Process, sqrt_s: float, key, n_events: int,
     return jnp.asarray(np.concatenate(kept)[:n_events])
 
 
-def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence[float], key,
-                params: SMParams | None = None, *, n_points: int = 400_000) -> list[ScanPoint]:
+def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence[float],
+                params: SMParams | None = None, *, key, n_points: int = 400_000) -> list[ScanPoint]:
     """An energy scan at the ``params`` truth: at each ``sqrt_s`` (GeV) a Poisson number of
     events with mean ``L sigma`` (``L`` in pb^-1, ``sigma`` from ``n_points`` Monte Carlo
     points), drawn from the matrix element."""
@@ -101,10 +101,10 @@ def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence
         if lumi <= 0:
             raise ValueError(f"luminosity must be positive; got {lumi} pb^-1 at {rs} GeV")
         k_xs, k_n, k_ev = jax.random.split(jax.random.fold_in(key, k), 3)
-        sigma = float(cross_section(proc, rs, k_xs, n_points, params).value)
+        sigma = float(cross_section(proc, rs, n_points, params, key=k_xs).value)
         n = int(jax.random.poisson(k_n, lumi * sigma))
         points.append(ScanPoint(float(rs), float(lumi),
-                                unweighted_events(proc, rs, k_ev, max(n, 1), params)[:n]))
+                                unweighted_events(proc, rs, max(n, 1), params, key=k_ev)[:n]))
     return points
 
 
@@ -134,7 +134,7 @@ def _stack(data: Sequence[ScanPoint]):
             np.array([p.luminosity for p in data]))
 
 
-def scan_nll(values, names: Sequence[str], data: Sequence[ScanPoint], proc: Process, key, *,
+def scan_nll(values, names: Sequence[str], data: Sequence[ScanPoint], proc: Process, *, key,
              params: SMParams | None = None, n_points: int = 200_000):
     """Extended unbinned negative log-likelihood (module docstring) at parameter ``values``
     (array ``(k,)`` for the SMParams fields ``names``); pure and jittable, differentiable in
@@ -152,7 +152,7 @@ def scan_nll(values, names: Sequence[str], data: Sequence[ScanPoint], proc: Proc
     return jnp.sum(jnp.asarray(lumi, dtype) * sigma) - jnp.sum(log_m2)
 
 
-def fit_scan(data: Sequence[ScanPoint], proc: Process, start: dict, key, *,
+def fit_scan(data: Sequence[ScanPoint], proc: Process, start: dict, *, key,
              params: SMParams | None = None, n_points: int = 200_000, max_steps: int = 50,
              gtol: float = 1e-4, progress: bool = False) -> FitResult:
     """Minimise :func:`scan_nll` over the parameters in ``start`` (name -> initial value) with
@@ -176,7 +176,7 @@ def fit_scan(data: Sequence[ScanPoint], proc: Process, start: dict, key, *,
 
     @jax.jit
     def f(v):
-        return scan_nll(v, names, data, proc, key, params=params, n_points=n_points)
+        return scan_nll(v, names, data, proc, key=key, params=params, n_points=n_points)
 
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(f)
@@ -191,8 +191,9 @@ def fit_scan(data: Sequence[ScanPoint], proc: Process, start: dict, key, *,
     with jax.numpy_dtype_promotion("standard"):
         state = opt.init(x)
     history, converged, step = [], False, 0
-    bar = tqdm(range(max_steps), desc="fit", disable=not progress)
-    for step in bar:
+    bar = progress_bar(progress, total=max_steps, desc="fit")
+    for step in range(max_steps):
+        bar.update(1)
         x_new, state, value, grad = update(x, state)
         history.append((step, float(value), dict(zip(names, map(float, x), strict=True))))
         if float(jnp.linalg.norm(grad)) < gtol:
@@ -200,6 +201,7 @@ def fit_scan(data: Sequence[ScanPoint], proc: Process, start: dict, key, *,
             break
         x = x_new
         bar.set_postfix(nll=f"{float(value):.3f}")
+    bar.close()
     hess = np.asarray(jax.jit(jax.hessian(f))(x))
     eig = np.linalg.eigvalsh(0.5 * (hess + hess.T))
     if eig[0] <= 0:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io._tracks import TRACK_COV, TRACK_PARAMS
+from ..progress import progress_bar
 from ._jets import cluster, eta_phi, match, softdrop_mass
 from ._pythia import final_state, last_copies, make_pythia, weak_heavy_hadrons
 
@@ -245,12 +246,10 @@ def generate(
       workers: processes generating chunks of ``CHUNK_EVENTS`` events in parallel.
       bfield: solenoid field (T) for the track helices.
       resolution: :class:`difphys.vertex.TrackResolution` (default model when None).
-      progress: show a tqdm bar over events.
+      progress: a progress bar over events (True, False or a bar factory; :mod:`difphys.progress`).
 
     Returns: a :class:`GenerationReport` (events per second included).
     """
-    from tqdm.auto import tqdm
-
     from ..io import write_jetclass
 
     if sample not in SAMPLES:
@@ -265,7 +264,7 @@ def generate(
     plan = [(*p, seed) for p in _plan(sample, events)]
     results: dict[int, dict] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=events, unit="ev", desc=f"generate {sample}", disable=not progress)
+    bar = progress_bar(progress, total=events, desc=f"generate {sample}", unit="ev")
     if workers == 1:
         for i, task in enumerate(plan):
             results[i] = _run_chunk(task)

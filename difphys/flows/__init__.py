@@ -15,9 +15,6 @@ from ._metrics import importance_log_weights as importance_log_weights
 from ._metrics import log_z_estimate as log_z_estimate
 from ._metrics import sampling_efficiency as sampling_efficiency
 from ._metrics import unweighting_efficiency as unweighting_efficiency
-from ._sampling_job import SAMPLING_METHODS as SAMPLING_METHODS
-from ._sampling_job import sample_events as sample_events
-from ._sampling_job import vegas_sampler as vegas_sampler
 from ._spline_flow import SplineFlow as SplineFlow
 from ._spline_flow import coupling_masks as coupling_masks
 from ._spline_flow import make_spline_flow as make_spline_flow
@@ -32,3 +29,4 @@ from ._training import TrainState as TrainState
 from ._training import flow_from_state as flow_from_state
 from ._training import make_trainer as make_trainer
 from ._training import train as train
+from ._vegas import vegas_sampler as vegas_sampler

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..progress import progress_bar
 from ._ais import ais_init, ais_step
 from ._buffer import ReplayBuffer, buffer_add, buffer_adjust, buffer_init, buffer_sample
 
@@ -254,7 +255,6 @@ def train(
     ``callback(step, flow, state)`` runs every ``callback_every`` steps (e.g. evaluation).
     """
     import numpy as np
-    from tqdm.auto import tqdm
 
     optimizer = optax.adam(3e-4) if optimizer is None else optimizer
     init, step_fn = make_trainer(
@@ -264,8 +264,8 @@ def train(
     state = init(k_init) if state is None else state
     step_jit = jax.jit(step_fn)
     hist = {"loss": [], "grad_norm": [], "n_target_values": [], "n_target_grads": []}
-    bar = tqdm(range(steps), desc=f"train [{method}]", disable=not progress)
-    for i in bar:
+    bar = progress_bar(progress, total=steps, desc=f"train [{method}]")
+    for i in range(steps):
         state, info = step_jit(jax.random.fold_in(k_steps, i), state)
         if progress and (i % 20 == 0 or i == steps - 1):
             bar.set_postfix(loss=f"{float(info['loss']):.4g}")
@@ -275,5 +275,7 @@ def train(
         hist["n_target_grads"].append(state.n_target_grads)
         if callback is not None and callback_every and (i + 1) % callback_every == 0:
             callback(i + 1, flow_from_state(flow, state), state)
+        bar.update(1)
+    bar.close()
     history = {k: np.asarray(jnp.stack(v)) if v else np.zeros(0) for k, v in hist.items()}
     return flow_from_state(flow, state), state, history

@@ -11,6 +11,7 @@ from ._heads import EventClassifier as EventClassifier
 from ._heads import JetClassifier as JetClassifier
 from ._heads import MaskedParticleModel as MaskedParticleModel
 from ._heads import mpm_loss as mpm_loss
+from ._part import MODEL_SIZES as MODEL_SIZES
 from ._part import ParTConfig as ParTConfig
 from ._part import ParticleTransformer as ParticleTransformer
 from ._part import count_params as count_params

@@ -51,7 +51,7 @@ class MaskedParticleModel(nnx.Module):
         return self.head(self.norm(x))
 
 
-def mpm_loss(model: MaskedParticleModel, batch: dict, key, *, fraction: float = 0.4):
+def mpm_loss(model: MaskedParticleModel, batch: dict, *, key, fraction: float = 0.4):
     """Cross-entropy of the tokens (``batch["tokens"] (B, n)`` int) of a random ``fraction``
     of the real particles, hidden from the backbone. Every jet keeps at least one visible
     particle. Reports the token accuracy on hidden particles."""

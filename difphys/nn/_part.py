@@ -45,6 +45,10 @@ _EPS = 1e-5  # PyTorch's LayerNorm / BatchNorm epsilon
 _PAIR_CHUNK = 8192  # pairs per evaluation-mode MLP chunk: (8192, 64) float32 is 2 MiB
 
 
+MODEL_SIZES = ("tiny", "small", "full")
+"""The names :meth:`ParTConfig.named` knows, smallest first."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ParTConfig:
     """Architecture of :class:`ParticleTransformer`; the defaults are the paper's full model."""
@@ -70,6 +74,22 @@ class ParTConfig:
         base = dict(embed_dims=(64, 128, 64), pair_embed_dims=(32, 32), num_heads=4,
                     num_layers=3, num_cls_layers=1)
         return cls(**{**base, **overrides})
+
+    @classmethod
+    def named(cls, size: str, **overrides) -> ParTConfig:
+        """The configuration of a named size (:data:`MODEL_SIZES`): ``tiny`` (a few thousand
+        parameters, for demos and tests), ``small`` (:meth:`small`) or ``full`` (the
+        published ParT); ``overrides`` (e.g. ``num_classes``) replace fields. Every command
+        that takes ``--model`` uses this one map."""
+        if size == "tiny":
+            base = dict(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4,
+                        num_layers=2, num_cls_layers=1)
+            return cls(**{**base, **overrides})
+        if size == "small":
+            return cls.small(**overrides)
+        if size == "full":
+            return cls(**overrides)
+        raise ValueError(f"model size must be one of {MODEL_SIZES}; got {size!r}")
 
     @property
     def embed_dim(self) -> int:

@@ -178,7 +178,7 @@ class VertexTagger(nnx.Module):
         return out
 
 
-def tagger_loss(model: VertexTagger, batch: dict, key, *, aux_weight: float = 1.0):
+def tagger_loss(model: VertexTagger, batch: dict, *, key, aux_weight: float = 1.0):
     """Cross entropy on ``batch["label"]`` plus ``aux_weight`` x the per-track binary cross
     entropy of the weight logits against ``batch["hf"]`` (track from a b or c decay) over real
     tracks. Returns ``(loss, metrics)`` for :func:`difphys.train.fit`."""

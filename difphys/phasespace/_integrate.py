@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._montecarlo import batch_moments, streaming_mean
+from ._montecarlo import batch_moments, streaming_mean
 from ._rambo import rambo
 from ._unit_cube import from_unit_cube, unit_cube_dim
 from ._validate import prepare
@@ -60,11 +60,11 @@ def _batch_moments(f, sampler, batch_size, key, n_valid, sqrt_s, masses):
 
 def integrate(
     f: Callable[[Array], Array],
-    key: PRNGKeyArray,
     n_points: int,
     sqrt_s: Float[ArrayLike, ""],
     masses: Float[ArrayLike, " n"],
     *,
+    key: PRNGKeyArray,
     sampler: str = "rambo",
     batch_size: int = 65536,
     progress: bool = False,

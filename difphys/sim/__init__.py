@@ -18,6 +18,3 @@ __all__ = [
 from ._design import optimize_detector as optimize_detector  # noqa: E402
 
 __all__ += ["optimize_detector"]
-from ._design import detector_study as detector_study  # noqa: E402
-
-__all__ += ["detector_study"]

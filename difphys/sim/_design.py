@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from .. import stochad
+from ..progress import progress_bar
 from ._shower import DetectorConfig, objective
 
 
@@ -21,7 +21,7 @@ def _history_chunk(method, options, config, branching, optimizer, batch, n_steps
         theta, opt_state = carry
         keys = jax.random.split(key, batch)
         grads = jax.vmap(
-            lambda k: stochad.derivative_estimate(f, theta, k, method=method, **options)
+            lambda k: stochad.derivative_estimate(f, theta, key=k, method=method, **options)
         )(keys)
         grad = jnp.mean(grads)
         # a non-finite estimate (possible for the relaxed estimators) skips the update
@@ -81,7 +81,7 @@ def optimize_detector(
     thetas, losses = [], []
     done = 0
     runners = {}
-    bar = tqdm(total=steps, desc=f"optimize-detector [{method}]", disable=not progress)
+    bar = progress_bar(progress, total=steps, desc=f"optimize-detector [{method}]")
     while done < steps:
         n = min(chunk, steps - done)
         if n not in runners:
@@ -116,81 +116,3 @@ def optimize_detector(
         "final_theta": np.asarray(theta),
         "final_loss": np.asarray(final_loss),
     }
-
-
-def detector_study(
-    out_root,
-    *,
-    methods=("stochad", "score", "score_baseline", "gumbel", "straight_through", "fd"),
-    key=None,
-    fd_step: float = 1e-3,
-    progress: bool = True,
-    **kwargs,
-):
-    """Run :func:`optimize_detector` for each method; write ``summary.json`` and ``design.png``.
-
-    Each call writes a new ``optimize-detector-<timestamp>`` folder under ``out_root`` (nothing
-    is overwritten) and returns ``(folder, summary)``. ``kwargs`` go to ``optimize_detector``;
-    ``fd_step`` is the finite-difference step ``h``.
-    """
-    import json
-
-    from .._runs import new_run_dir
-
-    key = jax.random.key(0) if key is None else key
-    results = []
-    for method in methods:
-        options = {"h": fd_step} if method == "fd" else {}
-        results.append(
-            optimize_detector(key, method=method, options=options, progress=progress, **kwargs)
-        )
-    folder = new_run_dir(out_root, "optimize-detector")
-    summary = {
-        "objective": "E[(mean interaction radius - 2.0)^2], Adam on the ring's inner radius",
-        "results": [
-            {
-                "method": r["method"],
-                "options": r["options"],
-                "branching": r["branching"],
-                "theta0": r["theta0"],
-                "steps": r["steps"],
-                "batch": r["batch"],
-                "learning_rate": r["learning_rate"],
-                "final_theta": r["final_theta"].tolist(),
-                "final_loss": r["final_loss"].tolist(),
-                "median_final_loss": float(np.median(r["final_loss"])),
-            }
-            for r in results
-        ],
-    }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot(folder / "design.png", results)
-    return folder, summary
-
-
-def _plot(path, results):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_theta) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, r in enumerate(results):
-        colour = f"C{i}"
-        steps = np.arange(1, r["loss"].shape[1] + 1)
-        loss = np.median(r["loss"], axis=0)
-        # a running mean makes the noisy per-step batch loss readable
-        width = max(1, len(loss) // 20)
-        smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
-        ax_loss.plot(steps[width - 1 :], smooth, color=colour, label=r["method"])
-        ax_theta.plot(steps, np.median(r["theta"], axis=0), color=colour, label=r["method"])
-        lo, hi = np.quantile(r["theta"], [0.25, 0.75], axis=0)
-        ax_theta.fill_between(steps, lo, hi, color=colour, alpha=0.15)
-    ax_loss.set(
-        xlabel="Adam step", ylabel="batch loss (median over seeds, running mean)", yscale="log"
-    )
-    ax_theta.set(xlabel="Adam step", ylabel="ring inner radius theta (median, IQR)")
-    ax_loss.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -252,7 +252,7 @@ def _compiled(f, method, opts_items):
     return jax.jit(lambda theta, key, baseline: _estimate(f, method, opts, theta, key, baseline))
 
 
-def derivative_estimate(f, theta, key, *, method: str = "stochad", **options):
+def derivative_estimate(f, theta, *, key, method: str = "stochad", **options):
     """One sample of d/dtheta E[f(theta, key)] for a program with discrete randomness.
 
     Args:

@@ -13,9 +13,9 @@ import optax
 from flax import nnx
 
 from ..nn import VertexTagger, tagger_loss
-from ._classifier import _split
 from ._loop import fit
 from ._metrics import background_rejection, roc_auc
+from ._split import _split
 
 #: Inputs the tagger reads from :func:`difphys.io.jet_tracks` arrays.
 TAGGER_INPUTS = ("features", "mask", "params", "cov", "axis", "hf", "label")

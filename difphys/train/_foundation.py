@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ..progress import progress_bar
 from ._loop import fit
 
 STRATEGIES = ("frozen", "finetune", "scratch")
@@ -23,8 +24,6 @@ def fit_vqvae(model, features, mask, *, key, steps: int = 500, batch_size: int =
     ``mask (N, n)``: Adam on batches of ``batch_size`` particles, dead codes restarted every
     ``restart_every`` steps. Returns ``(model, history)`` with ``recon`` and the fraction of
     codes used per logged step."""
-    from tqdm.auto import tqdm
-
     pts = np.asarray(features, np.float32).reshape(-1, features.shape[-1])
     pts = pts[np.asarray(mask).reshape(-1)]
     if len(pts) < batch_size:
@@ -58,7 +57,9 @@ def fit_vqvae(model, features, mask, *, key, steps: int = 500, batch_size: int =
 
     history = []
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
-    for i in tqdm(range(steps), desc="vq-vae", disable=not progress):
+    bar = progress_bar(progress, total=steps, desc="vq-vae")
+    for i in range(steps):
+        bar.update(1)
         x = jnp.asarray(pts[rng.integers(0, len(pts), batch_size)])
         params, rest, opt_state, loss, metrics = step(params, rest, opt_state, x)
         if (i + 1) % restart_every == 0 and i + 1 < steps:
@@ -66,6 +67,7 @@ def fit_vqvae(model, features, mask, *, key, steps: int = 500, batch_size: int =
             history.append({"step": i + 1, "loss": float(loss),
                             "recon": float(metrics["recon"]), "codes_used": used})
             params, rest = restart(params, rest, jax.random.fold_in(key, i), x)
+    bar.close()
     nnx.update(model, params, rest)
     return model, history
 

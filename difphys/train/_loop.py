@@ -10,9 +10,7 @@ runs on one CPU, several GPUs, or several hosts after ``difphys.sharding.initial
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+
+from ..io import batches, trim_padding
+from ..progress import progress_bar
+from ..sharding import replicated
+from ._checkpoint import checkpoint_manager, restore_latest, save_step
 
 
 class TrainState(NamedTuple):
@@ -46,7 +49,7 @@ def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
 def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
     """The pure training step ``step(state, batch, key) -> (state, metrics)``.
 
-    ``loss_fn(model, batch, key) -> (loss, metrics)`` sees the merged model in training mode;
+    ``loss_fn(model, batch, *, key) -> (loss, metrics)`` sees the merged model in training mode;
     the key drives dropout. Non-finite losses or gradients skip the update (the step counter
     still advances) and report ``skipped = 1``.
     """
@@ -54,7 +57,7 @@ def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransfor
     def step(state: TrainState, batch: dict, key):
         def objective(params, rest):
             model = nnx.merge(graphdef, params, rest)
-            loss, metrics = loss_fn(model, batch, key)
+            loss, metrics = loss_fn(model, batch, key=key)
             return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
         # The other state (batch statistics) is traced along with the parameters, because NNX
@@ -78,7 +81,7 @@ def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransfor
     return step
 
 
-def classifier_loss(model, batch: dict, key) -> tuple[jax.Array, dict]:
+def classifier_loss(model, batch: dict, *, key) -> tuple[jax.Array, dict]:
     """Mean softmax cross-entropy of ``model(features, p4, mask, key=key)`` against the
     integer ``label``; reports the batch accuracy."""
     logits = model(batch["features"], batch["p4"], batch["mask"], key=key)
@@ -98,30 +101,6 @@ def _compiled_step(graphdef, loss_fn, optimizer):
 @functools.lru_cache(maxsize=8)
 def _compiled_forward(graphdef):
     return jax.jit(lambda s, f, p, m: nnx.merge(graphdef, s)(f, p, m))
-
-
-def _manager(directory):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
-
-
-def restore_latest(directory, state: TrainState) -> TrainState | None:
-    """The newest checkpoint in ``directory`` restored into the structure of ``state``, or
-    None when there is none."""
-    import orbax.checkpoint as ocp
-
-    if directory is None or not Path(directory).exists():
-        return None
-    manager = _manager(directory)
-    latest = manager.latest_step()
-    if latest is None:
-        return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-    manager.close()
-    return restored
 
 
 def fit(
@@ -158,11 +137,6 @@ def fit(
     batches at a time (:func:`difphys.io.epoch_batches`). Returns the trained model (updated
     in place) and the logged metrics (``step``, ``loss``, ``accuracy``, ...).
     """
-    from tqdm.auto import tqdm
-
-    from ..io import batches
-    from ..sharding import replicated
-
     optimizer = optax.adamw(1e-3) if optimizer is None else optimizer
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
@@ -177,9 +151,9 @@ def fit(
         state = jax.device_put(state, replicated(mesh))
     step_fn = _compiled_step(graphdef, loss_fn, optimizer)
     data_key, dropout_key = jax.random.split(key)
-    manager = _manager(checkpoint_dir) if checkpoint_dir is not None else None
+    manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
     history: list[dict] = []
-    bar = tqdm(total=steps, initial=min(start, steps), desc="train", disable=not progress)
+    bar = progress_bar(progress, total=steps, desc="train", initial=min(start, steps))
     try:
         for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh,
                                   trim=trim, trim_quantile=trim_quantile,
@@ -193,9 +167,7 @@ def fit(
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             bar.update(1)
             if manager is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == steps):
-                import orbax.checkpoint as ocp
-
-                manager.save(i + 1, args=ocp.args.StandardSave(state))
+                save_step(manager, i + 1, state)
     finally:
         bar.close()
         if manager is not None:
@@ -216,8 +188,6 @@ def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int =
     jets (20 particles on average, 128 padded) the batches shrink from the longest of 512
     random jets to about their own length. In evaluation mode every jet's logits depend on
     that jet alone, so the order changes nothing but float32 rounding (tested)."""
-    from ..io import trim_padding
-
     model.eval()
     graphdef, state = nnx.split(model)
     forward = _compiled_forward(graphdef)
@@ -245,10 +215,3 @@ def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int =
     logits = np.empty((n, out[0].shape[-1]), np.float32)
     logits[order] = np.concatenate(out)
     return logits
-
-
-def save_history(path, history: list[dict]) -> None:
-    """Write the logged metrics as JSON lines."""
-    with open(path, "w") as fh:
-        for row in history:
-            fh.write(json.dumps(row) + "\n")

@@ -72,3 +72,14 @@ def binary_metrics(scores, is_signal, efficiencies=(0.5, 0.3)) -> dict:
         if not np.isfinite(rej):
             out["rejection_lower_bound"] = int(np.sum(~is_signal))
     return out
+
+
+def class_logit(logits, k: int = 0) -> np.ndarray:
+    """log(p_k / (1 - p_k)) of softmax(logits) in float64: a score for class ``k`` against
+    the rest (``logits[:, 0] - logits[:, 1]`` for two classes) that does not saturate.
+
+    ``logits``: ``(n, classes)``; returns ``(n,)``."""
+    z = np.asarray(logits, dtype=np.float64)
+    rest = np.delete(z, k, axis=1)
+    top = rest.max(axis=1, keepdims=True)
+    return z[:, k] - (top[:, 0] + np.log(np.exp(rest - top).sum(axis=1)))

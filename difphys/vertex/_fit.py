@@ -31,9 +31,9 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from .._checks import is_concrete
-from .._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
 from . import _cpu_kernel
 from ._helix import _wrap, local_to_momentum, perigee_from_local, state_at_vertex
+from ._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
 from ._tracks import Perigee
 
 WEAK_PRIOR_SIGMA = 1e5  # mm
@@ -278,7 +278,7 @@ def _fit_one(
 def fit(
     tracks: Perigee,
     weights=None,
-    seed=None,
+    start=None,
     *,
     bfield,
     max_iter: int = 50,
@@ -292,7 +292,7 @@ def fit(
         tracks: :class:`Perigee` with ``params (..., n, 5)`` and ``cov (..., n, 5, 5)``.
         weights: per-track weights in [0, 1] ``(..., n)`` scaling each chi2 term (0 excludes a
             track; use it for padding). Default 1.
-        seed: starting vertex ``(..., 3)`` (default: the weighted mean of the perigee points).
+        start: starting vertex ``(..., 3)`` (default: the weighted mean of the perigee points).
         bfield: magnetic field along +z (T).
         max_iter: maximum Gauss-Newton iterations.
         tol: convergence threshold on the vertex step (mm); default 1e-9 (float64), 1e-4 (float32).
@@ -347,11 +347,11 @@ def fit(
         prior_position = jnp.zeros(3, dtype)
         prior_information = jnp.eye(3, dtype=dtype) / WEAK_PRIOR_SIGMA**2
     has_constraint = constraint is not None
-    seeds = None if seed is None else jnp.broadcast_to(jnp.asarray(seed, dtype), batch + (3,))
+    seeds = None if start is None else jnp.broadcast_to(jnp.asarray(start, dtype), batch + (3,))
     if use_kernel:
         return _fit_kernel(params, cov, weights, seeds, bfield, prior_position, prior_information,
                            jnp.asarray(tol, dtype), int(max_iter), has_constraint,
-                           seed is not None and not has_constraint)
+                           start is not None and not has_constraint)
     return _fit_batch(
         params,
         cov,
@@ -363,7 +363,7 @@ def fit(
         jnp.asarray(tol, dtype),
         max_iter=int(max_iter),
         has_constraint=has_constraint,
-        seeded_prior=(seed is not None and not has_constraint),
+        seeded_prior=(start is not None and not has_constraint),
     )
 
 

@@ -1,5 +1,5 @@
 """The second half of ``difphys demo``: compact runs of the vertex fit, stochastic AD, FAB and
-the foundation-model workflow, each with its own numerical check (see :mod:`difphys.demo`)."""
+the foundation-model workflow, each with its own numerical check (see :mod:`difphys.jobs.demo`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import kinematics as kin
+from .. import sim, stochad
+from ..vertex import Perigee, fit, simulate_tracks
+from .foundation import finetune_files, fit_tokenizer_files, pretrain_files
+from .sample import sample_events
+
 
 def vertex_step(key, n_jets: int = 2000, n_tracks: int = 6) -> dict:
     """Billoir fits of ``n_jets`` simulated displaced vertices (B = 2 T): pulls of the fitted
     position (unit width if the covariance is right) and the implicit gradient of the fitted x
     with respect to one track weight against a central finite difference."""
-    from .vertex import Perigee, fit, simulate_tracks
-
     k_dir, k_len, k_spread, k_mag, k_q, k_s = jax.random.split(key, 6)
     direction = jax.random.normal(k_dir, (n_jets, 3))
     direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
@@ -63,8 +67,6 @@ def vertex_step(key, n_jets: int = 2000, n_tracks: int = 6) -> dict:
 def stochad_step(key, n: int = 2000, steps: int = 30) -> dict:
     """Gradient of the toy detector's design loss at theta = 2.5 by stochastic AD and by the
     score function (both unbiased: they must agree), then ``steps`` Adam steps with stochad."""
-    from . import sim, stochad
-
     def f(theta, k):
         return sim.objective(theta, k)
 
@@ -73,7 +75,7 @@ def stochad_step(key, n: int = 2000, steps: int = 30) -> dict:
     out = {}
     for method in ("stochad", "score"):
         est = np.asarray(jax.jit(jax.vmap(
-            lambda k, m=method: stochad.derivative_estimate(f, theta, k, method=m)))(keys))
+            lambda k, m=method: stochad.derivative_estimate(f, theta, key=k, method=m)))(keys))
         out[method] = (float(est.mean()), float(est.std() / np.sqrt(n)))
     run = sim.optimize_detector(jax.random.fold_in(key, 1), steps=steps, progress=False,
                                 n_eval=500)
@@ -92,13 +94,9 @@ def stochad_step(key, n: int = 2000, steps: int = 30) -> dict:
 
 def fab_step(run_dir: Path, steps: int = 15, n_events: int = 200) -> tuple[dict, np.ndarray]:
     """A short FAB training on e+ e- -> W+ b W- b~ at 1 TeV, unweighted events to LHE."""
-    from .flows import sample_events
-
     summary, momenta = sample_events(
         method="fab", train_steps=steps, n_events=n_events, calibration=4000, batch=128,
         flow_layers=4, out=run_dir / "fab_events.lhe", progress=False)
-    from . import kinematics as kin
-
     m_top = np.asarray(kin.mass(jnp.asarray(momenta[:, 2] + momenta[:, 3])))
     summary = {k: summary[k] for k in ("process", "sqrt_s", "sigma_pb", "sigma_error_pb",
                                        "sampling_efficiency", "unweighting_efficiency",
@@ -120,8 +118,7 @@ def foundation_step(run_dir: Path, events: int = 1000, steps: int = 60) -> dict:
     except ImportError as err:
         return {"skipped": f"needs the data extra (pip install 'difphys[data]'): {err}",
                 "checks": {}}
-    from .data import generate
-    from .train import finetune_files, fit_tokenizer_files, pretrain_files
+    from ..data import generate
 
     folder = run_dir / "foundation"
     sample = generate("zpole", events, 5, folder / "zpole.root", workers=1, progress=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,21 +21,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
+from ..flows import (
+    TrainConfig,
+    flow_from_state,
+    log_z_estimate,
+    make_spline_flow,
+    make_trainer,
+    matrix_element_target,
+    sampling_efficiency,
+    unweighting_efficiency,
+    vegas_sampler,
+)
+from ..io import colour_tags, write_lhe
+from ..progress import progress_bar
 from ..sharding import make_mesh, shard_batch
-from ._metrics import log_z_estimate, sampling_efficiency, unweighting_efficiency
-from ._spline_flow import make_spline_flow
-from ._targets import matrix_element_target
-from ._training import TrainConfig, flow_from_state, make_trainer
+from ..train import restore_pytree, save_pytree
+from ._report import Report
 
 SAMPLING_METHODS = ("fab", "rkl", "vegas")
+_CHECKPOINT_META = "difphys_sampling.json"
 
 
-def _checkpointer():
-    import orbax.checkpoint as ocp
-
-    return ocp.StandardCheckpointer()
+def _save_checkpoint(checkpoint: Path, state, meta: dict) -> None:
+    """Save the sampler state in ``checkpoint/state`` without ever losing the last good copy:
+    write ``state.new``, then swap it in. Only a folder this job wrote (it holds
+    ``difphys_sampling.json``) has its ``state`` replaced; anything else is refused."""
+    target = checkpoint / "state"
+    if target.exists() and not (checkpoint / _CHECKPOINT_META).exists():
+        raise FileExistsError(f"{checkpoint} is not a difphys sampling checkpoint (no "
+                              f"{_CHECKPOINT_META}); refusing to replace {target}")
+    fresh, old = checkpoint / "state.new", checkpoint / "state.old"
+    for leftover in (fresh, old):  # our own scratch names from an interrupted save
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    save_pytree(fresh, state)
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    (checkpoint / _CHECKPOINT_META).write_text(json.dumps(meta))
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layers, lr=1e-3):
@@ -59,7 +86,7 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
     done = 0
     if checkpoint is not None:
         checkpoint = Path(checkpoint).absolute()
-        meta = checkpoint / "difphys_sampling.json"
+        meta = checkpoint / _CHECKPOINT_META
         if meta.exists():
             info = json.loads(meta.read_text())
             if info["method"] != method or info["process"] != target.process_name:
@@ -67,26 +94,19 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
                     f"checkpoint {checkpoint} is for {info['method']} / {info['process']}; "
                     f"not for {method} / {target.process_name}"
                 )
-            state = _checkpointer().restore(checkpoint / "state", state)
+            state = restore_pytree(checkpoint / "state", state)
             done = int(state.step)
     step_jit = jax.jit(step)
-    bar = tqdm(range(done, steps), desc=f"train [{method}]", disable=not progress)
-    for i in bar:
-        state, info_step = step_jit(jax.random.fold_in(key, 1000 + i), state)
-        if progress and i % 20 == 0:
-            bar.set_postfix(loss=f"{float(info_step['loss']):.4g}")
+    with progress_bar(progress, total=steps, desc=f"train [{method}]", initial=done) as bar:
+        for i in range(done, steps):
+            state, info_step = step_jit(jax.random.fold_in(key, 1000 + i), state)
+            if progress and i % 20 == 0:
+                bar.set_postfix(loss=f"{float(info_step['loss']):.4g}")
+            bar.update(1)
     if checkpoint is not None and steps > done:
-        ckpt = _checkpointer()
-        target_dir = checkpoint / "state"
-        if target_dir.exists():
-            import shutil
-
-            shutil.rmtree(target_dir)
-        ckpt.save(target_dir, state)
-        ckpt.wait_until_finished()
-        (checkpoint / "difphys_sampling.json").write_text(
-            json.dumps({"method": method, "process": target.process_name, "step": steps})
-        )
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        _save_checkpoint(checkpoint, state,
+                         {"method": method, "process": target.process_name, "step": steps})
     counts = (float(state.n_target_values), float(state.n_target_grads))
     return flow_from_state(flow, state), counts
 
@@ -106,42 +126,6 @@ def _flow_weighted(key, flow, target, n, mesh):
     return run(flow, target, z)
 
 
-def vegas_sampler(log_p, dim: int, train_evals: int, *, box=(0.0, 1.0), seed: int = 0,
-                  nitn: int = 10):
-    """Adapt a VEGAS grid (the ``vegas`` package) on ``box^dim`` with ``train_evals`` evaluations
-    of ``exp(log_p)`` (``log_p``: batched, ``(n, dim) -> (n,)``) in ``nitn`` iterations; return
-    ``weighted(n) -> (x (n, dim), log w (n,))`` drawing weighted events from the adapted grid.
-
-    One pass over ``random_batch()`` is one VEGAS iteration and ``sum(wgt * f)`` over it
-    estimates the integral, so one event's weight is ``wgt * f * (points in the pass)``;
-    ``E[w]`` is the integral.
-    """
-    import vegas
-
-    @vegas.lbatchintegrand
-    def f(x):
-        return np.exp(np.asarray(log_p(jnp.asarray(x))))
-
-    lo, hi = box
-    integ = vegas.Integrator(dim * [[lo, hi]], ran_array_generator=np.random.default_rng(seed).random)
-    integ(f, nitn=nitn, neval=max(int(train_evals) // nitn, 200))
-
-    def weighted(n):
-        us, lws = [], []
-        while sum(len(u) for u in us) < n:
-            xs, ws = [], []
-            for x, wgt in integ.random_batch():
-                xs.append(np.array(x))
-                ws.append(np.array(wgt) * f(x))
-            n_pass = sum(len(x) for x in xs)
-            us.append(np.concatenate(xs))
-            with np.errstate(divide="ignore"):
-                lws.append(np.log(np.concatenate(ws) * n_pass))
-        return np.concatenate(us)[:n], np.concatenate(lws)[:n]
-
-    return weighted
-
-
 def sample_events(
     process_name: str = "e+ e- > w+ b w- b~",
     sqrt_s: float = 1000.0,
@@ -159,11 +143,10 @@ def sample_events(
     progress: bool = True,
 ):
     """Train a sampler for ``process_name`` at ``sqrt_s`` (GeV), draw ``n_events`` unweighted
-    events and write them to the LHE file ``out`` (if given). Returns a summary dict with the
-    cross section (pb) and its error, sampling and unweighting efficiencies, the numbers of
-    target evaluations, and timings."""
-    from ..io import colour_tags, write_lhe
-
+    events and write them to the LHE file ``out`` (if given). Returns ``(report, momenta)``:
+    a :class:`Report` with the cross section (pb) and its error, sampling and unweighting
+    efficiencies, the numbers of target evaluations and timings, and the unweighted events'
+    momenta ``(n_events, n, 4)`` in GeV."""
     if method not in SAMPLING_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {SAMPLING_METHODS}")
     if n_events < 1:
@@ -179,8 +162,7 @@ def sample_events(
     chunk = max(n_dev, (8192 // n_dev) * n_dev)
     if method == "vegas":
         budget = train_steps * batch * 4 * 4 + train_steps * batch
-        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        weighted = vegas_sampler(jax.jit(jax.vmap(target.log_prob)), target.dim, budget, seed=seed)
+        weighted = vegas_sampler(jax.jit(jax.vmap(target.log_prob)), target.dim, budget, key=key)
         counts = (float(budget), 0.0)
     else:
         flow, counts = _train_flow(
@@ -211,7 +193,7 @@ def sample_events(
 
     rng = np.random.default_rng(seed)
     kept, n_tried, n_over = [], 0, 0
-    bar = tqdm(total=n_events, desc="unweighting", disable=not progress)
+    bar = progress_bar(progress, total=n_events, desc="unweighting")
     pool_u, pool_lw = u_cal, lw_cal
     while sum(len(k) for k in kept) < n_events:
         if pool_u is None:
@@ -238,7 +220,7 @@ def sample_events(
             overwrite=overwrite,
             comment=f"difphys sample {process_name} {method}",
         )
-    return {
+    values = {
         "process": process_name,
         "sqrt_s": sqrt_s,
         "method": method,
@@ -255,4 +237,17 @@ def sample_events(
         "total_seconds": time.perf_counter() - t0,
         "devices": n_dev,
         "out": None if out is None else str(out),
-    }, momenta
+    }
+    v = values
+    lines = (
+        f"process            {v['process']} at sqrt(s) = {v['sqrt_s']} GeV",
+        f"method             {v['method']} ({v['devices']} device(s))",
+        f"sigma              {v['sigma_pb']:.6g} +- {v['sigma_error_pb']:.2g} pb",
+        f"sampling eff.      {v['sampling_efficiency']:.4f}",
+        f"unweighting eff.   {v['unweighting_efficiency']:.4f} "
+        f"(robust, 0.1% overweight: {v['unweighting_efficiency_robust']:.4f})",
+        f"target evaluations {v['n_target_values_training']:.0f} values, "
+        f"{v['n_target_grads_training']:.0f} gradients (training)",
+        f"wrote {v['n_events']} unweighted events to {v['out']} in {v['total_seconds']:.1f} s",
+    )
+    return Report("sample", None if out is None else Path(out), values, lines), momenta

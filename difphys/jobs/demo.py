@@ -32,8 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import kinematics as kin
-from . import phasespace as ps
+from .. import amplitudes as amp
+from .. import kinematics as kin
+from .. import phasespace as ps
+from . import _story as st
+from ._plots import plot_demo, plot_story
+from ._report import Report
 from ._runs import new_run_dir
 
 
@@ -47,19 +51,13 @@ def _ones(p):
 
 def _sigma_mumu(sqrt_s: float, params) -> float:
     """Analytic sigma(e+ e- > mu+ mu-) with gamma + Z (massless), in pb."""
-    from .amplitudes import GEV2_TO_PB
-
     s = sqrt_s**2
     e2 = float(params.ee) ** 2
     sw2, cw2 = float(params.sw2), float(params.cw) ** 2
     chi = s / (s - float(params.MZ) ** 2 + 1j * float(params.MZ) * float(params.WZ))
     g = {"L": -0.5 + sw2, "R": sw2}
     total = sum(abs(e2 + g[i] * g[j] * e2 / (sw2 * cw2) * chi) ** 2 for i in "LR" for j in "LR")
-    return total / (48 * math.pi * s) * GEV2_TO_PB
-
-
-def _new_run_dir(root: Path) -> Path:
-    return new_run_dir(root, "demo")
+    return total / (48 * math.pi * s) * amp.GEV2_TO_PB
 
 
 def _pull(value, error, expected):
@@ -74,8 +72,8 @@ def run_demo(
     sqrt_s: float = 91.1876,
     progress: bool = True,
     story: bool = True,
-) -> dict:
-    """Run the demo and return the report; also write ``report.json``, ``demo.png`` and (with
+) -> Report:
+    """Run the demo and return its :class:`Report` (``values``: the JSON report); also write ``report.json``, ``demo.png`` and (with
     ``story``) ``story.png``.
 
     Args:
@@ -98,7 +96,7 @@ def run_demo(
     report: dict = {"sqrt_s_GeV": sqrt_s, "n_points": n_points, "seed": seed, "checks": {}}
 
     # 1. massless 3-body volume.
-    vol = ps.integrate(_ones, k_vol, n_points, rs, massless, sampler="unit_cube", progress=progress)
+    vol = ps.integrate(_ones, n_points, rs, massless, key=k_vol, sampler="unit_cube", progress=progress)
     exact = float(ps.massless_volume(3, rs))
     report["massless_3body_volume"] = {
         "monte_carlo": float(vol.value),
@@ -110,8 +108,8 @@ def run_demo(
 
     # 2. b b~ g: two independent samplers agree.
     mbbg = jnp.array([4.7, 4.7, 0.0])
-    r = ps.integrate(_ones, k_bbg_r, n_points, rs, mbbg, sampler="rambo", progress=progress)
-    u = ps.integrate(_ones, k_bbg_u, n_points, rs, mbbg, sampler="unit_cube", progress=progress)
+    r = ps.integrate(_ones, n_points, rs, mbbg, key=k_bbg_r, sampler="rambo", progress=progress)
+    u = ps.integrate(_ones, n_points, rs, mbbg, key=k_bbg_u, sampler="unit_cube", progress=progress)
     report["bbg_volume"] = {
         "rambo": float(r.value),
         "rambo_error": float(r.error),
@@ -124,7 +122,7 @@ def run_demo(
 
     # 3. gradient of I(sqrt s) = int s12 dPhi_3 through the sampler (common random numbers).
     def integral(e):
-        return ps.integrate(_s12, k_grad, n_points, e, massless, sampler="unit_cube").value
+        return ps.integrate(_s12, n_points, e, massless, key=k_grad, sampler="unit_cube").value
 
     value, grad = jax.value_and_grad(integral)(rs)
     h = 1e-3 * sqrt_s
@@ -142,17 +140,15 @@ def run_demo(
     }
 
     # 4. a cross section and its derivative with respect to a model parameter.
-    from . import amplitudes as amp
-
     proc = amp.process("e+ e- > mu+ mu-")
     params = amp.SMParams()
     k_xs = jax.random.fold_in(key, 4)
     n_xs = max(n_points // 10, 1000)
 
     def sigma_of_mz(mz):
-        return amp.cross_section(proc, rs, k_xs, n_xs, params.replace(MZ=mz)).value
+        return amp.cross_section(proc, rs, n_xs, params.replace(MZ=mz), key=k_xs).value
 
-    xs = amp.cross_section(proc, rs, k_xs, n_xs, params, progress=progress)
+    xs = amp.cross_section(proc, rs, n_xs, params, key=k_xs, progress=progress)
     dsig = float(jax.grad(sigma_of_mz)(params.MZ))
     h_mz = 1e-3
     dsig_fd = float((sigma_of_mz(params.MZ + h_mz) - sigma_of_mz(params.MZ - h_mz)) / (2 * h_mz))
@@ -182,14 +178,12 @@ def run_demo(
     )
     # Figure: Dalitz plot (flat for massless 3-body) and convergence of the volume estimate.
     p, w = ps.sample_batch(k_plot, 200_000, rs, massless, "unit_cube")
-    run_dir = _new_run_dir(Path(out_root))
-    _plot(run_dir / "demo.png", p, w, rs, exact)
+    run_dir = new_run_dir(Path(out_root), "demo")
+    plot_demo(run_dir / "demo.png", p, w, rs, exact)
     report["figure"] = str(run_dir / "demo.png")
     report["seconds_physics"] = round(time.perf_counter() - t0, 2)
 
     if story:
-        from . import _demo_story as st
-
         steps = [("vertex_fit", lambda: st.vertex_step(jax.random.fold_in(key, 5))),
                  ("stochastic_ad", lambda: st.stochad_step(jax.random.fold_in(key, 6))),
                  ("fab", lambda: st.fab_step(run_dir)),
@@ -205,82 +199,16 @@ def run_demo(
             result["seconds"] = round(time.perf_counter() - t_step, 1)
             report[name] = result
             checks.update({f"{name}:{k}": bool(v) for k, v in result.pop("checks").items()})
-        _plot_story(run_dir / "story.png", report, m_top)
+        plot_story(run_dir / "story.png", report, m_top)
         report["story_figure"] = str(run_dir / "story.png")
     report["all_checks_pass"] = all(checks.values())
     report["seconds"] = round(time.perf_counter() - t0, 2)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     report["report"] = str(run_dir / "report.json")
-    return report
+    return Report("demo", run_dir, report, tuple(format_report(report).splitlines()))
 
 
-def _plot(path: Path, p, w, rs, exact) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = float(rs) ** 2
-    x = np.asarray(_s12(p)) / s
-    y = np.asarray(kin.mass2(p[:, 1] + p[:, 2])) / s
-    weights = np.asarray(w)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    h = ax1.hist2d(
-        x, y, bins=40, weights=weights / weights.mean(), range=[[0, 1], [0, 1]], cmin=1e-9
-    )
-    fig.colorbar(h[3], ax=ax1, label="weighted events")
-    ax1.set_xlabel(r"$s_{12}/s$")
-    ax1.set_ylabel(r"$s_{23}/s$")
-    ax1.set_title(r"massless 3-body Dalitz plot (flat in theory)")
-    n = np.arange(1, weights.size + 1)
-    running = np.cumsum(weights) / n
-    sq = np.cumsum(weights**2) / n
-    err = np.sqrt(np.maximum(sq - running**2, 0.0) / n)
-    sel = np.unique(np.logspace(1, np.log10(weights.size), 200).astype(int)) - 1
-    ax2.fill_between(n[sel], (running - err)[sel] / exact, (running + err)[sel] / exact, alpha=0.3)
-    ax2.plot(n[sel], running[sel] / exact, label="unit-cube MC")
-    ax2.axhline(1.0, color="k", ls="--", label=r"analytic $s/(256\pi^3)$")
-    ax2.set_xscale("log")
-    ax2.set_xlabel("points")
-    ax2.set_ylabel(r"$\hat\Phi_3 / \Phi_3$")
-    ax2.set_title(rf"$\Phi_3$ estimate at $\sqrt{{s}}={float(rs):.4g}$ GeV")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_story(path: Path, report: dict, m_top) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    v = report["vertex_fit"]
-    axes[0].bar(["x", "y", "z"], v["pull_std_xyz"])
-    axes[0].axhline(1.0, color="k", ls="--")
-    axes[0].set_ylabel("std of (fit - true) / sigma")
-    axes[0].set_title(f"vertex pulls, {v['jets']} fits")
-    s = report["stochastic_ad"]
-    axes[1].errorbar([0, 1], [s["dloss_dtheta_stochad"], s["dloss_dtheta_score"]],
-                     yerr=[s["stochad_error"], s["score_error"]], fmt="o", capsize=4)
-    axes[1].set_xticks([0, 1], ["stochastic AD", "score function"])
-    axes[1].set_xlim(-0.5, 1.5)
-    axes[1].set_ylabel(r"$d\,E[\mathrm{loss}]/d\theta$ at $\theta=2.5$")
-    axes[1].set_title("unbiased gradient estimators of a discrete simulator")
-    if m_top is not None:
-        axes[2].hist(m_top, bins=np.linspace(150, 200, 26), histtype="step")
-        axes[2].axvline(173.0, color="k", ls="--", label="m_t = 173 GeV")
-        axes[2].set_xlabel("m(W+ b) of unweighted FAB events (GeV)")
-        axes[2].legend()
-        axes[2].set_title("e+ e- -> W+ b W- b~ at 1 TeV")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def format_report(report: dict) -> str:
+def format_report(report) -> str:
     """Human-readable summary of a demo report."""
     v, b, g = report["massless_3body_volume"], report["bbg_volume"], report["gradient"]
     x = report["cross_section"]

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
+
+from ..progress import progress_bar
 
 
 def batch_moments(values, n_valid):
@@ -40,7 +41,7 @@ def streaming_mean(
     n_batches = -(-n_points // batch_size)
     keys = jax.random.split(key, n_batches)
     count = mean = m2 = None
-    with tqdm(total=n_points, disable=not progress, unit="pt", desc=desc) as bar:
+    with progress_bar(progress, total=n_points, desc=desc, unit="pt") as bar:
         for i in range(n_batches):
             n_valid = min(batch_size, n_points - i * batch_size)
             c, mu, s2 = batch_fn(keys[i], n_valid)

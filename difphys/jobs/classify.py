@@ -7,49 +7,18 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import optax
 from flax import nnx
 
-from ._loop import fit, predict, save_history
-from ._metrics import accuracy, binary_metrics, roc_curve
-
-
-def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(training, held-out)`` indices of ``n`` examples, the held-out fraction drawn
-    by a seeded permutation (shared by ``difphys train`` and ``difphys finetune``)."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"the held-out fraction must lie in (0, 1); got {val_fraction}")
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(val_fraction * n)))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def class_logit(logits, k: int = 0) -> np.ndarray:
-    """log(p_k / (1 - p_k)) of softmax(logits) in float64: a score for class ``k`` against
-    the rest (``logits[:, 0] - logits[:, 1]`` for two classes) that does not saturate."""
-    z = np.asarray(logits, dtype=np.float64)
-    rest = np.delete(z, k, axis=1)
-    top = rest.max(axis=1, keepdims=True)
-    return z[:, k] - (top[:, 0] + np.log(np.exp(rest - top).sum(axis=1)))
-
-
-def _plot_roc(path, eff_s, eff_b, auc, label):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    keep = eff_b > 0
-    ax.semilogy(eff_s[keep], 1.0 / eff_b[keep], label=f"{label} (AUC {auc:.3f})")
-    ax.set_xlabel("signal efficiency")
-    ax.set_ylabel("background rejection 1 / eff_bkg")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+from ..io import load_jets
+from ..nn import ParTConfig, ParticleTransformer, count_params
+from ..sharding import make_mesh
+from ..train import accuracy, binary_metrics, class_logit, fit, predict, roc_curve
+from ..train._split import _split
+from ._classes import SIGNAL_CLASS
+from ._plots import plot_roc
+from ._report import Report
+from ._runs import prepare_run_dir, save_history
 
 
 def train_jet_classifier(
@@ -70,9 +39,9 @@ def train_jet_classifier(
     trim: int | None = None,
     trim_quantile: float | tuple[float, float] | None = None,
     bucket: int | None = None,
-) -> dict:
-    """Train a Particle Transformer to tell the ``labels`` classes apart (class 0 is the
-    signal in the ROC metrics) and evaluate it on a held-out split.
+) -> Report:
+    """Train a Particle Transformer to tell the ``labels`` classes apart (class 0, the first
+    label, is the signal in the ROC metrics: :data:`SIGNAL_CLASS`) and evaluate it on a held-out split.
 
     Writes to the folder ``out``: ``config.json``, ``history.jsonl`` (loss, accuracy per
     logged step), ``checkpoints/`` (orbax, for ``resume``), ``metrics.json`` (validation ROC
@@ -85,12 +54,8 @@ def train_jet_classifier(
     ``trim``) groups training jets of similar length into the same batch
     (:func:`difphys.io.epoch_batches`).
     An existing ``out`` is refused unless ``resume``, which continues its checkpoint with the
-    recorded configuration. Returns the metrics.
+    recorded configuration. Returns a :class:`Report` with the metrics.
     """
-    from ..io import load_jets
-    from ..nn import ParTConfig, ParticleTransformer, count_params
-    from ..sharding import make_mesh
-
     out = Path(out)
     config = dict(files=[str(f) for f in ([files] if isinstance(files, (str, Path)) else files)],
                   labels=list(labels), model_size=model_size, steps=steps,
@@ -103,27 +68,13 @@ def train_jet_classifier(
                                    else trim_quantile)  # as JSON reads it back
     if bucket is not None:
         config["bucket"] = bucket
-    if model_size not in ("small", "full"):
-        raise ValueError(f"model_size must be 'small' or 'full'; got {model_size!r}")
-    if out.exists() and any(out.iterdir()):
-        if not resume:
-            raise FileExistsError(f"{out} exists; pass resume=True (--resume) to continue it")
-        recorded = json.loads((out / "config.json").read_text())
-        changed = {k for k in set(config) | set(recorded)
-                   if k != "steps" and recorded.get(k) != config.get(k)}
-        if changed:
-            raise ValueError(f"--resume with a different configuration: {sorted(changed)} "
-                             f"differ from {out / 'config.json'}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    cfg = ParTConfig.named(model_size, num_classes=len(labels))  # refuses unknown sizes
+    out = prepare_run_dir(out, config, policy="resume" if resume else "new")
 
     data = load_jets(config["files"], labels, max_particles=max_particles)
     train_idx, val_idx = _split(len(data["label"]), val_fraction, seed)
     train = {k: v[train_idx] for k, v in data.items()}
     val = {k: v[val_idx] for k, v in data.items()}
-    n_classes = len(labels)
-    cfg = (ParTConfig.small(num_classes=n_classes) if model_size == "small"
-           else ParTConfig(num_classes=n_classes))
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(seed))
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(100, steps // 10 + 1),
                                                   steps)
@@ -136,8 +87,8 @@ def train_jet_classifier(
                          trim_quantile=trim_quantile, bucket=bucket)
     train_seconds = time.perf_counter() - t0
     logits = predict(model, val, trim=trim)
-    score = class_logit(logits, 0)
-    is_signal = val["label"] == 0
+    score = class_logit(logits, SIGNAL_CLASS)
+    is_signal = val["label"] == SIGNAL_CLASS
     eff_s, eff_b = roc_curve(score, is_signal)
     roc = binary_metrics(score, is_signal)
     metrics = {
@@ -156,6 +107,18 @@ def train_jet_classifier(
     }
     save_history(out / ("history.jsonl" if not resume else "history_resumed.jsonl"), history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _plot_roc(out / "roc.png", eff_s, eff_b, metrics["val_auc"],
-              f"{labels[0]} vs {', '.join(labels[1:])}")
-    return metrics
+    plot_roc(out / "roc.png", eff_s, eff_b, metrics["val_auc"],
+             f"{labels[0]} vs {', '.join(labels[1:])}")
+
+    def rej(x):
+        return f"> {metrics['rejection_lower_bound']} (no background passes)" if x is None \
+            else f"{x:.1f}"
+
+    lines = (f"{labels[0]} vs {', '.join(labels[1:])}: {metrics['train_jets']} training / "
+             f"{metrics['val_jets']} validation jets, {metrics['params']} parameters, "
+             f"{metrics['devices']} device(s)",
+             f"validation ROC AUC {metrics['val_auc']:.4f}, accuracy "
+             f"{metrics['val_accuracy']:.4f}, rejection {rej(metrics['rejection_at_50'])} at 50% "
+             f"and {rej(metrics['rejection_at_30'])} at 30% signal efficiency",
+             f"wrote {out}/metrics.json, roc.png, history and checkpoints")
+    return Report("train", out, metrics, lines)

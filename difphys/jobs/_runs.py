@@ -1,0 +1,88 @@
+"""The one run-folder policy of the ``difphys`` commands.
+
+* :func:`new_run_dir` — commands that take a parent folder (``demo``, ``optimize-detector``):
+  every run gets a new ``<prefix>-<timestamp>`` folder; existing runs are never touched.
+* :func:`prepare_run_dir` — commands that take the run folder itself (``train``, ``tokenize``,
+  ``pretrain``, ``finetune``): ``policy`` is
+
+  - ``"new"``: the folder must not exist or be empty;
+  - ``"overwrite"``: an existing folder is written into (files of the same names replaced),
+    but only if it is a difphys run folder (it holds ``config.json``); anything else is
+    refused, so a mistyped path never overwrites a user's files;
+  - ``"resume"``: the folder must hold the ``config.json`` of an earlier run whose settings
+    equal these, except the keys in ``may_change`` (e.g. ``steps``); a difference is refused
+    with the list ``key: recorded -> now``.
+
+  In every case ``config.json`` is (re)written with the run's settings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+RUN_POLICIES = ("new", "overwrite", "resume")
+
+
+def new_run_dir(root: str | Path, prefix: str) -> Path:
+    """Create and return ``root/<prefix>-<timestamp>[-i]``; existing runs are never touched."""
+    root = Path(root)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        run = root / (f"{prefix}-{stamp}" if i == 0 else f"{prefix}-{stamp}-{i}")
+        try:
+            run.mkdir(parents=True, exist_ok=False)
+            return run
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under {root}")
+
+
+def _jsonable(value):
+    """``value`` as JSON reads it back (tuples become lists), for comparing configurations."""
+    return json.loads(json.dumps(value))
+
+
+def config_diff(recorded: Mapping, config: Mapping, may_change: Iterable[str] = ()) -> list[str]:
+    """``key: recorded -> now`` for every setting that differs (keys in ``may_change`` aside)."""
+    skip = set(may_change)
+    now = _jsonable(dict(config))
+    return [f"{k}: {recorded.get(k)!r} -> {now.get(k)!r}"
+            for k in sorted(set(recorded) | set(now))
+            if k not in skip and recorded.get(k) != now.get(k)]
+
+
+def prepare_run_dir(out, config: Mapping, *, policy: str = "new",
+                    may_change: Iterable[str] = ("steps",)) -> Path:
+    """Apply the run-folder ``policy`` (module docstring) to ``out`` and write
+    ``out/config.json``; returns ``out`` as a :class:`~pathlib.Path`."""
+    if policy not in RUN_POLICIES:
+        raise ValueError(f"unknown run-folder policy {policy!r}; choose from {RUN_POLICIES}")
+    out = Path(out)
+    used = out.exists() and any(out.iterdir())
+    recorded_path = out / "config.json"
+    if used and policy == "new":
+        raise FileExistsError(f"{out} exists and is not empty; pass --resume to continue it "
+                              f"or --overwrite to replace it")
+    if used and policy == "overwrite" and not recorded_path.exists():
+        raise FileExistsError(f"{out} is not a difphys run folder (no config.json); "
+                              f"refusing to overwrite it")
+    if policy == "resume":
+        if not recorded_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {recorded_path} does not exist")
+        diff = config_diff(json.loads(recorded_path.read_text()), config, may_change)
+        if diff:
+            raise ValueError(f"--resume with a different configuration than "
+                             f"{recorded_path}: " + "; ".join(diff))
+    out.mkdir(parents=True, exist_ok=True)
+    recorded_path.write_text(json.dumps(_jsonable(dict(config)), indent=2))
+    return out
+
+
+def save_history(path, history) -> None:
+    """Write logged metrics (a sequence of mappings) as JSON lines."""
+    with open(path, "w") as fh:
+        for row in history:
+            fh.write(json.dumps(dict(row)) + "\n")

@@ -1,0 +1,91 @@
+"""Checkpoints: the one module of difphys's libraries that talks to orbax.
+
+Three uses share it: the training loop's step checkpoints (:func:`checkpoint_manager`,
+:func:`restore_latest`, :func:`save_step`), a trained module's state
+(:func:`save_module` / :func:`load_module`) and any PyTree of arrays, such as a flow's
+training state (:func:`save_pytree` / :func:`restore_pytree`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+
+def checkpoint_manager(directory, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    """An orbax manager of numbered step checkpoints in ``directory`` (created if missing),
+    keeping the newest ``max_to_keep``."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save_step(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Save ``state`` (any PyTree of arrays) as step ``step`` (asynchronous; the manager's
+    ``wait_until_finished`` makes it durable)."""
+    manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def restore_latest(directory, state: Any) -> Any | None:
+    """The newest step checkpoint in ``directory`` restored into the structure of ``state``,
+    or None when there is none."""
+    if directory is None or not Path(directory).exists():
+        return None
+    manager = checkpoint_manager(directory)
+    latest = manager.latest_step()
+    if latest is None:
+        manager.close()
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    manager.close()
+    return restored
+
+
+def save_pytree(directory, tree: Any) -> Path:
+    """Write ``tree`` (a PyTree of arrays) to the new folder ``directory`` and wait until it
+    is on disk; an existing ``directory`` is refused (save to a fresh name, then rename, so
+    that a crash never loses the previous copy)."""
+    directory = Path(directory).absolute()
+    if directory.exists():
+        raise FileExistsError(f"{directory} exists; checkpoints are written to new folders")
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(directory, tree)
+    ckpt.wait_until_finished()
+    return directory
+
+
+def restore_pytree(directory, like: Any) -> Any:
+    """The PyTree saved by :func:`save_pytree` in ``directory``, restored into the structure,
+    shapes and dtypes of ``like``."""
+    directory = Path(directory).absolute()
+    if not directory.exists():
+        raise FileNotFoundError(f"no saved state in {directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return ocp.StandardCheckpointer().restore(directory, abstract)
+
+
+def save_module(folder, module: nnx.Module, meta: dict) -> Path:
+    """Write ``module``'s state (orbax, ``folder/state``) and ``meta`` (``folder/meta.json``)."""
+    folder = Path(folder).absolute()
+    state = nnx.state(module)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(folder / "state", state, force=True)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_module(folder, module: nnx.Module) -> nnx.Module:
+    """Restore the state saved by :func:`save_module` into ``module`` (same structure)."""
+    folder = Path(folder).absolute()
+    if not (folder / "state").exists():
+        raise FileNotFoundError(f"no saved module state in {folder}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.state(module))
+    with ocp.StandardCheckpointer() as ckpt:
+        state = ckpt.restore(folder / "state", abstract)
+    nnx.update(module, state)
+    return module

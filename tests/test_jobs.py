@@ -1,0 +1,89 @@
+"""The application layer: run-folder policy, reports, and that nothing a user owns is lost."""
+
+import json
+
+import pytest
+
+from difphys.jobs import Report, new_run_dir, prepare_run_dir
+from difphys.progress import progress_bar
+
+
+def test_new_policy_refuses_a_used_folder_and_names_the_flags(tmp_path):
+    out = prepare_run_dir(tmp_path / "run", {"steps": 3, "lr": 0.1})
+    assert json.loads((out / "config.json").read_text()) == {"steps": 3, "lr": 0.1}
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        prepare_run_dir(out, {"steps": 3, "lr": 0.1})
+
+
+def test_resume_policy_lists_every_changed_setting(tmp_path):
+    out = prepare_run_dir(tmp_path / "run", {"steps": 3, "lr": 0.1, "labels": ("a", "b")})
+    # steps may grow; tuples compare as JSON lists
+    prepare_run_dir(out, {"steps": 9, "lr": 0.1, "labels": ["a", "b"]}, policy="resume")
+    assert json.loads((out / "config.json").read_text())["steps"] == 9
+    with pytest.raises(ValueError, match=r"lr: 0\.1 -> 0\.2; seed: None -> 4"):
+        prepare_run_dir(out, {"steps": 9, "lr": 0.2, "labels": ["a", "b"], "seed": 4},
+                        policy="resume")
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        prepare_run_dir(tmp_path / "fresh", {"steps": 1}, policy="resume")
+
+
+def test_overwrite_policy_refuses_a_folder_difphys_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a difphys run folder"):
+        prepare_run_dir(mine, {"steps": 1}, policy="overwrite")
+    assert (mine / "thesis.tex").read_text() == "precious"
+    with pytest.raises(ValueError, match="unknown run-folder policy"):
+        prepare_run_dir(tmp_path / "x", {}, policy="append")
+
+
+def test_timestamped_runs_never_collide(tmp_path):
+    a, b = new_run_dir(tmp_path, "demo"), new_run_dir(tmp_path, "demo")
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_report_summary_and_values():
+    r = Report("train", None, {"auc": 0.9}, ("line one", "line two"))
+    assert r.summary() == "line one\nline two"
+    assert r["auc"] == 0.9 and dict(r) == {"auc": 0.9}
+    assert json.loads(r.to_json()) == {"command": "train", "folder": None, "auc": 0.9}
+
+
+def test_progress_bar_accepts_a_factory_and_refuses_garbage():
+    seen = []
+
+    class Recorder:
+        def __init__(self, *, total, desc, unit, initial):
+            seen.append(("open", total, desc, initial))
+
+        def update(self, n=1):
+            seen.append(("update", n))
+
+        def set_postfix(self, **values):
+            seen.append(("postfix", values))
+
+        def close(self):
+            seen.append(("close",))
+
+    with progress_bar(Recorder, total=3, desc="x", initial=1) as bar:
+        bar.update(2)
+    assert seen == [("open", 3, "x", 1), ("update", 2), ("close",)]
+    with progress_bar(False, total=3, desc="x") as bar:
+        bar.update(1)  # silent
+    with pytest.raises(TypeError, match="progress must be"):
+        progress_bar("yes", total=1, desc="x")
+
+
+def test_sample_checkpoint_never_deletes_a_users_folder(tmp_path):
+    """``difphys sample --checkpoint DIR`` on a folder it did not write: refused, file kept."""
+    from difphys.cli import main
+
+    ck = tmp_path / "ck"
+    (ck / "state").mkdir(parents=True)
+    (ck / "state" / "precious.txt").write_text("mine")
+    args = ["sample", "--method", "rkl", "--steps", "2", "--batch", "32", "--events", "5",
+            "--flow-layers", "2", "--calibration", "200", "--out", str(tmp_path / "e.lhe"),
+            "--checkpoint", str(ck), "--quiet"]
+    assert main(args) == 2
+    assert (ck / "state" / "precious.txt").read_text() == "mine"
