@@ -82,7 +82,7 @@ def test_kernel_matches_xla_with_constraint_seed_and_tolerances(key):
     tracks = _jets(key, 10, 20)  # 20 tracks: two blocks of SIMD lanes, the second padded
     spot = vx.BeamSpot(jnp.array([0.1, -0.2, 0.5]), jnp.diag(jnp.array([0.01, 0.01, 4.0])))
     for kw in (dict(constraint=spot, tol=1e-4, max_iter=2),
-               dict(seed=jnp.array([1.0, 1.0, 0.0]))):
+               dict(start=jnp.array([1.0, 1.0, 0.0]))):
         _compare(vx.fit(tracks, bfield=B, backend="kernel", **kw),
                  vx.fit(tracks, bfield=B, backend="xla", **kw))
 
