@@ -93,7 +93,7 @@ def _split(n, test_fraction, seed):
 
 def _evaluate(model, test):
     score = class_logit(predict(model, test, batch_size=256), 1)
-    return binary_metrics(score, test["label"] == 1, efficiencies=(0.5,))
+    return binary_metrics(score, test["label"] == 1, efficiencies=(0.5,)).record()
 
 
 def _pretrain(cfg, pool_jets, key, log):

@@ -69,3 +69,22 @@ def random_rotation(key: PRNGKeyArray, p: ArrayLike) -> Array:
     axis = jax.random.normal(k1, (3,), dtype=jnp.asarray(p).dtype)
     angle = 2 * jnp.pi * jax.random.uniform(k2, (), dtype=axis.dtype)
     return rotate(p, axis, angle)
+
+
+def run_on_fake_cpu_devices(script: str, *, devices: int = 4, expect: str,
+                            timeout: float = 600) -> str:
+    """Run the Python source ``script`` in a fresh interpreter that sees ``devices`` fake
+    CPU devices (``--xla_force_host_platform_device_count``; the flag must be set before JAX
+    starts, hence the subprocess) and return its standard output. Raises ``AssertionError``
+    with the end of its standard error if it fails or does not print ``expect``."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert expect in out.stdout, out.stdout[-3000:]
+    return out.stdout

@@ -428,17 +428,9 @@ print("SHARDED-SAMPLING-OK")
 
 
 def test_flow_event_generation_is_sharded_over_four_devices():
-    import os
-    import subprocess
-    import sys
+    from difphys.testing import run_on_fake_cpu_devices
 
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run([sys.executable, "-c", SHARDED_SAMPLING], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "SHARDED-SAMPLING-OK" in out.stdout
+    run_on_fake_cpu_devices(SHARDED_SAMPLING, expect="SHARDED-SAMPLING-OK", timeout=300)
 
 
 def test_sample_events_with_vegas_baseline(ee_wbwb_sigma):

@@ -290,7 +290,7 @@ def test_pair_bias_equals_the_upper_triangle_expansion(key, n, train_mode):
 def test_evaluation_pair_mlp_chunking_changes_nothing(key, monkeypatch):
     """In evaluation mode the pair MLP runs a few jets at a time (lax.map with a remainder
     when the batch does not divide); the bias equals the one-pass result."""
-    from difphys.nn import _part
+    from difphys.nn import _layers
 
     model = _model(dtype=jnp.float32)
     model.eval()
@@ -298,7 +298,7 @@ def test_evaluation_pair_mlp_chunking_changes_nothing(key, monkeypatch):
     per_jet = 12 * 7
     whole = model.embed_pairs(p4, mask, jnp.float32)
     for jets in (1, 2):
-        monkeypatch.setattr(_part, "_PAIR_CHUNK", jets * per_jet)
+        monkeypatch.setattr(_layers, "_PAIR_CHUNK", jets * per_jet)
         np.testing.assert_allclose(np.asarray(model.embed_pairs(p4, mask, jnp.float32)),
                                    np.asarray(whole), rtol=1e-6, atol=1e-6)
 
@@ -308,7 +308,7 @@ def test_standardise_closed_form_derivative_equals_autodiff(key):
     autodiff of the formula it replaces, in forward and reverse mode (float64), and the
     LayerNorm built on it is ``(x - mean) / sqrt(var + eps) * scale + bias`` (two-pass
     variance)."""
-    from difphys.nn import _part
+    from difphys.nn import _layers
 
     def plain(x):
         mean = jnp.mean(x, axis=-1, keepdims=True)
@@ -319,7 +319,7 @@ def test_standardise_closed_form_derivative_equals_autodiff(key):
     x = 3.0 + 2.0 * jax.random.normal(kx, (4, 6, 9), jnp.float64)
     tangent = jax.random.normal(kt, x.shape, jnp.float64)
     cot = jax.random.normal(kc, x.shape, jnp.float64)
-    ours = lambda z: _part._standardise(z, 1e-5)  # noqa: E731
+    ours = lambda z: _layers._standardise(z, 1e-5)  # noqa: E731
     y, dy = jax.jvp(ours, (x,), (tangent,))
     y_ref, dy_ref = jax.jvp(plain, (x,), (tangent,))
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-12, atol=1e-12)
@@ -336,5 +336,5 @@ def test_standardise_closed_form_derivative_equals_autodiff(key):
     centred = x - jnp.mean(x, axis=-1, keepdims=True)
     expected = (centred / jnp.sqrt(jnp.mean(centred**2, axis=-1, keepdims=True) + 1e-5)
                 * norm.scale[...] + norm.bias[...])
-    np.testing.assert_allclose(np.asarray(_part._apply_norm(norm, x)), np.asarray(expected),
+    np.testing.assert_allclose(np.asarray(_layers._apply_norm(norm, x)), np.asarray(expected),
                                rtol=1e-10, atol=1e-12)

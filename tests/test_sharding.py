@@ -1,8 +1,5 @@
 """Multi-device helpers, tested on 4 fake CPU devices in a subprocess."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -10,6 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from difphys import sharding
+from difphys.testing import run_on_fake_cpu_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -48,14 +46,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_equals_unsharded_on_four_fake_devices():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "SHARDING-OK" in out.stdout
+    run_on_fake_cpu_devices(SCRIPT, expect="SHARDING-OK", timeout=300)
 
 
 def test_single_device_mesh_and_errors():

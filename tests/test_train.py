@@ -3,9 +3,6 @@
 import dataclasses
 import itertools
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -17,6 +14,7 @@ from flax import nnx
 
 from difphys.io import batches, epoch_order
 from difphys.nn import ParTConfig, ParticleTransformer
+from difphys.testing import run_on_fake_cpu_devices
 from difphys.train import accuracy, background_rejection, fit, roc_auc, roc_curve
 
 TINY = ParTConfig(embed_dims=(16,), pair_embed_dims=(8,), num_heads=2, num_layers=1,
@@ -168,12 +166,7 @@ SHARDED = textwrap.dedent(
 
 
 def test_sharded_step_on_four_fake_devices_matches_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "SHARDED-TRAIN-OK" in out.stdout
+    run_on_fake_cpu_devices(SHARDED, expect="SHARDED-TRAIN-OK")
 
 
 def test_trim_padding_keeps_every_real_particle_and_rounds_up():
@@ -369,3 +362,24 @@ def test_fit_with_length_buckets_resumes_bit_identically(key, tmp_path):
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(whole, fresh, strict=True)) > 1e-3
     for a, b in zip(whole, resumed, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+_TRACES = []
+
+
+def _counting_loss(model, batch, *, key):
+    _TRACES.append(1)  # runs once per trace (compilation), not per step
+    from difphys.train import classifier_loss
+
+    return classifier_loss(model, batch, key=key)
+
+
+def test_a_second_fit_call_does_not_recompile(key):
+    """The compiled step is cached per (model structure, loss, optimiser): a second ``fit``
+    with the default optimiser reuses it (one trace in total)."""
+    data = _toy_data(key)
+    _TRACES.clear()
+    for seed in (1, 2):
+        fit(ParticleTransformer(TINY, rngs=nnx.Rngs(seed)), data, steps=2, batch_size=16,
+            key=jax.random.fold_in(key, seed), loss_fn=_counting_loss, progress=False)
+    assert len(_TRACES) == 1

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..phasespace._montecarlo import batch_moments, streaming_mean
-from ..progress import progress_bar
 from ._params import SMParams
-from ._processes import Process
+from ._process import Process
 
 #: (hbar c)^2 in pb GeV^2 (PDG: 0.3893793721 GeV^2 mbarn).
 GEV2_TO_PB = 0.3893793721e9
@@ -35,14 +34,24 @@ class Histogram(NamedTuple):
     errors: jax.Array
 
 
+def sigma_integrand(proc: Process, u, sqrt_s, params: SMParams, *, mapping: str = "auto"):
+    """The cross-section integrand on the unit cube: ``(momenta (..., n, 4), w (...))`` with
+    ``w = |M|^2 x (phase-space weight) / (2 s)`` in pb, so that ``E_u[w] = sigma`` for ``u``
+    uniform on ``[0, 1]^proc.phase_space_dim``. The one place the flux factor and the unit
+    conversion are written: :func:`cross_section`, :func:`dsigma`, :mod:`difphys.analysis` and
+    :class:`difphys.flows.MatrixElementTarget` all use it. ``mapping`` is that of
+    :meth:`Process.phase_space`."""
+    momenta, weight = proc.phase_space(u, sqrt_s, params, mapping=mapping)
+    s = jnp.asarray(sqrt_s, weight.dtype) ** 2
+    return momenta, weight * proc(momenta, params) / (2.0 * s) * GEV2_TO_PB
+
+
 def _event_weights(proc, cuts, key, batch_size, sqrt_s, params):
     dim = proc.phase_space_dim
     dtype = params.MZ.dtype
     eps = jnp.finfo(dtype).eps
     u = jax.random.uniform(key, (batch_size, dim), dtype, minval=eps, maxval=1.0 - eps)
-    momenta, weight = proc.phase_space(u, sqrt_s, params)
-    s = jnp.asarray(sqrt_s, dtype) ** 2
-    values = weight * proc(momenta, params) / (2.0 * s) * GEV2_TO_PB
+    momenta, values = sigma_integrand(proc, u, sqrt_s, params)
     if cuts is not None:
         values = jnp.where(cuts(momenta), values, 0.0)
     return momenta, values
@@ -76,13 +85,16 @@ def cross_section(
     cuts: Callable | None = None,
     batch_size: int = 32768,
     progress: bool = False,
+    loop: str = "python",
 ) -> CrossSection:
     """Partonic cross section ``sigma = (1 / 2s) int |M|^2 dPhi`` (pb) at fixed ``sqrt_s`` (GeV).
 
     Points are uniform on the process's unit cube (:meth:`Process.phase_space`). ``cuts`` is
     an optional jnp function ``momenta (batch, n, 4) -> bool (batch,)`` (must be hashable: a
     module-level function). Differentiable with respect to ``params`` and ``sqrt_s`` with
-    common random numbers (same ``key``).
+    common random numbers (same ``key``). ``loop="scan"`` makes the whole estimate one
+    traceable ``lax.scan`` (for use inside ``jit``/``vmap``, e.g. a likelihood; no progress
+    bar); ``"python"`` compiles one batch and loops over it.
     """
     params = SMParams() if params is None else params
     _check(proc, sqrt_s, params)
@@ -94,21 +106,29 @@ def cross_section(
         batch_size,
         progress=progress,
         desc=proc.name,
+        loop=loop,
     )
     return CrossSection(value, error, n_points)
 
 
 @partial(jax.jit, static_argnames=("proc", "cuts", "observable", "batch_size"))
 def _hist_batch(proc, cuts, observable, batch_size, key, n_valid, sqrt_s, params, edges):
+    """``(count, mean, M2)`` per bin of the per-point contributions ``w 1[x in bin]`` of one
+    batch, computed by scatter-adds without materialising a (points, bins) array: a point
+    outside bin b contributes 0, i.e. ``mean_b^2`` to its M2."""
     momenta, values = _event_weights(proc, cuts, key, batch_size, sqrt_s, params)
-    values = jnp.where(jnp.arange(batch_size) < n_valid, values, 0.0)
+    valid = jnp.arange(batch_size) < n_valid
     x = observable(momenta)
     idx = jnp.searchsorted(edges, x, side="right") - 1
-    inside = (idx >= 0) & (idx < edges.shape[0] - 1)
+    inside = valid & (idx >= 0) & (idx < edges.shape[0] - 1)
     idx = jnp.where(inside, idx, 0)
-    sums = jnp.zeros(edges.shape[0] - 1, values.dtype).at[idx].add(jnp.where(inside, values, 0.0))
-    sq = jnp.zeros(edges.shape[0] - 1, values.dtype).at[idx].add(jnp.where(inside, values**2, 0.0))
-    return sums, sq
+    n_bins = edges.shape[0] - 1
+    count = jnp.sum(valid).astype(values.dtype)
+    in_bin = jnp.zeros(n_bins, values.dtype).at[idx].add(inside.astype(values.dtype))
+    mean = jnp.zeros(n_bins, values.dtype).at[idx].add(jnp.where(inside, values, 0.0)) / count
+    dev = jnp.where(inside, values - mean[idx], 0.0)
+    m2 = jnp.zeros(n_bins, values.dtype).at[idx].add(dev**2) + (count - in_bin) * mean**2
+    return count, mean, m2
 
 
 def dsigma(
@@ -135,18 +155,14 @@ def dsigma(
     if edges.ndim != 1 or edges.shape[0] < 2 or not np.all(np.diff(np.asarray(edges)) > 0):
         raise ValueError("edges must be a strictly increasing 1-D array with at least 2 entries")
     batch_size = int(min(batch_size, n_points))
-    n_batches = -(-n_points // batch_size)
-    total = jnp.zeros(edges.shape[0] - 1, edges.dtype)
-    total_sq = jnp.zeros_like(total)
-    with progress_bar(progress, total=n_points, desc=f"dsigma {proc.name}", unit="pt") as bar:
-        for i, k in enumerate(jax.random.split(key, n_batches)):
-            n_valid = min(batch_size, n_points - i * batch_size)
-            s1, s2 = _hist_batch(
-                proc, cuts, observable, batch_size, k, n_valid, sqrt_s, params, edges
-            )
-            total, total_sq = total + s1, total_sq + s2
-            bar.update(n_valid)
+    mean, error = streaming_mean(
+        lambda k, n_valid: _hist_batch(proc, cuts, observable, batch_size, k, n_valid, sqrt_s,
+                                       params, edges),
+        key,
+        n_points,
+        batch_size,
+        progress=progress,
+        desc=f"dsigma {proc.name}",
+    )
     widths = jnp.diff(edges)
-    mean = total / n_points
-    var = jnp.maximum(total_sq / n_points - mean**2, 0.0)
-    return Histogram(np.asarray(edges), mean / widths, jnp.sqrt(var / n_points) / widths)
+    return Histogram(np.asarray(edges), mean / widths, error / widths)

@@ -86,15 +86,21 @@ def _big_small(p, m):
     return big, small
 
 
-def u_spinor(p, m, hel):
-    """Dirac spinor ``u(p, hel)`` of an incoming fermion, (..., 4) complex."""
+def _components(p, m, hel):
+    """``(sqrt(E - |p|) or sqrt(E + |p|) per chirality, the 2-spinor, hel > 0)`` shared by
+    ``u`` and ``v`` (complex, ``(..., 1)``, ``(..., 2)``, ``(..., 1)``)."""
     p = jnp.asarray(p)
     dtype = _complex_dtype(p)
     big, small = _big_small(p, jnp.asarray(m, p.dtype))
     big, small = big.astype(dtype)[..., None], small.astype(dtype)[..., None]
     hel = jnp.asarray(hel)
-    chi = helicity_spinor_2d(p, hel)
-    pos = (hel > 0)[..., None]
+    return big, small, hel, (hel > 0)[..., None]
+
+
+def u_spinor(p, m, hel):
+    """Dirac spinor ``u(p, hel)`` of an incoming fermion, (..., 4) complex."""
+    big, small, hel, pos = _components(p, m, hel)
+    chi = helicity_spinor_2d(jnp.asarray(p), hel)
     upper = jnp.where(pos, small, big) * chi
     lower = jnp.where(pos, big, small) * chi
     return jnp.concatenate([upper, lower], axis=-1)
@@ -102,13 +108,8 @@ def u_spinor(p, m, hel):
 
 def v_spinor(p, m, hel):
     """Dirac spinor ``v(p, hel)`` of an outgoing antifermion, (..., 4) complex."""
-    p = jnp.asarray(p)
-    dtype = _complex_dtype(p)
-    big, small = _big_small(p, jnp.asarray(m, p.dtype))
-    big, small = big.astype(dtype)[..., None], small.astype(dtype)[..., None]
-    hel = jnp.asarray(hel)
-    chi = helicity_spinor_2d(p, -hel)
-    pos = (hel > 0)[..., None]
+    big, small, hel, pos = _components(p, m, hel)
+    chi = helicity_spinor_2d(jnp.asarray(p), -hel)
     upper = jnp.where(pos, big, small) * chi
     lower = -jnp.where(pos, small, big) * chi
     return jnp.concatenate([upper, lower], axis=-1)

@@ -26,6 +26,7 @@ import optax
 
 from ..amplitudes import Process, SMParams, cross_section
 from ..amplitudes._cross_section import _event_weights
+from ..phasespace import hit_or_miss
 from ..progress import progress_bar
 
 
@@ -81,7 +82,8 @@ def unweighted_events(proc: Process, sqrt_s: float, n_events: int,
     while total < n_events:
         k_w, k_u = jax.random.split(jax.random.fold_in(k_gen, i))
         p, w = weights(k_w, batch_size, rs, params)
-        accept = np.asarray(jax.random.uniform(k_u, (batch_size,), dtype) * w_max < w)
+        accept, _ = hit_or_miss(k_u, jnp.log(w), jnp.log(jnp.asarray(w_max, dtype)))
+        accept = np.asarray(accept)
         kept.append(np.asarray(p)[accept])
         total += int(accept.sum())
         i += 1
@@ -108,13 +110,11 @@ def pseudo_data(proc: Process, energies: Sequence[float], luminosities: Sequence
     return points
 
 
-def _sigma(proc, sqrt_s, key, n_points: int, params, chunk: int = 32768):
+def _sigma(proc, sqrt_s, key, n_points: int, params):
     """Monte Carlo sigma (pb) from ``n_points`` unit-cube points drawn from ``key`` (the same
-    points for every ``params``: a pure, jittable, smooth function of the parameters)."""
-    size = min(chunk, n_points)
-    keys = jax.random.split(key, -(-n_points // chunk))
-    return jnp.mean(jax.lax.map(
-        lambda k: jnp.mean(_event_weights(proc, None, k, size, sqrt_s, params)[1]), keys))
+    points for every ``params``: a pure, jittable, smooth function of the parameters), by the
+    one estimator of :func:`difphys.amplitudes.cross_section` in its traceable form."""
+    return cross_section(proc, sqrt_s, n_points, params, key=key, loop="scan").value
 
 
 def _stack(data: Sequence[ScanPoint]):

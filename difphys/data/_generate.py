@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import write_jetclass
 from ..io._tracks import TRACK_COV, TRACK_PARAMS
 from ..progress import progress_bar
+from ..vertex import simulate_tracks
 from ._jets import cluster, eta_phi, match, softdrop_mass
 from ._pythia import final_state, last_copies, make_pythia, weak_heavy_hadrons
 
@@ -164,7 +166,6 @@ def _simulate_jit():
     """``vertex.simulate_tracks`` compiled once per process (JAX is imported lazily here)."""
     import jax
 
-    from ..vertex import simulate_tracks
 
     return jax.jit(simulate_tracks)
 
@@ -250,7 +251,6 @@ def generate(
 
     Returns: a :class:`GenerationReport` (events per second included).
     """
-    from ..io import write_jetclass
 
     if sample not in SAMPLES:
         raise ValueError(f"unknown sample {sample!r}; known: {sorted(SAMPLES)}")

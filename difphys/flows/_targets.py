@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..amplitudes import SMParams, process, sigma_integrand
+
 
 class GaussianMixture(eqx.Module):
     """Equal-weight mixture of isotropic Gaussians (normalised: ``log_z = 0``).
@@ -108,8 +110,6 @@ class MatrixElementTarget(eqx.Module):
 
     @property
     def process(self):
-        from ..amplitudes import process
-
         return process(self.process_name)
 
     @property
@@ -120,15 +120,12 @@ class MatrixElementTarget(eqx.Module):
         return self.process.phase_space(u, self.sqrt_s, self.params, mapping=self.mapping)
 
     def log_prob(self, u):
-        from ..amplitudes import GEV2_TO_PB
-
         u = jnp.asarray(u)
         eps = jnp.finfo(u.dtype).eps
         inside = jnp.all((u > eps) & (u < 1 - eps), axis=-1)
         u_safe = jnp.where(inside[..., None], u, jnp.full_like(u, 0.5))
-        momenta, weight = self.momenta_and_weight(u_safe)
-        s = jnp.asarray(self.sqrt_s, u.dtype) ** 2
-        value = weight * self.process(momenta, self.params) / (2 * s) * GEV2_TO_PB
+        _, value = sigma_integrand(self.process, u_safe, self.sqrt_s, self.params,
+                                   mapping=self.mapping)
         ok = inside & (value > 0) & jnp.isfinite(value)
         return jnp.where(ok, jnp.log(jnp.where(ok, value, jnp.ones_like(value))), -jnp.inf)
 
@@ -148,8 +145,6 @@ def matrix_element_target(
     """
     if mapping not in ("auto", "flat"):
         raise ValueError(f"mapping must be 'auto' or 'flat'; got {mapping!r}")
-    from ..amplitudes import SMParams
-
     params = SMParams() if params is None else params
     dtype = params.MZ.dtype
     return MatrixElementTarget(

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+from ..sharding import shard_batch
+
 
 def _size(arrays: dict) -> int:
     sizes = {len(v) for v in arrays.values()}
@@ -139,8 +141,6 @@ def batches(
     (:func:`epoch_batches`): less padding to compute on, at the price of batches that are
     less random.
     """
-    from ..sharding import shard_batch
-
     n = _size(arrays)
     if trim_quantile is not None and trim is None:
         raise ValueError("trim_quantile needs trim (the multiple to round the length to)")

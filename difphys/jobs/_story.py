@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import kinematics as kin
 from .. import sim, stochad
+from ..data import generate
 from ..vertex import Perigee, fit, simulate_tracks
 from .foundation import finetune_files, fit_tokenizer_files, pretrain_files
 from .sample import sample_events
@@ -118,7 +119,6 @@ def foundation_step(run_dir: Path, events: int = 1000, steps: int = 60) -> dict:
     except ImportError as err:
         return {"skipped": f"needs the data extra (pip install 'difphys[data]'): {err}",
                 "checks": {}}
-    from ..data import generate
 
     folder = run_dir / "foundation"
     sample = generate("zpole", events, 5, folder / "zpole.root", workers=1, progress=False)

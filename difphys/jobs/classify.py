@@ -98,11 +98,11 @@ def train_jet_classifier(
         "params": count_params(model),
         "devices": int(mesh.size) if mesh is not None else 1,
         "train_seconds_this_run": train_seconds,
-        "val_auc": roc["auc"],
+        "val_auc": roc.auc,
         "val_accuracy": accuracy(logits, val["label"]),
-        "rejection_at_50": roc["rejection_at_50"],
-        "rejection_at_30": roc["rejection_at_30"],
-        "rejection_lower_bound": roc.get("rejection_lower_bound"),
+        "rejection_at_50": roc.rejection_at(0.5),
+        "rejection_at_30": roc.rejection_at(0.3),
+        "rejection_lower_bound": roc.rejection_lower_bound,
         "final_train_loss": history[-1]["loss"] if history else None,
     }
     save_history(out / ("history.jsonl" if not resume else "history_resumed.jsonl"), history)

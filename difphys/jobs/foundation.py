@@ -194,8 +194,9 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
                           frozen_warmup_steps=frozen_warmup_steps, progress=progress)
     roc = binary_metrics(class_logit(predict(model, test), SIGNAL_CLASS),
                          test["label"] == SIGNAL_CLASS)
+    record = roc.record()
     metrics = dict(strategy=strategy, event_level=event_level, train_examples=len(train_idx),
-                   test_examples=len(test_idx), test_auc=roc.pop("auc"), **roc,
+                   test_examples=len(test_idx), test_auc=record.pop("auc"), **record,
                    final_train_loss=history[-1]["loss"] if history else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     rej = metrics["rejection_at_50"]

@@ -34,6 +34,7 @@ from ..flows import (
     vegas_sampler,
 )
 from ..io import colour_tags, write_lhe
+from ..phasespace import hit_or_miss
 from ..progress import progress_bar
 from ..sharding import make_mesh, shard_batch
 from ..train import restore_pytree, save_pytree
@@ -191,17 +192,20 @@ def sample_events(
     unw_robust = float(unweighting_efficiency(jnp.asarray(lw_cal), robust_quantile=1e-3))
     log_w_max = float(np.max(lw_cal[np.isfinite(lw_cal)]))
 
-    rng = np.random.default_rng(seed)
+    k_unweight = jax.random.fold_in(key, 3)
     kept, n_tried, n_over = [], 0, 0
     bar = progress_bar(progress, total=n_events, desc="unweighting")
     pool_u, pool_lw = u_cal, lw_cal
-    while sum(len(k) for k in kept) < n_events:
+    for j in itertools.count():
+        if sum(len(k) for k in kept) >= n_events:
+            break
         if pool_u is None:
             pool_u, pool_lw = weighted(chunk)
-        ratio = np.exp(np.where(np.isfinite(pool_lw), pool_lw - log_w_max, -np.inf))
-        n_over += int(np.sum(ratio > 1))
-        acc = rng.uniform(size=ratio.shape) < ratio
-        n_tried += ratio.shape[0]
+        acc, over = hit_or_miss(jax.random.fold_in(k_unweight, j), jnp.asarray(pool_lw),
+                                log_w_max)
+        acc = np.asarray(acc)
+        n_over += int(np.sum(np.asarray(over)))
+        n_tried += acc.shape[0]
         kept.append(pool_u[acc])
         bar.update(int(acc.sum()))
         pool_u = None

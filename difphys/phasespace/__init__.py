@@ -8,6 +8,7 @@ a massless initial state is ``sigma = E[w |M|^2] / (2 s)`` (GeV^-2; times 0.3893
 from ._integrate import IntegrationResult as IntegrationResult
 from ._integrate import integrate as integrate
 from ._integrate import sample_batch as sample_batch
+from ._montecarlo import hit_or_miss as hit_or_miss
 from ._rambo import rambo as rambo
 from ._resonant import RESONANT_PAIR_DIM as RESONANT_PAIR_DIM
 from ._resonant import breit_wigner_map as breit_wigner_map

@@ -28,6 +28,7 @@ from ._loop import fit as fit
 from ._loop import init_state as init_state
 from ._loop import make_train_step as make_train_step
 from ._loop import predict as predict
+from ._metrics import BinaryMetrics as BinaryMetrics
 from ._metrics import accuracy as accuracy
 from ._metrics import background_rejection as background_rejection
 from ._metrics import binary_metrics as binary_metrics

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ..nn import mpm_loss
 from ..progress import progress_bar
 from ._loop import fit
 
@@ -93,7 +94,6 @@ def pretrain_mpm(model, data: dict, *, steps: int, batch_size: int, key, fractio
     """Masked-particle-modelling pretraining of a :class:`difphys.nn.MaskedParticleModel` on
     ``data`` (``features``, ``p4``, ``mask``, ``tokens``; labels are not used). Returns
     ``(model, history)``."""
-    from ..nn import mpm_loss
 
     loss = functools.partial(mpm_loss, fraction=fraction)
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)

@@ -24,6 +24,10 @@ from ..progress import progress_bar
 from ..sharding import replicated
 from ._checkpoint import checkpoint_manager, restore_latest, save_step
 
+DEFAULT_OPTIMIZER = optax.adamw(1e-3)
+"""The optimiser of :func:`fit` when none is given, built once: the compiled step is cached
+per (model structure, loss, optimiser), so a fresh ``optax.adamw`` per call would recompile."""
+
 
 class TrainState(NamedTuple):
     """Step counter, trainable parameters, other model state (batch statistics) and the
@@ -137,7 +141,7 @@ def fit(
     batches at a time (:func:`difphys.io.epoch_batches`). Returns the trained model (updated
     in place) and the logged metrics (``step``, ``loss``, ``accuracy``, ...).
     """
-    optimizer = optax.adamw(1e-3) if optimizer is None else optimizer
+    optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
     graphdef, state = init_state(model, optimizer)

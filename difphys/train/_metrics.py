@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -60,18 +62,49 @@ def background_rejection(scores, is_signal, signal_efficiency: float) -> float:
     return float(np.inf) if eff_b[k] == 0 else float(1.0 / eff_b[k])
 
 
-def binary_metrics(scores, is_signal, efficiencies=(0.5, 0.3)) -> dict:
-    """ROC AUC and background rejection at each signal efficiency in ``efficiencies``
-    (``rejection_at_50`` ...; None where no background passes, with the number of background
-    examples as ``rejection_lower_bound`` then)."""
+class BinaryMetrics(NamedTuple):
+    """ROC AUC and background rejection ``1 / eff_bkg`` at chosen signal efficiencies.
+
+    ``rejections[i]`` belongs to ``efficiencies[i]``; it is None where no background example
+    passes the cut, and ``rejection_lower_bound`` (the number of background examples) is then
+    set: the rejection exceeds it."""
+
+    auc: float
+    efficiencies: tuple[float, ...]
+    rejections: tuple[float | None, ...]
+    rejection_lower_bound: int | None
+
+    def rejection_at(self, efficiency: float) -> float | None:
+        """The rejection at one of :attr:`efficiencies`."""
+        for eff, rej in zip(self.efficiencies, self.rejections, strict=True):
+            if np.isclose(eff, efficiency):
+                return rej
+        raise KeyError(f"no rejection at signal efficiency {efficiency}; "
+                       f"computed at {self.efficiencies}")
+
+    def record(self) -> dict:
+        """Flat JSON record: ``auc``, ``rejection_at_50`` ... and ``rejection_lower_bound``
+        when set (the keys of a run's ``metrics.json``)."""
+        out = {"auc": self.auc}
+        out.update({f"rejection_at_{round(100 * e)}": r
+                    for e, r in zip(self.efficiencies, self.rejections, strict=True)})
+        if self.rejection_lower_bound is not None:
+            out["rejection_lower_bound"] = self.rejection_lower_bound
+        return out
+
+
+def binary_metrics(scores, is_signal, efficiencies=(0.5, 0.3)) -> BinaryMetrics:
+    """ROC AUC and background rejection at each signal efficiency in ``efficiencies`` for
+    ``scores (n,)`` (higher: more signal-like) and ``is_signal (n,)``."""
     is_signal = np.asarray(is_signal, dtype=bool)
-    out = {"auc": roc_auc(scores, is_signal)}
+    rejections, bound = [], None
     for eff in efficiencies:
         rej = background_rejection(scores, is_signal, eff)
-        out[f"rejection_at_{round(100 * eff)}"] = rej if np.isfinite(rej) else None
+        rejections.append(float(rej) if np.isfinite(rej) else None)
         if not np.isfinite(rej):
-            out["rejection_lower_bound"] = int(np.sum(~is_signal))
-    return out
+            bound = int(np.sum(~is_signal))
+    return BinaryMetrics(roc_auc(scores, is_signal), tuple(float(e) for e in efficiencies),
+                         tuple(rejections), bound)
 
 
 def class_logit(logits, k: int = 0) -> np.ndarray:

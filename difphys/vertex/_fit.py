@@ -348,23 +348,13 @@ def fit(
         prior_information = jnp.eye(3, dtype=dtype) / WEAK_PRIOR_SIGMA**2
     has_constraint = constraint is not None
     seeds = None if start is None else jnp.broadcast_to(jnp.asarray(start, dtype), batch + (3,))
+    inputs = (params, cov, weights, seeds, bfield, prior_position, prior_information,
+              jnp.asarray(tol, dtype))
+    seeded_prior = start is not None and not has_constraint
     if use_kernel:
-        return _fit_kernel(params, cov, weights, seeds, bfield, prior_position, prior_information,
-                           jnp.asarray(tol, dtype), int(max_iter), has_constraint,
-                           start is not None and not has_constraint)
-    return _fit_batch(
-        params,
-        cov,
-        weights,
-        seeds,
-        bfield,
-        prior_position,
-        prior_information,
-        jnp.asarray(tol, dtype),
-        max_iter=int(max_iter),
-        has_constraint=has_constraint,
-        seeded_prior=(start is not None and not has_constraint),
-    )
+        return _fit_kernel(*inputs, int(max_iter), has_constraint, seeded_prior)
+    return _fit_batch(*inputs, max_iter=int(max_iter), has_constraint=has_constraint,
+                      seeded_prior=seeded_prior)
 
 
 @eqx.filter_jit

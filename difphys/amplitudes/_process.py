@@ -1,0 +1,239 @@
+"""The ``Process`` object: external wavefunctions (``_External``), the helicity sum and
+colour/spin averaging of a tree-level amplitude, and the process's unit-cube phase space.
+The amplitudes themselves are built in :mod:`._library`.
+
+``proc(momenta, params)`` takes momenta ``(..., n_external, 4)`` (incoming first, final state in
+the order written) and returns |M|^2 summed over final and averaged over initial helicities and
+colours, the quantity MadGraph's standalone ``check_sa`` prints as the matrix element.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import is_concrete
+from ..phasespace import (
+    RESONANT_PAIR_DIM,
+    from_unit_cube,
+    resonant_pair_from_unit_cube,
+    unit_cube_dim,
+)
+from ._dirac import complex_dtype
+from ._params import SMParams
+from ._particles import PARTICLES, Particle
+from ._wavefunctions import polarization_vector, u_spinor, ubar_spinor, v_spinor, vbar_spinor
+
+
+class _External:
+    """Wavefunctions of the external legs on a factorised helicity grid.
+
+    Leg ``i``'s wavefunctions are computed for its own helicities only and placed on axis ``i``
+    of an ``n``-axis helicity grid (shape ``(..., 1, ..., h_i, ..., 1, 4)``), so products and
+    currents broadcast over just the legs they involve; the amplitude builders return
+    ``(..., h_0, ..., h_{n-1}, K)``, flattened at the end in ``itertools.product`` order.
+    """
+
+    def __init__(self, momenta, params, particles, gauge_leg):
+        self.p = momenta
+        self.params = params
+        self.particles = particles
+        self.gauge_leg = gauge_leg
+        self.n = len(particles)
+
+    def _grid(self, x, i, size):
+        shape = x.shape[:-2] + tuple(size if k == i else 1 for k in range(self.n)) + x.shape[-1:]
+        return x.reshape(shape)
+
+    def momentum(self, i):
+        return self.p[..., i, :].reshape(self.p.shape[:-2] + (1,) * self.n + (4,))
+
+    def mass(self, i):
+        name = self.particles[i].mass
+        return (
+            jnp.zeros((), self.p.dtype)
+            if name is None
+            else getattr(self.params, name).astype(self.p.dtype)
+        )
+
+    def leg(self, i):
+        """Wavefunctions of leg ``i`` for its own helicities only: shape (..., n_hel_i, 4)."""
+        part = self.particles[i]
+        p = self.p[..., None, i, :]
+        h = jnp.asarray(part.helicities)
+        incoming = i < 2
+        m = self.mass(i)
+        if part.kind == "fermion":
+            return u_spinor(p, m, h) if incoming else ubar_spinor(p, m, h)
+        if part.kind == "antifermion":
+            return vbar_spinor(p, m, h) if incoming else v_spinor(p, m, h)
+        if self.gauge_leg == i:
+            dtype = complex_dtype(p.dtype)
+            return jnp.broadcast_to(p.astype(dtype), p.shape[:-2] + (h.shape[0], 4))
+        return polarization_vector(p, m, h, outgoing=not incoming)
+
+    def wf(self, i):
+        """Wavefunctions of leg ``i`` on the helicity grid."""
+        return self._grid(self.leg(i), i, len(self.particles[i].helicities))
+
+    def gluon_momentum_in(self, i):
+        """Momentum flowing *into* the diagram (incoming: p, outgoing: -p)."""
+        return self.momentum(i) if i < 2 else -self.momentum(i)
+
+
+class Process:
+    """A tree-level process: callable ``proc(momenta, params=None) -> |M|^2`` (float).
+
+    Attributes:
+        name: MadGraph process string.
+        particles: the external :class:`Particle` records (incoming first).
+        helicities: all helicity combinations, array (n_helicities, n_external).
+        colour_matrix: ``C_kl = sum_colours c_k c_l^*`` over the colour basis of the amplitude.
+        average: ``1 / (initial spin states x initial colour states)``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        particle_names: tuple[str, ...],
+        amplitude_fn: Callable,
+        colour_matrix,
+        average: float,
+        resonant_pair: bool = False,
+    ):
+        self.name = name
+        self.resonant_pair = resonant_pair
+        self.particles: tuple[Particle, ...] = tuple(PARTICLES[n] for n in particle_names)
+        self.helicities = np.array(
+            list(itertools.product(*(p.helicities for p in self.particles))), dtype=np.int32
+        )
+        self.colour_matrix = np.asarray(colour_matrix, dtype=np.complex128)
+        self.average = float(average)
+        self._amplitude_fn = amplitude_fn
+        # Compiled once per process and input shape/dtype: eager calls from notebooks are fast,
+        # and inside a user's jit these are simply inlined.
+        self._amplitudes_jit = jax.jit(self._amplitudes, static_argnums=2)
+        self._squared_jit = jax.jit(self._squared)
+
+    @property
+    def n_external(self) -> int:
+        return len(self.particles)
+
+    @property
+    def n_helicities(self) -> int:
+        return self.helicities.shape[0]
+
+    @property
+    def incoming(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.particles[:2])
+
+    @property
+    def outgoing(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.particles[2:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Process({self.name!r}, n_helicities={self.n_helicities}, "
+            f"colour_basis={self.colour_matrix.shape[0]})"
+        )
+
+    def external_masses(self, params: SMParams | None = None) -> jax.Array:
+        """Masses (GeV) of all external particles, shape (n_external,)."""
+        params = SMParams() if params is None else params
+        return jnp.stack(
+            [
+                jnp.zeros((), dtype=params.MZ.dtype) if p.mass is None else getattr(params, p.mass)
+                for p in self.particles
+            ]
+        )
+
+    def final_state_masses(self, params: SMParams | None = None) -> jax.Array:
+        return self.external_masses(params)[2:]
+
+    @property
+    def phase_space_dim(self) -> int:
+        """Dimension of the unit cube that parametrises the final state."""
+        return RESONANT_PAIR_DIM if self.resonant_pair else unit_cube_dim(self.n_external - 2)
+
+    def phase_space(self, u, sqrt_s, params: SMParams | None = None, mapping: str = "auto"):
+        """Map ``u`` in [0, 1]^phase_space_dim to all external momenta and the weight.
+
+        Incoming momenta are ``(sqrt_s/2)(1, 0, 0, +-1)`` (first along +z, massless beams);
+        the final state comes from :func:`difphys.phasespace.from_unit_cube`, or for
+        ``e+ e- > w+ b w- b~`` from the Breit-Wigner-mapped
+        :func:`difphys.phasespace.resonant_pair_from_unit_cube` around the top mass and width.
+        ``E_u[weight * |M|^2] / (2 s)`` is the cross section in GeV^-2.
+        ``mapping="flat"`` uses :func:`difphys.phasespace.from_unit_cube` for every process
+        (no Breit-Wigner mapping: a harder sampling problem for resonant final states).
+        """
+        if mapping not in ("auto", "flat"):
+            raise ValueError(f"mapping must be 'auto' or 'flat'; got {mapping!r}")
+        params = SMParams() if params is None else params
+        u = jnp.asarray(u)
+        masses = self.final_state_masses(params).astype(u.dtype)
+        rs = jnp.asarray(sqrt_s, u.dtype)
+        if self.resonant_pair and mapping == "auto":
+            final, weight = resonant_pair_from_unit_cube(
+                u, rs, params.MT.astype(u.dtype), params.WT.astype(u.dtype), masses
+            )
+        else:
+            final, weight = from_unit_cube(u, rs, masses)
+        half = jnp.broadcast_to(rs / 2, u.shape[:-1])
+        zero = jnp.zeros_like(half)
+        p1 = jnp.stack([half, zero, zero, half], axis=-1)
+        p2 = jnp.stack([half, zero, zero, -half], axis=-1)
+        return jnp.concatenate([p1[..., None, :], p2[..., None, :], final], axis=-2), weight
+
+    def _validate(self, momenta):
+        momenta = jnp.asarray(momenta)
+        if momenta.ndim < 2 or momenta.shape[-2:] != (self.n_external, 4):
+            raise ValueError(
+                f"{self.name!r} needs momenta of shape (..., {self.n_external}, 4) "
+                f"(incoming first, (E, px, py, pz)); got {momenta.shape}"
+            )
+        if is_concrete(momenta) and not np.all(np.isfinite(np.asarray(momenta))):
+            raise ValueError(f"momenta for {self.name!r} contain NaN or infinite values")
+        if not jnp.issubdtype(momenta.dtype, jnp.floating):
+            momenta = momenta.astype(float)
+        return momenta
+
+    def helicity_amplitudes(
+        self, momenta, params: SMParams | None = None, gauge_leg: int | None = None
+    ):
+        """Complex amplitudes, shape (..., n_helicities, n_colour_basis), couplings included.
+
+        ``gauge_leg=i`` replaces the polarisation vector of external vector ``i`` by its momentum
+        (the Ward-identity check: the result must vanish for a gauge boson).
+        """
+        momenta = self._validate(momenta)
+        params = SMParams() if params is None else params
+        if gauge_leg is not None and self.particles[gauge_leg].kind != "vector":
+            raise ValueError(f"leg {gauge_leg} of {self.name!r} is not a vector boson")
+        return self._amplitudes_jit(momenta, params, gauge_leg)
+
+    def _amplitudes(self, momenta, params, gauge_leg):
+        ext = _External(momenta, params, self.particles, gauge_leg)
+        amps = self._amplitude_fn(ext, params)
+        if amps.ndim >= momenta.ndim - 2 + self.n_external + 1:  # factorised grid
+            grid = (
+                momenta.shape[:-2]
+                + tuple(len(p.helicities) for p in self.particles)
+                + amps.shape[-1:]
+            )
+            amps = jnp.broadcast_to(amps, grid)
+        return amps.reshape(momenta.shape[:-2] + (self.n_helicities, amps.shape[-1]))
+
+    def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
+        momenta = self._validate(momenta)
+        params = SMParams() if params is None else params
+        return self._squared_jit(momenta, params)
+
+    def _squared(self, momenta, params):
+        amps = self._amplitudes(momenta, params, None)
+        colour = jnp.asarray(self.colour_matrix, amps.dtype)
+        summed = jnp.einsum("...hk,kl,...hl->...", amps, colour, jnp.conj(amps))
+        return jnp.real(summed) * self.average
