@@ -87,3 +87,19 @@ def test_sample_checkpoint_never_deletes_a_users_folder(tmp_path):
             "--checkpoint", str(ck), "--quiet"]
     assert main(args) == 2
     assert (ck / "state" / "precious.txt").read_text() == "mine"
+
+
+def test_one_model_size_map_for_every_command():
+    from difphys.cli import build_parser
+    from difphys.nn import MODEL_SIZES, ParTConfig
+
+    assert ParTConfig.named("small") == ParTConfig.small()
+    assert ParTConfig.named("full", num_classes=3) == ParTConfig(num_classes=3)
+    assert ParTConfig.named("tiny").embed_dims[-1] < ParTConfig.small().embed_dims[-1]
+    with pytest.raises(ValueError, match="model size must be one of"):
+        ParTConfig.named("huge")
+    parser = build_parser()
+    for command in ("train", "pretrain", "finetune"):
+        args = parser.parse_args([command, "x.root", "--out", "o", "--model", "tiny",
+                                  *(["--tokenizer", "t"] if command == "pretrain" else [])])
+        assert args.model == "tiny" and set(MODEL_SIZES) == {"tiny", "small", "full"}

@@ -98,7 +98,8 @@ def hit_or_miss(key, log_w, log_w_max):
     with probability ``min(1, w / w_max)``, and ``overweight (n,)`` flags the points above
     ``w_max`` (kept once: the unweighted sample is then biased by their excess, which the
     caller reports). Log weights keep the ratio finite over many orders of magnitude;
-    ``log_w = -inf`` (zero weight, outside cuts) is never kept. The one unweighting rule of
+    a non-finite ``log_w`` (``-inf``: zero weight, outside cuts; NaN) is never kept and never
+    counted as overweight. The one unweighting rule of
     difphys (``difphys sample``, :func:`difphys.analysis.unweighted_events`)."""
     log_w = jnp.asarray(log_w)
     finite = jnp.isfinite(log_w)
