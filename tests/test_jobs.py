@@ -103,3 +103,20 @@ def test_one_model_size_map_for_every_command():
         args = parser.parse_args([command, "x.root", "--out", "o", "--model", "tiny",
                                   *(["--tokenizer", "t"] if command == "pretrain" else [])])
         assert args.model == "tiny" and set(MODEL_SIZES) == {"tiny", "small", "full"}
+
+
+def test_sample_checkpoint_recovers_from_a_save_interrupted_between_renames(tmp_path):
+    """A crash after ``state -> state.old`` but before ``state.new -> state`` leaves the last
+    good copy in ``state.old``: the next save keeps it until the new one is in place."""
+    import jax.numpy as jnp
+
+    from difphys.jobs.sample import _CHECKPOINT_META, _save_checkpoint
+    from difphys.train import restore_pytree, save_pytree
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / _CHECKPOINT_META).write_text("{}")
+    save_pytree(ck / "state.old", {"x": jnp.zeros(3)})
+    _save_checkpoint(ck, {"x": jnp.ones(3)}, {"step": 2})
+    assert not (ck / "state.old").exists() and not (ck / "state.new").exists()
+    assert float(restore_pytree(ck / "state", {"x": jnp.zeros(3)})["x"].sum()) == 3.0

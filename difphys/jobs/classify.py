@@ -56,7 +56,6 @@ def train_jet_classifier(
     An existing ``out`` is refused unless ``resume``, which continues its checkpoint with the
     recorded configuration. Returns a :class:`Report` with the metrics.
     """
-    out = Path(out)
     config = dict(files=[str(f) for f in ([files] if isinstance(files, (str, Path)) else files)],
                   labels=list(labels), model_size=model_size, steps=steps,
                   batch_size=batch_size, learning_rate=learning_rate,

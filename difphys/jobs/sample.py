@@ -53,6 +53,8 @@ def _save_checkpoint(checkpoint: Path, state, meta: dict) -> None:
         raise FileExistsError(f"{checkpoint} is not a difphys sampling checkpoint (no "
                               f"{_CHECKPOINT_META}); refusing to replace {target}")
     fresh, old = checkpoint / "state.new", checkpoint / "state.old"
+    if not target.exists() and old.exists():
+        old.rename(target)  # a save interrupted between its two renames left the good copy here
     for leftover in (fresh, old):  # our own scratch names from an interrupted save
         if leftover.exists():
             shutil.rmtree(leftover)
@@ -95,7 +97,10 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
                     f"checkpoint {checkpoint} is for {info['method']} / {info['process']}; "
                     f"not for {method} / {target.process_name}"
                 )
-            state = restore_pytree(checkpoint / "state", state)
+            saved = checkpoint / "state"
+            if not saved.exists() and (checkpoint / "state.old").exists():
+                saved = checkpoint / "state.old"  # a save was interrupted between its renames
+            state = restore_pytree(saved, state)
             done = int(state.step)
     step_jit = jax.jit(step)
     with progress_bar(progress, total=steps, desc=f"train [{method}]", initial=done) as bar:
