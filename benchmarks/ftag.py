@@ -39,7 +39,7 @@ def _rejections(logits, labels, eff):
     m = flavour_metrics(logits, labels, b_efficiency=eff)
     out = {}
     for name in ("light", "c"):
-        rej = m[f"{name}_rejection"]
+        rej = getattr(m, f"{name}_rejection")
         n_bkg = int(np.sum(labels == (2 if name == "light" else 1)))
         out[f"{name}_rejection_at_{round(100 * eff)}"] = rej if np.isfinite(rej) else None
         if not np.isfinite(rej):  # no background jet passes: only a lower bound is known
@@ -77,19 +77,20 @@ def main(argv=None) -> list[dict]:
         result = train_flavour_tagger(tracks, vertex=mode, steps=args.steps,
                                       batch_size=args.batch_size, key=jax.random.key(args.seed))
         seconds = time.perf_counter() - t0
-        labels = tracks["label"][result["held_out"]]
-        logits = result["evaluation"]["logits"]
-        m = result["metrics"]
+        labels = tracks["label"][result.held_out]
+        logits = result.evaluation.logits
+        m = result.metrics
         row = {"benchmark": "ftag", "model": mode, "steps": args.steps,
                "batch_size": args.batch_size, "train_jets": int(len(tracks["label"])
                                                                 - len(labels)),
                "test_jets": int(len(labels)), "seconds": round(seconds, 1),
                "seconds_per_step": round(seconds / args.steps, 4),
-               "auc_b_vs_light": m["auc_b_vs_light"], "auc_b_vs_c": m["auc_b_vs_c"],
-               "accuracy": m["accuracy"],
+               "auc_b_vs_light": m.auc_b_vs_light, "auc_b_vs_c": m.auc_b_vs_c,
+               "accuracy": m.accuracy,
                **_rejections(logits, labels, 0.7), **_rejections(logits, labels, 0.85),
-               "vertex": m.get("vertex"), "vertex_valid_fraction_b": m.get(
-                   "vertex_valid_fraction_b"),
+               "vertex": None if result.vertex is None else [
+                   b._asdict() for b in result.vertex],
+               "vertex_valid_fraction_b": result.vertex_valid_fraction_b,
                "device": jax.devices()[0].platform, "cpu": platform.processor() or "cpu"}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -128,7 +129,7 @@ def _plot(path, rows, curves):
     for row in rows:
         if not row["vertex"]:
             continue
-        bins = [r for r in row["vertex"] if "median_residual_mm" in r]
+        bins = [r for r in row["vertex"] if r["median_residual_mm"] is not None]
         centres = [0.5 * (r["L_min_mm"] + (r["L_max_mm"] or 2 * r["L_min_mm"])) for r in bins]
         ax.plot(centres, [r["median_residual_mm"] for r in bins], "o-", label=row["model"],
                 color=COLOURS[row["model"]])

@@ -107,8 +107,8 @@ def _pretrain(cfg, pool_jets, key, log):
                               batch_size=cfg["pretrain_batch"], key=key, progress=True)
     log(dict(kind="pretrain", pool_jets=int(len(tokens)),
              token_entropy=token_entropy(tokens, pool_jets["mask"]),
-             first_loss=history[0]["loss"], final_loss=history[-1]["loss"],
-             final_token_accuracy=history[-1]["token_accuracy"],
+             first_loss=float(history.loss[0]), final_loss=history.last("loss"),
+             final_token_accuracy=history.last("token_accuracy"),
              seconds=time.perf_counter() - t0))
     return nnx.state(mpm.backbone)
 

@@ -158,16 +158,16 @@ def setup_difphys(size, batches, trim=None, trim_quantile=None, by_length=False)
 
     opt = optax.adamw(1e-3)
     graphdef, tstate = init_state(model, opt)
-    step = jax.jit(make_train_step(graphdef, classifier_loss, opt), donate_argnums=0)
+    step = jax.jit(make_train_step(graphdef, classifier_loss, opt), donate_argnums=1)
     key = jax.random.key(0)
     holder = {"state": tstate, "i": 0}
 
     def train():
         for batch in train_batches:
             holder["i"] += 1
-            holder["state"], metrics = step(holder["state"], batch,
-                                            jax.random.fold_in(key, holder["i"]))
-        jax.block_until_ready(metrics["loss"])
+            holder["state"], info = step(jax.random.fold_in(key, holder["i"]),
+                                         holder["state"], batch)
+        jax.block_until_ready(info.loss)
 
     for mode, fn in (("forward", fwd), ("train_step", train)):
         t0 = time.perf_counter()

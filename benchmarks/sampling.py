@@ -61,7 +61,7 @@ def _flow_curve(rows, target_name, target, flow, method, config, steps, every, l
         )
 
     t0 = time.perf_counter()
-    flows.train(
+    flows.train_flow(
         jax.random.key(0),
         method,
         flow,
@@ -151,12 +151,12 @@ def run_flat(rows, quick: bool, steps: int | None = None, n_eval: int = 1_000_00
                             buffer_capacity=8192, updates_per_ais=4)
     saved = []
     t0 = time.perf_counter()
-    flows.train(jax.random.key(0), "fab", flow8, tgt.log_prob, steps=steps,
-                optimizer=optax.adam(1e-3), config=cfg,
-                callback=lambda step, fl, st: saved.append(
-                    (step, fl, float(st.n_target_values), float(st.n_target_grads),
-                     time.perf_counter() - t0)),
-                callback_every=steps // 4, progress=True)
+    flows.train_flow(jax.random.key(0), "fab", flow8, tgt.log_prob, steps=steps,
+                     optimizer=optax.adam(1e-3), config=cfg,
+                     callback=lambda step, fl, st: saved.append(
+                         (step, fl, float(st.n_target_values), float(st.n_target_grads),
+                          time.perf_counter() - t0)),
+                     callback_every=steps // 4, progress=True)
     sample = eqx.filter_jit(lambda fl, key: fl.sample_and_log_prob(key, 100_000))
     for step, fl, values, grads, seconds in saved:
         lw = _chunked_log_weights(lambda i, fl=fl: sample(fl, jax.random.key(20_000 + i)),

@@ -108,13 +108,13 @@ def optimisation(seeds: int, steps: int) -> None:
                     "seeds": seeds,
                     "steps": steps,
                     "batch": 1,
-                    "median_final_loss": round(float(np.median(r["final_loss"])), 4),
+                    "median_final_loss": round(float(np.median(r.final_loss)), 4),
                     "final_loss_range": [
-                        round(float(r["final_loss"].min()), 4),
-                        round(float(r["final_loss"].max()), 4),
+                        round(float(r.final_loss.min()), 4),
+                        round(float(r.final_loss.max()), 4),
                     ],
-                    "median_final_theta": round(float(np.median(r["final_theta"])), 3),
-                    "converged_below_0.05": bool(np.median(r["final_loss"]) < 0.05),
+                    "median_final_theta": round(float(np.median(r.final_theta)), 3),
+                    "converged_below_0.05": bool(np.median(r.final_loss) < 0.05),
                 }
             ),
             flush=True,

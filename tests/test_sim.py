@@ -102,9 +102,9 @@ def test_optimisation_converges_with_stochad():
         n_eval=1000,
         progress=False,
     )
-    assert r["theta"].shape == (4, 120)
-    assert np.median(r["final_loss"]) < 0.05
-    assert np.all(np.abs(r["final_theta"] - 1.55) < 0.3)
+    assert r.theta.shape == (4, 120)
+    assert np.median(r.final_loss) < 0.05
+    assert np.all(np.abs(r.final_theta - 1.55) < 0.3)
 
 
 def test_optimize_detector_cli_writes_summary_and_plot(tmp_path, capsys):

@@ -114,7 +114,7 @@ def test_training_learns_a_separable_toy_task(key):
     model = ParticleTransformer(TINY, rngs=nnx.Rngs(0))
     _, history = fit(model, data, steps=60, batch_size=32, key=key,
                      optimizer=optax.adamw(3e-3), progress=False, log_every=20)
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert history.last("loss") < history.loss[0]
     logits = predict(model, data, batch_size=100)  # 256 = 2 x 100 + a padded batch of 56
     assert logits.shape == (256, 2)
     # chance gives 0.5 with a standard error of about 0.04 for 256 jets
@@ -149,18 +149,18 @@ SHARDED = textwrap.dedent(
     for opt, param_atol in ((optax.adamw(1e-3), None), (optax.sgd(0.1), 1e-5)):
         graphdef, state = init_state(ParticleTransformer(cfg, rngs=nnx.Rngs(0)), opt)
         step = jax.jit(make_train_step(graphdef, classifier_loss, opt))
-        s1, m1 = step(state, batch, key)
-        s1, m1b = step(s1, batch, key)
+        s1, m1 = step(key, state, batch)
+        s1, m1b = step(key, s1, batch)
         s4 = jax.device_put(state, sharding.replicated(mesh))
-        s4, m4 = step(s4, sb, key)
-        s4, m4b = step(s4, sb, key)
-        np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-5)
-        np.testing.assert_allclose(float(m4b["loss"]), float(m1b["loss"]), rtol=1e-5)
+        s4, m4 = step(key, s4, sb)
+        s4, m4b = step(key, s4, sb)
+        np.testing.assert_allclose(float(m4.loss), float(m1.loss), rtol=1e-5)
+        np.testing.assert_allclose(float(m4b.loss), float(m1b.loss), rtol=1e-5)
         for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
             assert b.sharding.is_fully_replicated  # the parameters stay replicated
             if param_atol is not None:
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=param_atol)
-    print("SHARDED-TRAIN-OK", float(m1["loss"]), float(m4["loss"]))
+    print("SHARDED-TRAIN-OK", float(m1.loss), float(m4.loss))
     """
 )
 

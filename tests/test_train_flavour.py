@@ -141,12 +141,14 @@ def test_vertex_layer_outputs(tracks, key):
 def test_tagger_trains_end_to_end(tracks, key):
     result = train_flavour_tagger(tracks, vertex="learned", steps=80, batch_size=128, key=key,
                                   dim=16, layers=1, learning_rate=3e-3, progress=False)
-    hist = result["history"]  # logged every 10 steps
-    assert np.mean([h["loss"] for h in hist[-3:]]) < 0.85 * hist[0]["loss"]
-    m = result["metrics"]
-    assert m["auc_b_vs_light"] > 0.95  # lifetime information is learned in 80 steps
-    assert 0.9 < m["vertex_valid_fraction_b"] <= 1.0
-    assert {"jets", "L_min_mm"} <= set(m["vertex"][0])
+    hist = result.history  # logged every 10 steps
+    assert np.mean(hist.loss[-3:]) < 0.85 * hist.loss[0]
+    assert result.metrics.auc_b_vs_light > 0.95  # lifetime information is learned in 80 steps
+    assert 0.9 < result.vertex_valid_fraction_b <= 1.0
+    held_b = tracks["label"][result.held_out] == 0
+    assert sum(b.jets for b in result.vertex) == int(np.sum(
+        held_b & tracks["has_sv"][result.held_out] & result.evaluation.valid))
+    assert result.evaluation.n_rows == len(result.held_out)
 
 
 def test_b_discriminant_formula():
@@ -167,12 +169,12 @@ def test_flavour_metrics_on_known_scores():
     m = flavour_metrics(logits, labels)
     from math import erf, sqrt
     expected_auc = 0.5 * (1 + erf(2.0 / sqrt(2) / sqrt(2)))
-    assert abs(m["auc_b_vs_light"] - expected_auc) < 0.015
-    assert abs(m["auc_b_vs_c"] - expected_auc) < 0.015
+    assert abs(m.auc_b_vs_light - expected_auc) < 0.015
+    assert abs(m.auc_b_vs_c - expected_auc) < 0.015
     # at 70% b efficiency the cut is at 2 + z_0.3; the mistag rate is 1 - Phi(2 + z_0.3)
     z = 2.0 - 0.5244
     mistag = 0.5 * (1 - erf(z / sqrt(2)))
-    assert abs(1 / m["light_rejection"] - mistag) < 4 * np.sqrt(mistag / 4000)
+    assert abs(1 / m.light_rejection - mistag) < 4 * np.sqrt(mistag / 4000)
     with pytest.raises(ValueError, match="b, c and light"):
         flavour_metrics(logits[:8000], labels[:8000])
 
@@ -187,6 +189,6 @@ def test_vertex_pulls_of_a_calibrated_fit_are_unit():
     position = sv + sigma * rng.normal(size=(n, 3))
     rows = vertex_performance(position, cov, np.ones(n, bool), sv, np.ones(n, bool))
     for row in rows:
-        if row["jets"] > 1000:
-            assert np.allclose(row["pull_width_xyz"], 1.0, atol=0.06)
-    assert sum(r["jets"] for r in rows) == n
+        if row.jets > 1000:
+            assert np.allclose(row.pull_width_xyz, 1.0, atol=0.06)
+    assert sum(r.jets for r in rows) == n

@@ -46,7 +46,7 @@ def test_vqvae_uses_the_codebook_and_reconstructs_better(jets, key):
     model = VQVAE(17, codebook_size=64, latent_dim=4, hidden=32, rngs=nnx.Rngs(0))
     model, history = fit_vqvae(model, jets["features"], jets["mask"], key=key, steps=300,
                                batch_size=2048, restart_every=50)
-    assert history[-1]["recon"] < 0.5 * history[0]["recon"]
+    assert history.last("recon") < 0.5 * history.recon[0]
     assert codebook_utilisation(model, jets["features"][:3000], jets["mask"][:3000]) > 0.5
 
 
@@ -74,8 +74,8 @@ def test_mpm_loss_falls_well_below_the_token_entropy(jets, key):
                                 rngs=nnx.Rngs(1))
     _, history = pretrain_mpm(model, data, steps=200, batch_size=64, key=key,
                               learning_rate=3e-3, progress=False)
-    assert history[0]["loss"] > 0.8 * entropy  # starts near chance
-    assert history[-1]["loss"] < 0.6 * entropy, (history[-1], entropy)
+    assert history.loss[0] > 0.8 * entropy  # starts near chance
+    assert history.last("loss") < 0.6 * entropy, (history, entropy)
 
 
 def test_masked_prediction_ignores_order_of_visible_particles(jets, key):
@@ -106,7 +106,7 @@ def test_mpm_loss_hides_only_real_particles(jets, key):
     graphdef, state = nnx.split(model)
     loss, metrics = jax.jit(lambda s, b, k: mpm_loss(nnx.merge(graphdef, s), b, key=k))(state, batch,
                                                                                    key)
-    assert np.isfinite(float(loss)) and 0.0 <= float(metrics["token_accuracy"]) <= 1.0
+    assert np.isfinite(float(loss)) and 0.0 <= float(metrics.token_accuracy) <= 1.0
 
 
 def _pretrained_params(backbone):

@@ -24,9 +24,10 @@ from ._targets import ManyWell as ManyWell
 from ._targets import MatrixElementTarget as MatrixElementTarget
 from ._targets import gmm40 as gmm40
 from ._targets import matrix_element_target as matrix_element_target
+from ._training import FlowState as FlowState
+from ._training import FlowStepInfo as FlowStepInfo
 from ._training import TrainConfig as TrainConfig
-from ._training import TrainState as TrainState
 from ._training import flow_from_state as flow_from_state
 from ._training import make_trainer as make_trainer
-from ._training import train as train
+from ._training import train_flow as train_flow
 from ._vegas import vegas_sampler as vegas_sampler

@@ -1,8 +1,9 @@
 """Flow training: FAB (alpha = 2, with or without replay buffer), reverse KL and forward KL.
 
-``make_trainer(method, flow, log_p, optimizer, config)`` returns two pure functions,
-``init(key) -> TrainState`` and ``step(key, state) -> (TrainState, info)``, in the optax /
-blackjax style; ``step`` jit-compiles once. Every update passes the running-median gradient
+``make_trainer(method, flow, log_p, optimizer, config)`` returns a
+:class:`difphys.train.Trainer` of two pure functions, ``init(key) -> FlowState`` and
+``step(key, state) -> (FlowState, FlowStepInfo)``, in the optax / blackjax style; ``step``
+jit-compiles once. :func:`train_flow` runs it in :func:`difphys.train.training_loop`. Every update passes the running-median gradient
 guard of FAB: the global gradient norm is clipped at ``clip_factor`` x the median of the last
 ``history`` accepted norms, and an update whose norm is non-finite or above ``skip_factor`` x
 that median is skipped (parameters and optimiser state unchanged).
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..progress import progress_bar
+from ..train import History, Trainer, training_loop
 from ._ais import ais_init, ais_step
 from ._buffer import ReplayBuffer, buffer_add, buffer_adjust, buffer_init, buffer_sample
 
@@ -50,7 +51,10 @@ class TrainConfig(NamedTuple):
     history: int = 64
 
 
-class TrainState(NamedTuple):
+class FlowState(NamedTuple):
+    """The state of flow training: the flow's arrays, optimiser, AIS and buffer states, the
+    gradient-norm history of the guard, and float64 counters of target evaluations."""
+
     params: object  # the flow's arrays (eqx.partition)
     opt_state: object
     ais_state: object
@@ -60,6 +64,17 @@ class TrainState(NamedTuple):
     n_target_grads: jax.Array
     n_skipped: jax.Array
     step: jax.Array
+
+
+class FlowStepInfo(NamedTuple):
+    """One flow-training step: the loss, the global gradient norm, the mean AIS acceptance
+    (NaN for methods without AIS) and the cumulative target-evaluation counters."""
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    acceptance: jax.Array
+    n_target_values: jax.Array
+    n_target_grads: jax.Array
 
 
 def _guarded_update(optimizer, config, loss_fn, params, static, opt_state, grad_norms):
@@ -87,8 +102,10 @@ def make_trainer(
     config: TrainConfig = TrainConfig(),  # noqa: B008 - NamedTuple default is immutable
     *,
     target_sampler: Callable | None = None,
-):
-    """Pure ``(init, step)`` for training ``flow`` towards the density ``exp(log_p)``.
+) -> Trainer:
+    """A :class:`difphys.train.Trainer` ``(init, step)`` for training ``flow`` towards the
+    density ``exp(log_p)``: ``init(key) -> FlowState``, ``step(key, state) -> (FlowState,
+    FlowStepInfo)``.
 
     Args:
       method: ``"fab"``, ``"rkl"`` or ``"fkl"``.
@@ -108,9 +125,9 @@ def make_trainer(
     if use_buffer and config.buffer_capacity < config.batch:
         raise ValueError("buffer_capacity must be at least the batch size")
 
-    def init(key) -> TrainState:
+    def init(key) -> FlowState:
         del key
-        return TrainState(
+        return FlowState(
             params=params0,
             opt_state=optimizer.init(params0),
             ais_state=ais_init(config.n_levels, config.step_size, dtype),
@@ -140,9 +157,9 @@ def make_trainer(
             n_target_grads=state.n_target_grads + grads,
         )
 
-    def step(key, state: TrainState):
+    def step(key, state: FlowState):
         flow_now = eqx.combine(state.params, static)
-        info = {}
+        acceptance = jnp.asarray(jnp.nan, dtype)
         if method == "fab":
             k_ais, k_buf = jax.random.split(key)
             ais_state, res = ais_step(
@@ -160,7 +177,7 @@ def make_trainer(
             state = count(
                 state._replace(ais_state=ais_state), res.n_target_values, res.n_target_grads
             )
-            info["acceptance"] = jnp.mean(res.acceptance)
+            acceptance = jnp.mean(res.acceptance).astype(dtype)
             if not use_buffer:
                 w = jax.lax.stop_gradient(jax.nn.softmax(res.log_w))
                 w = jnp.where(jnp.isfinite(w), w, 0.0)
@@ -212,7 +229,7 @@ def make_trainer(
                 return -jnp.mean(f.log_prob(x))
 
             state, loss, norm = update(state, loss_fn)
-        info.update(loss=loss, grad_norm=norm)
+        info = FlowStepInfo(loss, norm, acceptance, state.n_target_values, state.n_target_grads)
         return state._replace(step=state.step + 1), info
 
     def init_std(key):
@@ -224,16 +241,16 @@ def make_trainer(
         with jax.numpy_dtype_promotion("standard"):
             return step(key, state)
 
-    return init_std, step_std
+    return Trainer(init_std, step_std)
 
 
-def flow_from_state(flow, state: TrainState):
+def flow_from_state(flow, state: FlowState):
     """The trained flow: ``flow``'s structure with ``state.params``."""
     _, static = eqx.partition(flow, eqx.is_inexact_array)
     return eqx.combine(state.params, static)
 
 
-def train(
+def train_flow(
     key,
     method: str,
     flow,
@@ -243,39 +260,27 @@ def train(
     optimizer: optax.GradientTransformation | None = None,
     config: TrainConfig = TrainConfig(),  # noqa: B008
     target_sampler: Callable | None = None,
-    state: TrainState | None = None,
+    state: FlowState | None = None,
     callback: Callable | None = None,
     callback_every: int = 0,
     progress: bool = True,
-):
-    """Run ``steps`` training steps (jit-compiled once) with a progress bar.
+) -> tuple[object, FlowState, History]:
+    """Train ``flow`` for ``steps`` steps (jit-compiled once) in
+    :func:`difphys.train.training_loop`, with a progress bar.
 
-    Returns ``(flow, state, history)``; ``history`` holds per-step ``loss``, ``grad_norm`` and
-    the cumulative target-evaluation counters. Pass a previous ``state`` to resume.
-    ``callback(step, flow, state)`` runs every ``callback_every`` steps (e.g. evaluation).
+    Returns ``(flow, state, history)``; ``history`` (a :class:`difphys.train.History`) holds
+    per-step ``loss``, ``grad_norm``, ``acceptance`` and the cumulative target-evaluation
+    counters. Pass a previous ``state`` to resume: the run continues from ``state.step`` up to
+    ``steps`` in total. ``callback(step, flow, state)`` runs every ``callback_every`` steps
+    (e.g. evaluation).
     """
-    import numpy as np
-
     optimizer = optax.adam(3e-4) if optimizer is None else optimizer
-    init, step_fn = make_trainer(
-        method, flow, log_p, optimizer, config, target_sampler=target_sampler
-    )
+    trainer = make_trainer(method, flow, log_p, optimizer, config, target_sampler=target_sampler)
     k_init, k_steps = jax.random.split(key)
-    state = init(k_init) if state is None else state
-    step_jit = jax.jit(step_fn)
-    hist = {"loss": [], "grad_norm": [], "n_target_values": [], "n_target_grads": []}
-    bar = progress_bar(progress, total=steps, desc=f"train [{method}]")
-    for i in range(steps):
-        state, info = step_jit(jax.random.fold_in(k_steps, i), state)
-        if progress and (i % 20 == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{float(info['loss']):.4g}")
-        hist["loss"].append(info["loss"])
-        hist["grad_norm"].append(info["grad_norm"])
-        hist["n_target_values"].append(state.n_target_values)
-        hist["n_target_grads"].append(state.n_target_grads)
-        if callback is not None and callback_every and (i + 1) % callback_every == 0:
-            callback(i + 1, flow_from_state(flow, state), state)
-        bar.update(1)
-    bar.close()
-    history = {k: np.asarray(jnp.stack(v)) if v else np.zeros(0) for k, v in hist.items()}
+    state = trainer.init(k_init) if state is None else state
+    hook = None if callback is None else (
+        lambda i, st: callback(i, flow_from_state(flow, st), st))
+    state, history = training_loop(jax.jit(trainer.step), state, key=k_steps, steps=steps,
+                                   log_every=1, callback=hook, callback_every=callback_every,
+                                   progress=progress, desc=f"train [{method}]")
     return flow_from_state(flow, state), state, history

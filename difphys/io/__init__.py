@@ -17,6 +17,8 @@ from ._jetclass import read_jetclass as read_jetclass
 from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import colour_tags as colour_tags
 from ._lhe import write_lhe as write_lhe
+from ._table import Table as Table
+from ._table import concatenate as concatenate
 from ._tracks import FLAVOUR_LABELS as FLAVOUR_LABELS
 from ._tracks import TRACK_COV as TRACK_COV
 from ._tracks import TRACK_FEATURES as TRACK_FEATURES

@@ -4,15 +4,16 @@ longest jet."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import jax
 import numpy as np
 
 from ..sharding import shard_batch
+from ._table import Table
 
 
-def _size(arrays: dict) -> int:
+def _size(arrays: Mapping) -> int:
     sizes = {len(v) for v in arrays.values()}
     if len(sizes) != 1:
         raise ValueError(f"arrays disagree on their leading size: {sorted(sizes)}")
@@ -24,10 +25,10 @@ def epoch_order(key, epoch: int, n: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
 
 
-def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16, *,
+def trim_padding(batch: Mapping[str, np.ndarray], multiple: int = 16, *,
                  quantile: float | tuple[float, float] | None = None,
-                 rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-    """``batch`` with its particle axis cut after the last real particle of any jet, rounded up
+                 rng: np.random.Generator | None = None) -> Table:
+    """``batch`` (a :class:`Table` or mapping of arrays) as a :class:`Table` with its particle axis cut after the last real particle of any jet, rounded up
     to a multiple of ``multiple`` (never past the padded length).
 
     ``batch["mask"]`` ``(B, P)`` marks the real particles; every array whose first two axes are
@@ -75,13 +76,13 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int = 16, *,
             return np.take_along_axis(np.asarray(v), keep.reshape(
                 n_jets, length, *([1] * (np.ndim(v) - 2))), axis=1)
     elif length == padded:
-        return dict(batch)
+        return Table(batch)
     else:
         def cut(v):
             return v[:, :length]
     # only arrays with the (jets, particles) leading axes are cut
-    return {k: (cut(v) if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
-            for k, v in batch.items()}
+    return Table({k: (cut(v) if np.ndim(v) >= 2 and np.shape(v)[:2] == (n_jets, padded) else v)
+                  for k, v in batch.items()})
 
 
 def epoch_batches(key, epoch: int, n: int, batch_size: int, *,
@@ -115,7 +116,7 @@ def epoch_batches(key, epoch: int, n: int, batch_size: int, *,
 
 
 def batches(
-    arrays: dict[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray],
     batch_size: int,
     *,
     key,
@@ -125,8 +126,9 @@ def batches(
     trim: int | None = None,
     trim_quantile: float | tuple[float, float] | None = None,
     bucket: int | None = None,
-) -> Iterator[tuple[int, dict]]:
-    """Yield ``(step, batch)`` forever, from ``start_step`` on.
+) -> Iterator[tuple[int, Table]]:
+    """Yield ``(step, batch)`` forever, from ``start_step`` on; ``batch`` is a :class:`Table`
+    of the rows of ``arrays`` (a :class:`Table` or any mapping of equally long arrays).
 
     Each epoch visits the examples in a fresh random order (``epoch_order(key, epoch, n)``) in
     full batches of ``batch_size`` (the last partial batch of an epoch is skipped). Batch
@@ -170,7 +172,7 @@ def batches(
             rows, rows_epoch = epoch_batches(key, epoch, n, batch_size, lengths=lengths,
                                              bucket=bucket), epoch
         idx = rows[within]
-        batch = {k: v[idx] for k, v in arrays.items()}
+        batch = Table({k: v[idx] for k, v in arrays.items()})
         if trim is not None:
             rng = None
             if trim_quantile is not None:

@@ -30,10 +30,12 @@ Padded entries are zero in every feature.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ._table import Table, concatenate
 
 TREE = "tree"
 
@@ -70,7 +72,7 @@ def _files(files) -> list[str]:
     return files
 
 
-def _dense(batch, max_particles: int) -> dict[str, np.ndarray]:
+def _dense(batch, max_particles: int) -> Table:
     import awkward as ak
 
     out: dict[str, np.ndarray] = {}
@@ -86,7 +88,7 @@ def _dense(batch, max_particles: int) -> dict[str, np.ndarray]:
             out[name] = ak.to_numpy(col)
     if mask is not None:
         out["mask"] = mask
-    return out
+    return Table(out)
 
 
 def iterate_jetclass(
@@ -95,11 +97,11 @@ def iterate_jetclass(
     *,
     max_particles: int = 128,
     step_size: int | str = 100_000,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Yield dense batches of at most ``step_size`` jets (or a size such as ``"100 MB"``) from
+) -> Iterator[Table]:
+    """Yield dense batches (:class:`Table`) of at most ``step_size`` jets (or a size such as ``"100 MB"``) from
     one or many JetClass-schema files, so files larger than memory can be streamed.
 
-    Each batch maps branch names to arrays: particle branches ``(n, max_particles)`` float64
+    Each batch's columns are the branches: particle branches ``(n, max_particles)`` float64
     (zero-padded), jet/label branches ``(n,)``, and ``mask`` ``(n, max_particles)`` bool when any
     particle branch is read. ``branches=None`` reads every branch.
     """
@@ -131,21 +133,22 @@ def iterate_jetclass(
         yield _dense(batch, max_particles)
 
 
-def read_jetclass(files, branches: Sequence[str] | None = None, *, max_particles: int = 128):
-    """All jets of ``files`` as one dense batch (see :func:`iterate_jetclass`)."""
+def read_jetclass(files, branches: Sequence[str] | None = None, *,
+                  max_particles: int = 128) -> Table:
+    """All jets of ``files`` as one dense :class:`Table` (see :func:`iterate_jetclass`)."""
     batches = list(iterate_jetclass(files, branches, max_particles=max_particles))
-    if not batches or all(len(next(iter(b.values()))) == 0 for b in batches):
+    if not batches or all(b.n_rows == 0 for b in batches):
         raise ValueError(f"no jets in {files}")
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    return concatenate(batches)
 
 
-def part_p4(batch: dict[str, np.ndarray]) -> np.ndarray:
+def part_p4(batch: Mapping[str, np.ndarray]) -> np.ndarray:
     """Four-momenta ``(n, max_particles, 4)`` float32 (E, px, py, pz) GeV of a dense batch."""
     return np.stack([batch["part_energy"], batch["part_px"], batch["part_py"], batch["part_pz"]],
                     axis=-1).astype(np.float32)
 
 
-def part_features(batch: dict[str, np.ndarray]) -> np.ndarray:
+def part_features(batch: Mapping[str, np.ndarray]) -> np.ndarray:
     """The 17 standardised ParT ``JetClass_full`` particle features, ``(n, max_particles, 17)``
     float32, zero on padded entries; needs the particle branches, ``jet_pt`` and
     ``jet_energy``."""
@@ -212,11 +215,10 @@ def write_jetclass(path, particles: dict, jets: dict, *, overwrite: bool = False
     return path
 
 
-def load_jets(files, labels: Sequence[str] | None, *, max_particles: int = 128
-              ) -> dict[str, np.ndarray]:
+def load_jets(files, labels: Sequence[str] | None, *, max_particles: int = 128) -> Table:
     """Jets of ``files`` as training arrays for a classifier.
 
-    Returns ``features (n, max_particles, 17)`` float32 (:func:`part_features`), ``p4 (n,
+    Returns a :class:`Table` of ``features (n, max_particles, 17)`` float32 (:func:`part_features`), ``p4 (n,
     max_particles, 4)`` float32 (E, px, py, pz) GeV, ``mask (n, max_particles)`` bool and
     ``label (n,)`` int32: the index in ``labels`` of the one true label branch (``labels=None``:
     every jet, unlabelled, no ``label``). Jets where none
@@ -233,26 +235,22 @@ def load_jets(files, labels: Sequence[str] | None, *, max_particles: int = 128
         raise ValueError(f"{len(empty)} jet(s) with no particles (first at entry {empty[0]}) "
                          f"in {files}")
     if not labels:  # unlabelled: every jet, no "label"
-        return {"features": part_features(batch), "p4": part_p4(batch), "mask": batch["mask"]}
+        return Table(features=part_features(batch), p4=part_p4(batch), mask=batch["mask"])
     onehot = np.stack([np.asarray(batch[name], dtype=bool) for name in labels], axis=1)
     if np.any(onehot.sum(axis=1) > 1):
         raise ValueError(f"labels {labels} are not exclusive: some jets have several set")
     keep = onehot.any(axis=1)
     if not keep.any():
         raise ValueError(f"no jet in {files} has any of the labels {labels}")
-    sub = {k: v[keep] for k, v in batch.items()}
-    return {
-        "features": part_features(sub),
-        "p4": part_p4(sub),
-        "mask": sub["mask"],
-        "label": np.argmax(onehot[keep], axis=1).astype(np.int32),
-    }
+    sub = batch.take(keep)
+    return Table(features=part_features(sub), p4=part_p4(sub), mask=sub["mask"],
+                 label=np.argmax(onehot[keep], axis=1).astype(np.int32))
 
 
 def load_events(files, *, max_jets: int = 3, max_particles: int = 64,
-                label: str = "label_signal") -> dict[str, np.ndarray]:
+                label: str = "label_signal") -> Table:
     """Events of a multi-jet sample (e.g. ``hh4b``, grouped by the ``event_id`` branch) as
-    arrays for an event classifier: ``features (E, max_jets, max_particles, 17)``, ``p4 (E,
+    a :class:`Table` for an event classifier: ``features (E, max_jets, max_particles, 17)``, ``p4 (E,
     max_jets, max_particles, 4)``, ``mask (E, max_jets, max_particles)`` (a jet slot without
     particles is padding), ``jet_mask (E, max_jets)`` and ``label (E,)`` int32 from the
     event-level ``label`` branch. Jets beyond ``max_jets`` in an event are dropped (the files
@@ -281,4 +279,4 @@ def load_events(files, *, max_jets: int = 3, max_particles: int = 64,
     labels = np.zeros(n_events, np.int32)
     labels[row] = np.asarray(batch[label], dtype=np.int32)
     out["label"] = labels
-    return out
+    return Table(out)

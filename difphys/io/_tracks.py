@@ -28,11 +28,12 @@ trk_charge      sign(qoverp)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ._jetclass import read_jetclass
+from ._table import Table
 
 TRACK_PARAMS = ("part_trk_d0", "part_trk_z0", "part_trk_phi0", "part_trk_theta", "part_trk_qoverp")
 TRACK_COV = tuple(f"part_trk_cov_{i}{j}" for i in range(5) for j in range(i, 5))
@@ -50,14 +51,14 @@ def jet_axis(eta, phi) -> np.ndarray:
     return np.stack([np.cos(phi), np.sin(phi), np.sinh(eta)], axis=-1) / np.cosh(eta)[..., None]
 
 
-def jet_tracks(batch: dict[str, np.ndarray], *, max_tracks: int = 15, min_pt: float = 0.1,
-               labels: Sequence[str] | None = FLAVOUR_LABELS) -> dict[str, np.ndarray]:
+def jet_tracks(batch: Mapping[str, np.ndarray], *, max_tracks: int = 15, min_pt: float = 0.1,
+               labels: Sequence[str] | None = FLAVOUR_LABELS) -> Table:
     """Tracks of a dense batch (:func:`difphys.io.read_jetclass` with the track branches).
 
     A track is a charged particle whose smeared perigee has ``0 < theta < pi`` and
     ``pT = sin(theta) / |q/p| > min_pt`` (GeV; the tracker's acceptance: softer tracks curl up).
 
-    Returns a dict with ``params (n, T, 5)`` and ``cov (n, T, 5, 5)`` float64, ``mask (n, T)``,
+    Returns a :class:`~difphys.io.Table` with ``params (n, T, 5)`` and ``cov (n, T, 5, 5)`` float64, ``mask (n, T)``,
     ``features (n, T, 9)`` float32 (``TRACK_FEATURES``), ``origin (n, T)`` int32 (-1 padded),
     ``hf (n, T)`` bool (from a b or c decay), ``vertex (n, T, 3)`` the true production points
     (mm), ``axis (n, 3)`` the jet direction, ``sv (n, 3)`` the true b-hadron decay vertex (the
@@ -136,12 +137,12 @@ def jet_tracks(batch: dict[str, np.ndarray], *, max_tracks: int = 15, min_pt: fl
            "vertex": vertex, "axis": axis, "sv": sv, "has_sv": has_sv}
     if label is not None:
         out["label"] = label
-    return out
+    return Table(out)
 
 
 def load_tracks(files, *, max_tracks: int = 15, min_pt: float = 0.1,
                 labels: Sequence[str] | None = FLAVOUR_LABELS,
-                max_particles: int = 128) -> dict[str, np.ndarray]:
+                max_particles: int = 128) -> Table:
     """Read ``files`` (``difphys generate`` output) and return :func:`jet_tracks` arrays.
 
     ``max_particles`` bounds how many particles per jet are searched for charged tracks."""

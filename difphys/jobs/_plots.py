@@ -37,14 +37,14 @@ def plot_design(path, results):
     fig, (ax_loss, ax_theta) = plt.subplots(1, 2, figsize=(11, 4))
     for i, r in enumerate(results):
         colour = f"C{i}"
-        steps = np.arange(1, r["loss"].shape[1] + 1)
-        loss = np.median(r["loss"], axis=0)
+        steps = np.arange(1, r.loss.shape[1] + 1)
+        loss = np.median(r.loss, axis=0)
         # a running mean makes the noisy per-step batch loss readable
         width = max(1, len(loss) // 20)
         smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
-        ax_loss.plot(steps[width - 1 :], smooth, color=colour, label=r["method"])
-        ax_theta.plot(steps, np.median(r["theta"], axis=0), color=colour, label=r["method"])
-        lo, hi = np.quantile(r["theta"], [0.25, 0.75], axis=0)
+        ax_loss.plot(steps[width - 1 :], smooth, color=colour, label=r.method)
+        ax_theta.plot(steps, np.median(r.theta, axis=0), color=colour, label=r.method)
+        lo, hi = np.quantile(r.theta, [0.25, 0.75], axis=0)
         ax_theta.fill_between(steps, lo, hi, color=colour, alpha=0.15)
     ax_loss.set(
         xlabel="Adam step", ylabel="batch loss (median over seeds, running mean)", yscale="log"

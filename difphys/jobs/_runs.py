@@ -82,7 +82,9 @@ def prepare_run_dir(out, config: Mapping, *, policy: str = "new",
 
 
 def save_history(path, history) -> None:
-    """Write logged metrics (a sequence of mappings) as JSON lines."""
+    """Write logged metrics (a :class:`difphys.train.History`, or a sequence of mappings) as
+    JSON lines, one per logged step."""
+    rows = history.rows() if hasattr(history, "rows") else history
     with open(path, "w") as fh:
-        for row in history:
+        for row in rows:
             fh.write(json.dumps(dict(row)) + "\n")

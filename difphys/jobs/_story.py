@@ -81,13 +81,13 @@ def stochad_step(key, n: int = 2000, steps: int = 30) -> dict:
     run = sim.optimize_detector(jax.random.fold_in(key, 1), steps=steps, progress=False,
                                 n_eval=500)
     (m1, e1), (m2, e2) = out["stochad"], out["score"]
-    loss = np.asarray(run["loss"])[0]
+    loss = np.asarray(run.loss)[0]
     return {
         "theta": 2.5, "showers": n,
         "dloss_dtheta_stochad": m1, "stochad_error": e1,
         "dloss_dtheta_score": m2, "score_error": e2,
         "variance_ratio_score_over_stochad": (e2 / e1) ** 2 if e1 > 0 else None,
-        "adam_steps": steps, "theta_after": float(np.asarray(run["final_theta"])[0]),
+        "adam_steps": steps, "theta_after": float(np.asarray(run.final_theta)[0]),
         "loss_first_5_steps": float(loss[:5].mean()), "loss_last_5_steps": float(loss[-5:].mean()),
         "checks": {"stochad_agrees_with_score_function": abs(m1 - m2) < 5 * np.hypot(e1, e2)},
     }

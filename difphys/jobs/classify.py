@@ -72,8 +72,7 @@ def train_jet_classifier(
 
     data = load_jets(config["files"], labels, max_particles=max_particles)
     train_idx, val_idx = _split(len(data["label"]), val_fraction, seed)
-    train = {k: v[train_idx] for k, v in data.items()}
-    val = {k: v[val_idx] for k, v in data.items()}
+    train, val = data.take(train_idx), data.take(val_idx)
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(seed))
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(100, steps // 10 + 1),
                                                   steps)
@@ -102,7 +101,7 @@ def train_jet_classifier(
         "rejection_at_50": roc.rejection_at(0.5),
         "rejection_at_30": roc.rejection_at(0.3),
         "rejection_lower_bound": roc.rejection_lower_bound,
-        "final_train_loss": history[-1]["loss"] if history else None,
+        "final_train_loss": history.last("loss") if len(history) else None,
     }
     save_history(out / ("history.jsonl" if not resume else "history_resumed.jsonl"), history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

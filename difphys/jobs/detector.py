@@ -46,16 +46,16 @@ def detector_study(
         "objective": "E[(mean interaction radius - 2.0)^2], Adam on the ring's inner radius",
         "results": [
             {
-                "method": r["method"],
-                "options": r["options"],
-                "branching": r["branching"],
-                "theta0": r["theta0"],
-                "steps": r["steps"],
-                "batch": r["batch"],
-                "learning_rate": r["learning_rate"],
-                "final_theta": r["final_theta"].tolist(),
-                "final_loss": r["final_loss"].tolist(),
-                "median_final_loss": float(np.median(r["final_loss"])),
+                "method": r.method,
+                "options": r.options,
+                "branching": r.branching,
+                "theta0": r.theta0,
+                "steps": r.steps,
+                "batch": r.batch,
+                "learning_rate": r.learning_rate,
+                "final_theta": r.final_theta.tolist(),
+                "final_loss": r.final_loss.tolist(),
+                "median_final_loss": float(np.median(r.final_loss)),
             }
             for r in results
         ],

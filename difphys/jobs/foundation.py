@@ -88,7 +88,7 @@ def fit_tokenizer_files(files, out, *, method: str = "vqvae", codebook_size: int
                     rngs=nnx.Rngs(seed))
         tok, history = fit_vqvae(tok, jets["features"], jets["mask"], key=key, steps=steps,
                                  progress=progress)
-        meta["final_recon"] = history[-1]["recon"] if history else None
+        meta["final_recon"] = history.last("recon") if len(history) else None
     n = min(len(jets["mask"]), 20_000)
     meta["codebook_utilisation"] = codebook_utilisation(tok, jets["features"][:n],
                                                         jets["mask"][:n])
@@ -126,8 +126,8 @@ def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: i
     meta = dict(kind="backbone", model_size=model_size, config=dataclasses.asdict(cfg),
                 tokenizer=str(tokenizer), jets=int(len(tokens)), steps=steps,
                 token_entropy=token_entropy(tokens, jets["mask"]),
-                first_loss=history[0]["loss"] if history else None,
-                final_loss=history[-1]["loss"] if history else None,
+                first_loss=float(history.loss[0]) if len(history) else None,
+                final_loss=history.last("loss") if len(history) else None,
                 max_particles=max_particles)
     save_module(out / "backbone", model.backbone, meta)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -172,17 +172,16 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     else:
         cfg = ParTConfig.named(model_size or "small", num_classes=0)
     if event_level:
-        data = load_events(files, max_particles=max_particles)
-        data.pop("jet_mask")
+        events = load_events(files, max_particles=max_particles)
         # label_signal == 1 is the signal: class SIGNAL_CLASS (0), as in every job
-        data["label"] = (data["label"] != 1).astype(np.int32)
+        data = events.select("features", "p4", "mask").replace(
+            label=(events["label"] != 1).astype(np.int32))
     else:  # class k is the k-th label; the first (the signal) is class SIGNAL_CLASS (0)
         data = load_jets(files, list(labels), max_particles=max_particles)
     train_idx, test_idx = _split(len(data["label"]), test_fraction, seed)
     if budget is not None:
         train_idx = train_idx[:budget]
-    train = {k: v[train_idx] for k, v in data.items()}
-    test = {k: v[test_idx] for k, v in data.items()}
+    train, test = data.take(train_idx), data.take(test_idx)
     backbone = ParticleTransformer(cfg, rngs=nnx.Rngs(seed))
     if strategy != "scratch":
         load_module(Path(pretrained) / "backbone", backbone)
@@ -197,7 +196,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     record = roc.record()
     metrics = dict(strategy=strategy, event_level=event_level, train_examples=len(train_idx),
                    test_examples=len(test_idx), test_auc=record.pop("auc"), **record,
-                   final_train_loss=history[-1]["loss"] if history else None)
+                   final_train_loss=history.last("loss") if len(history) else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     rej = metrics["rejection_at_50"]
     return Report("finetune", out, metrics, (

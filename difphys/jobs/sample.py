@@ -37,7 +37,7 @@ from ..io import colour_tags, write_lhe
 from ..phasespace import hit_or_miss
 from ..progress import progress_bar
 from ..sharding import make_mesh, shard_batch
-from ..train import restore_pytree, save_pytree
+from ..train import restore_pytree, save_pytree, training_loop
 from ._report import Report
 
 SAMPLING_METHODS = ("fab", "rkl", "vegas")
@@ -84,8 +84,8 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
         buffer_capacity=(16 * batch if method == "fab" else 0),
         updates_per_ais=4,
     )
-    init, step = make_trainer(method, flow, target.log_prob, optax.adam(lr), config)
-    state = init(key)
+    trainer = make_trainer(method, flow, target.log_prob, optax.adam(lr), config)
+    state = trainer.init(key)
     done = 0
     if checkpoint is not None:
         checkpoint = Path(checkpoint).absolute()
@@ -102,13 +102,10 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
                 saved = checkpoint / "state.old"  # a save was interrupted between its renames
             state = restore_pytree(saved, state)
             done = int(state.step)
-    step_jit = jax.jit(step)
-    with progress_bar(progress, total=steps, desc=f"train [{method}]", initial=done) as bar:
-        for i in range(done, steps):
-            state, info_step = step_jit(jax.random.fold_in(key, 1000 + i), state)
-            if progress and i % 20 == 0:
-                bar.set_postfix(loss=f"{float(info_step['loss']):.4g}")
-            bar.update(1)
+    if steps > done:
+        state, _ = training_loop(jax.jit(trainer.step), state, key=jax.random.fold_in(key, 1000),
+                                 steps=steps, log_every=20, progress=progress,
+                                 desc=f"train [{method}]")
     if checkpoint is not None and steps > done:
         checkpoint.mkdir(parents=True, exist_ok=True)
         _save_checkpoint(checkpoint, state,

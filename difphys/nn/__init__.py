@@ -10,6 +10,7 @@ from ._heads import DeepSetsHead as DeepSetsHead
 from ._heads import EventClassifier as EventClassifier
 from ._heads import JetClassifier as JetClassifier
 from ._heads import MaskedParticleModel as MaskedParticleModel
+from ._heads import MPMMetrics as MPMMetrics
 from ._heads import mpm_loss as mpm_loss
 from ._part import MODEL_SIZES as MODEL_SIZES
 from ._part import ParTConfig as ParTConfig
@@ -17,7 +18,9 @@ from ._part import ParticleTransformer as ParticleTransformer
 from ._part import count_params as count_params
 from ._tokenizers import VQVAE as VQVAE
 from ._tokenizers import KMeansTokenizer as KMeansTokenizer
+from ._tokenizers import VQMetrics as VQMetrics
 from ._vertex_tagger import VERTEX_FEATURES as VERTEX_FEATURES
 from ._vertex_tagger import VERTEX_MODES as VERTEX_MODES
+from ._vertex_tagger import TaggerMetrics as TaggerMetrics
 from ._vertex_tagger import VertexTagger as VertexTagger
 from ._vertex_tagger import tagger_loss as tagger_loss

@@ -3,6 +3,8 @@ a jet classifier head, and a DeepSets event classifier over several jets."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -51,7 +53,14 @@ class MaskedParticleModel(nnx.Module):
         return self.head(self.norm(x))
 
 
-def mpm_loss(model: MaskedParticleModel, batch: dict, *, key, fraction: float = 0.4):
+class MPMMetrics(NamedTuple):
+    """Metrics of :func:`mpm_loss`: the token accuracy on the hidden particles."""
+
+    token_accuracy: jax.Array
+
+
+def mpm_loss(model: MaskedParticleModel, batch, *, key, fraction: float = 0.4
+             ) -> tuple[jax.Array, MPMMetrics]:
     """Cross-entropy of the tokens (``batch["tokens"] (B, n)`` int) of a random ``fraction``
     of the real particles, hidden from the backbone. Every jet keeps at least one visible
     particle. Reports the token accuracy on hidden particles."""
@@ -71,7 +80,7 @@ def mpm_loss(model: MaskedParticleModel, batch: dict, *, key, fraction: float = 
     n = jnp.maximum(jnp.sum(w), 1.0)
     loss = jnp.sum(w * nll) / n
     acc = jnp.sum(w * (jnp.argmax(log_p, -1).astype(jnp.int32) == tokens).astype(w.dtype)) / n
-    return loss, {"token_accuracy": acc}
+    return loss, MPMMetrics(acc)
 
 
 class JetClassifier(nnx.Module):

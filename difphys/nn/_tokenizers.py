@@ -8,6 +8,7 @@ excluded from fitting through a mask.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,14 @@ def _nearest(z, codebook):
     d2 = (jnp.sum(z * z, axis=-1, keepdims=True) - 2.0 * z @ codebook.T
           + jnp.sum(codebook * codebook, axis=-1))
     return jnp.argmin(d2, axis=-1)
+
+
+class VQMetrics(NamedTuple):
+    """Metrics of :meth:`VQVAE.loss`: reconstruction MSE and the fraction of codes used by
+    the batch."""
+
+    recon: jax.Array
+    codebook_used_in_batch: jax.Array
 
 
 class VQVAE(nnx.Module):
@@ -70,8 +79,7 @@ class VQVAE(nnx.Module):
         counts = jnp.zeros(self.codebook_size, jnp.float32).at[idx.ravel()].add(w.ravel())
         self.usage[...] = self.usage[...] + counts
         used = jnp.mean((counts > 0).astype(jnp.float32))
-        return recon + codebook_term + self.commitment * commit, {
-            "recon": recon, "codebook_used_in_batch": used}
+        return recon + codebook_term + self.commitment * commit, VQMetrics(recon, used)
 
     def restart_dead_codes(self, key, x, mask):
         """Move every code with zero usage onto the encoding of a random real particle of

@@ -13,6 +13,8 @@ Batch layout (:func:`difphys.io.jet_tracks`): ``features (B, T, F)``, ``mask (B,
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -178,7 +180,17 @@ class VertexTagger(nnx.Module):
         return out
 
 
-def tagger_loss(model: VertexTagger, batch: dict, *, key, aux_weight: float = 1.0):
+class TaggerMetrics(NamedTuple):
+    """Metrics of :func:`tagger_loss`: accuracy, the flavour cross entropy ``ce`` and the
+    per-track auxiliary ``track_bce`` (``None`` without the auxiliary term)."""
+
+    accuracy: jax.Array
+    ce: jax.Array
+    track_bce: jax.Array | None = None
+
+
+def tagger_loss(model: VertexTagger, batch, *, key, aux_weight: float = 1.0
+                ) -> tuple[jax.Array, TaggerMetrics]:
     """Cross entropy on ``batch["label"]`` plus ``aux_weight`` x the per-track binary cross
     entropy of the weight logits against ``batch["hf"]`` (track from a b or c decay) over real
     tracks. Returns ``(loss, metrics)`` for :func:`difphys.train.fit`."""
@@ -187,16 +199,13 @@ def tagger_loss(model: VertexTagger, batch: dict, *, key, aux_weight: float = 1.
     logits = out["logits"].astype(dtype)
     labels = batch["label"].astype(jnp.int32)
     ce = jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1))
-    metrics = {"accuracy": jnp.mean((jnp.argmax(logits, -1).astype(jnp.int32) == labels).astype(
-        dtype)),
-               "ce": ce}
-    loss = ce
+    accuracy = jnp.mean((jnp.argmax(logits, -1).astype(jnp.int32) == labels).astype(dtype))
+    loss, aux = ce, None
     if aux_weight and "hf" in batch:
         mask = batch["mask"]
         z = out["weight_logits"].astype(dtype)
         y = batch["hf"].astype(dtype)
         bce = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
         aux = jnp.sum(jnp.where(mask, bce, 0.0)) / jnp.maximum(jnp.sum(mask), 1).astype(dtype)
-        metrics["track_bce"] = aux
         loss = loss + aux_weight * aux
-    return loss, metrics
+    return loss, TaggerMetrics(accuracy, ce, aux)

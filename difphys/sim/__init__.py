@@ -15,6 +15,7 @@ __all__ = [
     "objective",
     "simulate",
 ]
+from ._design import DesignResult as DesignResult  # noqa: E402
 from ._design import optimize_detector as optimize_detector  # noqa: E402
 
-__all__ += ["optimize_detector"]
+__all__ += ["DesignResult", "optimize_detector"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,25 @@ def _history_chunk(method, options, config, branching, optimizer, batch, n_steps
     return run
 
 
+class DesignResult(NamedTuple):
+    """What :func:`optimize_detector` returns: the settings it ran with, the ``theta`` and
+    ``loss`` histories ``(n_seeds, steps)`` (``loss`` is the batch mean of the objective at
+    each step), and ``final_theta`` / ``final_loss`` ``(n_seeds,)`` (the loss on ``n_eval``
+    fixed showers)."""
+
+    method: str
+    options: dict
+    branching: bool
+    theta0: float
+    steps: int
+    batch: int
+    learning_rate: float
+    theta: np.ndarray
+    loss: np.ndarray
+    final_theta: np.ndarray
+    final_loss: np.ndarray
+
+
 def optimize_detector(
     key,
     *,
@@ -52,7 +72,7 @@ def optimize_detector(
     n_eval: int = 2000,
     chunk: int = 20,
     progress: bool = True,
-):
+) -> DesignResult:
     """Minimise E[(mean interaction radius - 2)^2] over the ring's inner radius with Adam.
 
     Args:
@@ -63,9 +83,8 @@ def optimize_detector(
       n_eval: showers (fixed keys, shared by all methods) for the final loss.
 
     Returns:
-      dict with ``theta`` and ``loss`` histories (arrays ``(n_seeds, steps)``; ``loss`` is the
-      batch mean of the objective at each step), ``final_theta`` and ``final_loss``
-      (``(n_seeds,)``, the loss on ``n_eval`` showers), and the settings.
+      :class:`DesignResult`: the ``theta`` and ``loss`` histories ``(n_seeds, steps)``,
+      ``final_theta`` and ``final_loss`` ``(n_seeds,)``, and the settings.
     """
     if steps < 1 or batch < 1 or n_seeds < 1:
         raise ValueError("steps, batch and n_seeds must be >= 1")
@@ -103,16 +122,6 @@ def optimize_detector(
     final_loss = jax.jit(jax.vmap(lambda th: jnp.mean(jax.vmap(lambda k: f(th, k))(eval_keys))))(
         theta
     )
-    return {
-        "method": method,
-        "options": options,
-        "branching": branching,
-        "theta0": theta0,
-        "steps": steps,
-        "batch": batch,
-        "learning_rate": learning_rate,
-        "theta": np.concatenate(thetas, axis=1),
-        "loss": np.concatenate(losses, axis=1),
-        "final_theta": np.asarray(theta),
-        "final_loss": np.asarray(final_loss),
-    }
+    return DesignResult(method, options, branching, theta0, steps, batch, learning_rate,
+                        np.concatenate(thetas, axis=1), np.concatenate(losses, axis=1),
+                        np.asarray(theta), np.asarray(final_loss))

@@ -9,6 +9,9 @@ from ._checkpoint import restore_pytree as restore_pytree
 from ._checkpoint import save_module as save_module
 from ._checkpoint import save_pytree as save_pytree
 from ._flavour import TAGGER_INPUTS as TAGGER_INPUTS
+from ._flavour import FlavourMetrics as FlavourMetrics
+from ._flavour import TaggerResult as TaggerResult
+from ._flavour import VertexBin as VertexBin
 from ._flavour import b_discriminant as b_discriminant
 from ._flavour import evaluate_tagger as evaluate_tagger
 from ._flavour import flavour_metrics as flavour_metrics
@@ -22,6 +25,8 @@ from ._foundation import fit_vqvae as fit_vqvae
 from ._foundation import pretrain_mpm as pretrain_mpm
 from ._foundation import strategy_optimizer as strategy_optimizer
 from ._foundation import token_entropy as token_entropy
+from ._loop import ClassifierMetrics as ClassifierMetrics
+from ._loop import StepInfo as StepInfo
 from ._loop import TrainState as TrainState
 from ._loop import classifier_loss as classifier_loss
 from ._loop import fit as fit
@@ -35,3 +40,6 @@ from ._metrics import binary_metrics as binary_metrics
 from ._metrics import class_logit as class_logit
 from ._metrics import roc_auc as roc_auc
 from ._metrics import roc_curve as roc_curve
+from ._run import History as History
+from ._run import Trainer as Trainer
+from ._run import training_loop as training_loop

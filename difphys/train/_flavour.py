@@ -5,6 +5,8 @@ pulls against the true b-hadron decay vertex."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +14,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ..io import Table, concatenate
 from ..nn import VertexTagger, tagger_loss
 from ._loop import fit
 from ._metrics import background_rejection, roc_auc
+from ._run import History
 from ._split import _split
 
 #: Inputs the tagger reads from :func:`difphys.io.jet_tracks` arrays.
@@ -36,7 +40,47 @@ def b_discriminant(logits, f_c: float = 0.05) -> np.ndarray:
     return logp[:, 0] - bkg
 
 
-def flavour_metrics(logits, labels, *, b_efficiency: float = 0.7, f_c: float = 0.05) -> dict:
+class FlavourMetrics(NamedTuple):
+    """b-tagging figures of merit (:func:`flavour_metrics`)."""
+
+    light_rejection: float
+    c_rejection: float
+    auc_b_vs_light: float
+    auc_b_vs_c: float
+    accuracy: float
+    b_efficiency: float
+    f_c: float
+
+
+class VertexBin(NamedTuple):
+    """Vertex residuals and pulls in one bin of true decay length (:func:`vertex_performance`);
+    ``median_residual_mm`` and ``pull_width_xyz`` are ``None`` for bins of fewer than 5 jets,
+    ``L_max_mm`` for the open last bin."""
+
+    L_min_mm: float
+    L_max_mm: float | None
+    jets: int
+    median_residual_mm: float | None = None
+    pull_width_xyz: tuple[float, float, float] | None = None
+
+
+class TaggerResult(NamedTuple):
+    """What :func:`train_flavour_tagger` returns: the trained model, its training
+    :class:`History`, the held-out :class:`FlavourMetrics`, with a vertex layer the b jets'
+    :func:`vertex_performance` and the fraction of b jets with a valid fit, the held-out
+    ``evaluation`` (:func:`evaluate_tagger`) and the held-out row indices."""
+
+    model: Any
+    history: History
+    metrics: FlavourMetrics
+    vertex: list[VertexBin] | None
+    vertex_valid_fraction_b: float | None
+    evaluation: Table
+    held_out: np.ndarray
+
+
+def flavour_metrics(logits, labels, *, b_efficiency: float = 0.7,
+                    f_c: float = 0.05) -> FlavourMetrics:
     """b-tagging figures of merit for labels (0 b, 1 c, 2 light): light and c rejection
     (1 / mistag efficiency) at ``b_efficiency``, ROC AUCs of b vs light and b vs c on
     :func:`b_discriminant`, and the 3-class accuracy."""
@@ -46,19 +90,19 @@ def flavour_metrics(logits, labels, *, b_efficiency: float = 0.7, f_c: float = 0
     if not (b.any() and c.any() and light.any()):
         raise ValueError("flavour_metrics needs b, c and light jets")
     bl, bc = b | light, b | c
-    return {
-        "light_rejection": background_rejection(d[bl], b[bl], b_efficiency),
-        "c_rejection": background_rejection(d[bc], b[bc], b_efficiency),
-        "auc_b_vs_light": roc_auc(d[bl], b[bl]),
-        "auc_b_vs_c": roc_auc(d[bc], b[bc]),
-        "accuracy": float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels)),
-        "b_efficiency": b_efficiency,
-        "f_c": f_c,
-    }
+    return FlavourMetrics(
+        light_rejection=background_rejection(d[bl], b[bl], b_efficiency),
+        c_rejection=background_rejection(d[bc], b[bc], b_efficiency),
+        auc_b_vs_light=roc_auc(d[bl], b[bl]),
+        auc_b_vs_c=roc_auc(d[bc], b[bc]),
+        accuracy=float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels)),
+        b_efficiency=b_efficiency,
+        f_c=f_c,
+    )
 
 
 def vertex_performance(position, cov, valid, sv, has_sv, *,
-                       edges=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0, np.inf)) -> list[dict]:
+                       edges=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0, np.inf)) -> list[VertexBin]:
     """Residuals and pulls of fitted vertices against the true decay vertex, in bins of the
     true decay length |sv| (mm). Per bin: jets, median 3D residual (mm), and the robust width
     (1.4826 x median absolute deviation) of the x, y, z pulls ``(fit - true) / sigma``; a
@@ -72,13 +116,13 @@ def vertex_performance(position, cov, valid, sv, has_sv, *,
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = use & (length >= lo) & (length < hi)
-        row = {"L_min_mm": lo, "L_max_mm": hi if np.isfinite(hi) else None, "jets": int(sel.sum())}
+        row = VertexBin(float(lo), float(hi) if np.isfinite(hi) else None, int(sel.sum()))
         if sel.sum() >= 5:
             p = pulls[sel]
             width = 1.4826 * np.median(np.abs(p - np.median(p, axis=0)), axis=0)
-            row.update({"median_residual_mm": float(np.median(np.linalg.norm(residual[sel],
-                                                                            axis=-1))),
-                        "pull_width_xyz": [round(float(x), 3) for x in width]})
+            row = row._replace(
+                median_residual_mm=float(np.median(np.linalg.norm(residual[sel], axis=-1))),
+                pull_width_xyz=tuple(round(float(x), 3) for x in width))
         rows.append(row)
     return rows
 
@@ -98,9 +142,10 @@ def _forward(graphdef):
     return run
 
 
-def evaluate_tagger(model: VertexTagger, data: dict, *, batch_size: int = 1024) -> dict:
+def evaluate_tagger(model: VertexTagger, data: Mapping, *, batch_size: int = 1024) -> Table:
     """Run ``model`` over ``data`` (:func:`difphys.io.jet_tracks` arrays) in batches; returns
-    numpy ``logits``, ``weights`` and, with a vertex layer, ``position``, ``cov``, ``valid``."""
+    a :class:`~difphys.io.Table` of numpy ``logits``, ``weights`` and, with a vertex layer,
+    ``position``, ``cov``, ``valid``, one row per jet."""
     n = len(data["mask"])
     if n == 0:
         raise ValueError("no jets to evaluate")
@@ -112,15 +157,16 @@ def evaluate_tagger(model: VertexTagger, data: dict, *, batch_size: int = 1024) 
         stop = min(start + batch_size, n)
         idx = np.r_[start:stop, np.full(batch_size - (stop - start), start)]  # fixed shapes
         out = run(state, {k: jnp.asarray(data[k][idx]) for k in keys})
-        parts.append({k: np.asarray(v)[: stop - start] for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        parts.append(Table({k: np.asarray(v)[: stop - start] for k, v in out.items()}))
+    return concatenate(parts)
 
 
-def train_flavour_tagger(data: dict, *, vertex: str = "learned", steps: int = 1000,
+def train_flavour_tagger(data: Mapping, *, vertex: str = "learned", steps: int = 1000,
                          batch_size: int = 256, key, learning_rate: float = 1e-3,
                          aux_weight: float = 1.0, dim: int = 64, layers: int = 2,
                          heads: int = 4, val_fraction: float = 0.25, split_seed: int = 0,
-                         bfield: float = 2.0, mesh=None, progress: bool = True) -> dict:
+                         bfield: float = 2.0, mesh=None, progress: bool = True
+                         ) -> TaggerResult:
     """Train a :class:`difphys.nn.VertexTagger` on b / c / light jets and evaluate it on a
     held-out split.
 
@@ -132,15 +178,15 @@ def train_flavour_tagger(data: dict, *, vertex: str = "learned", steps: int = 10
         key: PRNG key (initialisation, batch order).
         mesh: optional ``difphys.sharding.make_mesh()``: batches split over its devices.
 
-    Returns ``{"model", "history", "metrics"}`` (:func:`flavour_metrics` on the held-out
-    jets, plus :func:`vertex_performance` of b jets as ``metrics["vertex"]`` with a vertex
-    layer), and the held-out ``evaluation`` arrays.
+    Returns a :class:`TaggerResult`: the model, its history, :func:`flavour_metrics` on the
+    held-out jets, with a vertex layer :func:`vertex_performance` of the b jets, and the
+    held-out ``evaluation``.
     """
     missing = sorted(set(TAGGER_INPUTS) - set(data))
     if missing:
         raise KeyError(f"tagger data lacks {missing} (see difphys.io.jet_tracks)")
     train_idx, val_idx = _split(len(data["label"]), val_fraction, split_seed)
-    train = {k: data[k][train_idx] for k in TAGGER_INPUTS}
+    train = Table({k: data[k][train_idx] for k in TAGGER_INPUTS})
     k_init, k_fit = jax.random.split(key)
     model = VertexTagger(data["features"].shape[-1], 3, vertex=vertex, dim=dim, heads=heads,
                          layers=layers, bfield=bfield,
@@ -151,16 +197,16 @@ def train_flavour_tagger(data: dict, *, vertex: str = "learned", steps: int = 10
     model, history = fit(model, train, steps=steps, batch_size=batch_size, key=k_fit,
                          optimizer=optimizer, loss_fn=loss_fn, mesh=mesh,
                          progress=progress)
-    held = {k: v[val_idx] for k, v in data.items()}
+    held = Table(data).take(val_idx)
     ev = evaluate_tagger(model, held)
     metrics = flavour_metrics(ev["logits"], held["label"])
+    vertex_bins = valid_b = None
     if "position" in ev:
         b = held["label"] == 0
-        metrics["vertex"] = vertex_performance(ev["position"][b], ev["cov"][b], ev["valid"][b],
-                                               held["sv"][b], held["has_sv"][b])
-        metrics["vertex_valid_fraction_b"] = float(np.mean(ev["valid"][b]))
-    return {"model": model, "history": history, "metrics": metrics, "evaluation": ev,
-            "held_out": val_idx}
+        vertex_bins = vertex_performance(ev["position"][b], ev["cov"][b], ev["valid"][b],
+                                         held["sv"][b], held["has_sv"][b])
+        valid_b = float(np.mean(ev["valid"][b]))
+    return TaggerResult(model, history, metrics, vertex_bins, valid_b, ev, val_idx)
 
 
 @functools.lru_cache(maxsize=8)

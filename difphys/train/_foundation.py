@@ -5,6 +5,8 @@ optax parameter partitioning."""
 from __future__ import annotations
 
 import functools
+import itertools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,64 +15,84 @@ import optax
 from flax import nnx
 
 from ..nn import mpm_loss
-from ..progress import progress_bar
-from ._loop import fit
+from ._loop import TrainState, fit, init_state, make_train_step
+from ._run import History, training_loop
 
 STRATEGIES = ("frozen", "finetune", "scratch")
 
 
+class VQStepInfo(NamedTuple):
+    """One VQ-VAE step: the loss, ``skipped``, the reconstruction MSE and the fraction of codes
+    used since the last restart (measured before a restart moves the dead ones)."""
+
+    loss: jax.Array
+    skipped: jax.Array
+    recon: jax.Array
+    codes_used: jax.Array
+
+
+def _vq_loss(model, x, *, key):
+    del key
+    return model.loss(x, jnp.ones(x.shape[:-1], bool))
+
+
+@functools.lru_cache(maxsize=8)
+def _vq_step(graphdef, optimizer, restart_every: int, steps: int):
+    """The jitted VQ-VAE step: a :func:`make_train_step` update, then every ``restart_every``
+    steps (not after the last) :meth:`VQVAE.restart_dead_codes` on the batch."""
+    update = make_train_step(graphdef, _vq_loss, optimizer)
+
+    def restart(key, state: TrainState, x):
+        model = nnx.merge(graphdef, state.params, state.rest)
+        model.restart_dead_codes(key, x, jnp.ones(x.shape[:-1], bool))
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return state._replace(params=params, rest=rest)
+
+    def step(key, state: TrainState, x):
+        k_update, k_restart = jax.random.split(key)
+        state, info = update(k_update, state, x)
+        used = jnp.mean((state.rest["usage"][...] > 0).astype(jnp.float32))
+        due = (state.step % restart_every == 0) & (state.step < steps)
+        state = jax.lax.cond(due, restart, lambda k, s, b: s, k_restart, state, x)
+        return state, VQStepInfo(info.loss, info.skipped, info.metrics.recon, used)
+
+    return jax.jit(step)
+
+
 def fit_vqvae(model, features, mask, *, key, steps: int = 500, batch_size: int = 4096,
-              learning_rate: float = 2e-3, restart_every: int = 50, progress: bool = False):
+              learning_rate: float = 2e-3, restart_every: int = 50, progress: bool = False,
+              checkpoint_dir=None) -> tuple[nnx.Module, History]:
     """Train a :class:`difphys.nn.VQVAE` on the real particles of ``features (N, n, d)`` /
-    ``mask (N, n)``: Adam on batches of ``batch_size`` particles, dead codes restarted every
-    ``restart_every`` steps. Returns ``(model, history)`` with ``recon`` and the fraction of
-    codes used per logged step."""
+    ``mask (N, n)`` in :func:`training_loop`: Adam on batches of ``batch_size`` particles
+    (drawn from ``(key, step)``, so a run resumed from ``checkpoint_dir`` draws the same ones),
+    dead codes restarted every ``restart_every`` steps. Returns ``(model, history)``, logged
+    at every restart: ``loss``, ``recon`` and ``codes_used`` (the fraction of codes used)."""
     pts = np.asarray(features, np.float32).reshape(-1, features.shape[-1])
     pts = pts[np.asarray(mask).reshape(-1)]
     if len(pts) < batch_size:
         raise ValueError(f"VQ-VAE training needs at least batch_size={batch_size} particles; "
                          f"got {len(pts)}")
-    opt = optax.adam(learning_rate)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = opt.init(params)
+    opt = _vq_optimizer(learning_rate)
+    graphdef, state = init_state(model, opt)
+    data_key, step_key = jax.random.split(key)
 
-    @jax.jit
-    def step(params, rest, opt_state, x):
-        def objective(p, r):
-            m = nnx.merge(graphdef, p, r)
-            loss, metrics = m.loss(x, jnp.ones(x.shape[:-1], bool))
-            return loss, (metrics, nnx.state(m, nnx.Not(nnx.Param)))
+    def source(start):
+        for i in itertools.count(start):
+            idx = jax.random.randint(jax.random.fold_in(data_key, i), (batch_size,), 0, len(pts))
+            yield i, jnp.asarray(pts[np.asarray(idx)])
 
-        (loss, (metrics, rest)), (grads, _) = jax.value_and_grad(
-            objective, argnums=(0, 1), has_aux=True)(params, rest)
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = opt.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-        return params, rest, opt_state, loss, metrics
-
-    @jax.jit
-    def restart(params, rest, key, x):
-        m = nnx.merge(graphdef, params, rest)
-        m.restart_dead_codes(key, x, jnp.ones(x.shape[:-1], bool))
-        _, p, r = nnx.split(m, nnx.Param, ...)
-        return p, r
-
-    history = []
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
-    bar = progress_bar(progress, total=steps, desc="vq-vae")
-    for i in range(steps):
-        bar.update(1)
-        x = jnp.asarray(pts[rng.integers(0, len(pts), batch_size)])
-        params, rest, opt_state, loss, metrics = step(params, rest, opt_state, x)
-        if (i + 1) % restart_every == 0 and i + 1 < steps:
-            used = float(jnp.mean((rest["usage"][...] > 0).astype(jnp.float32)))
-            history.append({"step": i + 1, "loss": float(loss),
-                            "recon": float(metrics["recon"]), "codes_used": used})
-            params, rest = restart(params, rest, jax.random.fold_in(key, i), x)
-    bar.close()
-    nnx.update(model, params, rest)
+    state, history = training_loop(
+        _vq_step(graphdef, opt, int(restart_every), int(steps)), state, key=step_key,
+        steps=steps, batches=source, log_every=restart_every, checkpoint_dir=checkpoint_dir,
+        progress=progress, desc="vq-vae")
+    nnx.update(model, state.params, state.rest)
     return model, history
+
+
+@functools.lru_cache(maxsize=8)
+def _vq_optimizer(learning_rate: float) -> optax.GradientTransformation:
+    """One Adam object per learning rate, so that repeated calls reuse the compiled step."""
+    return optax.adam(learning_rate)
 
 
 def codebook_utilisation(tokenizer, features, mask) -> float:

@@ -10,7 +10,7 @@ runs on one CPU, several GPUs, or several hosts after ``difphys.sharding.initial
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -20,9 +20,9 @@ import optax
 from flax import nnx
 
 from ..io import batches, trim_padding
-from ..progress import progress_bar
 from ..sharding import replicated
-from ._checkpoint import checkpoint_manager, restore_latest, save_step
+from ._checkpoint import restore_latest
+from ._run import History, training_loop
 
 DEFAULT_OPTIMIZER = optax.adamw(1e-3)
 """The optimiser of :func:`fit` when none is given, built once: the compiled step is cached
@@ -31,7 +31,7 @@ per (model structure, loss, optimiser), so a fresh ``optax.adamw`` per call woul
 
 class TrainState(NamedTuple):
     """Step counter, trainable parameters, other model state (batch statistics) and the
-    optimiser state; a PyTree that orbax checkpoints as a whole."""
+    optimiser state of an NNX model; a PyTree that orbax checkpoints as a whole."""
 
     step: jax.Array
     params: Any
@@ -39,7 +39,22 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-LossFn = Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
+class StepInfo(NamedTuple):
+    """What one training step reports: the loss, ``skipped = 1`` where a non-finite loss or
+    gradient skipped the update, and the loss function's own ``metrics``."""
+
+    loss: jax.Array
+    skipped: jax.Array
+    metrics: Any
+
+
+class ClassifierMetrics(NamedTuple):
+    """Metrics of :func:`classifier_loss`: the batch accuracy."""
+
+    accuracy: jax.Array
+
+
+LossFn = Callable[..., tuple[jax.Array, Any]]
 
 
 def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
@@ -51,14 +66,14 @@ def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
 
 
 def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
-    """The pure training step ``step(state, batch, key) -> (state, metrics)``.
+    """The pure training step ``step(key, state, batch) -> (state, StepInfo)``.
 
     ``loss_fn(model, batch, *, key) -> (loss, metrics)`` sees the merged model in training mode;
     the key drives dropout. Non-finite losses or gradients skip the update (the step counter
     still advances) and report ``skipped = 1``.
     """
 
-    def step(state: TrainState, batch: dict, key):
+    def step(key, state: TrainState, batch):
         def objective(params, rest):
             model = nnx.merge(graphdef, params, rest)
             loss, metrics = loss_fn(model, batch, key=key)
@@ -80,26 +95,26 @@ def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransfor
             lambda a, b: jnp.where(finite, a, b), new, old)
         new_state = TrainState(state.step + 1, keep(params, state.params),
                                keep(rest, state.rest), keep(opt_state, state.opt_state))
-        return new_state, {"loss": loss, "skipped": (~finite).astype(jnp.int32), **metrics}
+        return new_state, StepInfo(loss, (~finite).astype(jnp.int32), metrics)
 
     return step
 
 
-def classifier_loss(model, batch: dict, *, key) -> tuple[jax.Array, dict]:
+def classifier_loss(model, batch, *, key) -> tuple[jax.Array, ClassifierMetrics]:
     """Mean softmax cross-entropy of ``model(features, p4, mask, key=key)`` against the
     integer ``label``; reports the batch accuracy."""
     logits = model(batch["features"], batch["p4"], batch["mask"], key=key)
     labels = batch["label"]
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     acc = jnp.mean((jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels).astype(logits.dtype))
-    return loss, {"accuracy": acc}
+    return loss, ClassifierMetrics(acc)
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_step(graphdef, loss_fn, optimizer):
     """One jitted step per (model structure, loss, optimiser): repeated ``fit`` calls in a
     notebook, or a resumed run, reuse the compilation."""
-    return jax.jit(make_train_step(graphdef, loss_fn, optimizer), donate_argnums=0)
+    return jax.jit(make_train_step(graphdef, loss_fn, optimizer), donate_argnums=1)
 
 
 @functools.lru_cache(maxsize=8)
@@ -109,7 +124,7 @@ def _compiled_forward(graphdef):
 
 def fit(
     model: nnx.Module,
-    data: dict[str, np.ndarray],
+    data: Mapping[str, np.ndarray],
     *,
     steps: int,
     batch_size: int,
@@ -124,9 +139,10 @@ def fit(
     trim: int | None = None,
     trim_quantile: float | tuple[float, float] | None = None,
     bucket: int | None = None,
-) -> tuple[nnx.Module, list[dict]]:
-    """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a dict of arrays
-    with a common leading axis, see :func:`difphys.io.batches`).
+) -> tuple[nnx.Module, History]:
+    """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a
+    :class:`difphys.io.Table` or mapping of arrays with a common leading axis, see
+    :func:`difphys.io.batches`), in :func:`training_loop`.
 
     With ``checkpoint_dir``, the full :class:`TrainState` is saved with orbax every
     ``checkpoint_every`` steps and at the end, and a later call resumes from the newest
@@ -139,49 +155,33 @@ def fit(
     cut to a quantile of the jet lengths (:func:`difphys.io.trim_padding`). ``bucket`` (e.g.
     16, with ``trim``) puts jets of similar length into the same batch, pools of ``bucket``
     batches at a time (:func:`difphys.io.epoch_batches`). Returns the trained model (updated
-    in place) and the logged metrics (``step``, ``loss``, ``accuracy``, ...).
+    in place) and the :class:`History` of the logged steps (``loss``, ``skipped``, the loss
+    function's metrics such as ``accuracy``).
     """
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
     graphdef, state = init_state(model, optimizer)
     restored = restore_latest(checkpoint_dir, state)
-    if restored is not None:
-        state = restored
-    else:  # the step donates its input buffers: never donate arrays the caller still holds
-        state = jax.tree.map(jnp.copy, state)
-    start = int(state.step)
+    # the step donates its input buffers: never donate arrays the caller still holds
+    state = restored if restored is not None else jax.tree.map(jnp.copy, state)
     if mesh is not None:
         state = jax.device_put(state, replicated(mesh))
-    step_fn = _compiled_step(graphdef, loss_fn, optimizer)
     data_key, dropout_key = jax.random.split(key)
-    manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
-    history: list[dict] = []
-    bar = progress_bar(progress, total=steps, desc="train", initial=min(start, steps))
-    try:
-        for i, batch in batches(data, batch_size, key=data_key, start_step=start, mesh=mesh,
-                                  trim=trim, trim_quantile=trim_quantile,
-                                  bucket=bucket):
-            if i >= steps:
-                break
-            state, metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, i))
-            if (i + 1) % log_every == 0 or i + 1 == steps:
-                row = {"step": i + 1, **{k: float(v) for k, v in metrics.items()}}
-                history.append(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-            bar.update(1)
-            if manager is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == steps):
-                save_step(manager, i + 1, state)
-    finally:
-        bar.close()
-        if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
+
+    def source(start):
+        return batches(data, batch_size, key=data_key, start_step=start, mesh=mesh, trim=trim,
+                       trim_quantile=trim_quantile, bucket=bucket)
+
+    state, history = training_loop(
+        _compiled_step(graphdef, loss_fn, optimizer), state, key=dropout_key, steps=steps,
+        batches=source, log_every=log_every, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, resume=False, progress=progress)
     nnx.update(model, state.params, state.rest)
     return model, history
 
 
-def predict(model: nnx.Module, data: dict[str, np.ndarray], *, batch_size: int = 512,
+def predict(model: nnx.Module, data: Mapping[str, np.ndarray], *, batch_size: int = 512,
             trim: int | None = None, by_length: bool | None = None) -> np.ndarray:
     """Logits of ``model`` (evaluation mode: running statistics, no dropout) over ``data``
     in batches; returns a float32 NumPy array ``(n, num_classes)`` in the order of ``data``.
