@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 
@@ -13,6 +14,14 @@ def _x64() -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """run the end-to-end demo on the embedded default and write a report under out/
+
+    The whole story in a few minutes: phase-space volumes against closed forms, the
+    gradient of a Lorentz-invariant observable, a cross section and d sigma/d MZ, vertex
+    fits with implicit gradients, a stochastic-AD detector step, a short FAB run writing
+    LHE events, and pretraining + fine-tuning on a small Pythia sample; writes
+    report.json, demo.png and story.png to a new folder in --out.
+    """
     _x64()
     from .jobs import run_demo
 
@@ -25,6 +34,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_optimize_detector(args: argparse.Namespace) -> int:
+    """gradient-based design of the toy ring detector with each gradient estimator
+
+    Adam on the ring's inner radius minimising E[(mean interaction radius - 2)^2] of the
+    toy shower (difphys.sim), once per estimator; writes summary.json and design.png
+    (loss and theta versus step) to a new folder in --out.
+    """
     _x64()
     from .jobs import detector_study
     from .sim import DetectorConfig
@@ -41,6 +56,12 @@ def _cmd_optimize_detector(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    """train a phase-space sampler (FAB, reverse KL or VEGAS) and write unweighted LHE events
+
+    Train a sampler of |M|^2 on the process's unit-cube phase space (or resume it from
+    --checkpoint), print the cross section with its error and the sampling and
+    unweighting efficiencies, and write unweighted events to a Les Houches Event file.
+    """
     _x64()
     from .jobs import sample_events
 
@@ -55,6 +76,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    """generate a jet sample with Pythia 8 + FastJet into a JetClass-schema ROOT file
+
+    Generate events with Pythia 8, cluster jets with FastJet, simulate tracks (exact
+    helices in --bfield, smeared perigees) and write one entry per jet in the JetClass
+    branch schema plus truth (vertex, track origin, flavour labels). Deterministic per
+    --seed, whatever --workers. Needs the 'data' extra.
+    """
     from .jobs import generate
 
     report = generate(args.sample, args.events, args.seed, args.out, workers=args.workers,
@@ -82,6 +110,13 @@ def _labels(text: str) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """train a Particle Transformer jet classifier on JetClass-schema ROOT files
+
+    Train ParT (Flax NNX) on the 17 JetClass_full particle features and the pair
+    features, data-parallel over all devices, with orbax checkpoints (--resume continues
+    exactly); evaluates ROC AUC and background rejection on a held-out split. Class k is
+    the k-th label; the first label is the signal.
+    """
     from .jobs import train_jet_classifier
 
     report = train_jet_classifier(
@@ -95,6 +130,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
+    """fit a particle tokeniser (VQ-VAE or K-means) on files
+
+    Fit a VQ-VAE (straight-through, commitment loss, dead-code restarts) or K-means
+    tokeniser to the ParT features of all particles of the files; writes it to --out for
+    difphys pretrain.
+    """
     from .jobs import fit_tokenizer_files
 
     report = fit_tokenizer_files(args.files, args.out, method=args.method,
@@ -106,6 +147,12 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    """masked particle modelling of a ParT backbone
+
+    Pretrain a Particle Transformer backbone by masked particle modelling (a fraction of
+    each jet's particles hidden, their tokens predicted) on unlabelled jets; orbax
+    checkpoints, --resume.
+    """
     from .jobs import pretrain_files
 
     report = pretrain_files(args.files, args.tokenizer, args.out, model_size=args.model,
@@ -118,6 +165,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    """train a jet or event classifier on a backbone
+
+    Train a jet classifier (--labels, signal first: class 0) or a DeepSets event
+    classifier (--events, on label_signal) with a frozen, fine-tuned or from-scratch
+    backbone; evaluates on a held-out split.
+    """
     from .jobs import finetune_files
 
     report = finetune_files(
@@ -170,6 +223,16 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                 resume=resume, jets=jets, model=model, optim=optim)
 
 
+def _command(sub, func, name: str, parents):
+    """One subcommand ``name`` calling ``func``, with the shared option blocks ``parents``;
+    its ``--help`` is ``func``'s docstring (first line: the summary in ``difphys --help``)."""
+    summary, _, description = inspect.cleandoc(func.__doc__ or name).partition("\n\n")
+    parser = sub.add_parser(name, parents=parents, help=summary,
+                            description=" ".join(description.split()))
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data import SAMPLES
@@ -182,28 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     P = _parents()
 
-    demo = sub.add_parser(
-        "demo", parents=[P["common"], P["out_root"]],
-        help="run the end-to-end demo on the embedded default and write a report under out/",
-        description="The whole story in a few minutes: phase-space volumes against closed forms, "
-        "the gradient of a Lorentz-invariant observable, a cross section and d sigma/d MZ, "
-        "vertex fits with implicit gradients, a stochastic-AD detector step, a short FAB run "
-        "writing LHE events, and pretraining + fine-tuning on a small Pythia sample; writes "
-        "report.json, demo.png and story.png to a new folder in --out.",
-    )
+    demo = _command(sub, _cmd_demo, "demo", [P["common"], P["out_root"]])
     demo.add_argument("--points", type=int, default=1_000_000, help="MC points per integral")
     demo.add_argument("--sqrt-s", type=float, default=91.1876, help="centre-of-mass energy, GeV")
     demo.add_argument("--physics-only", action="store_true",
                       help="only the phase-space and cross-section steps (1-4, seconds)")
-    demo.set_defaults(func=_cmd_demo)
 
-    opt = sub.add_parser(
-        "optimize-detector", parents=[P["common"], P["out_root"]],
-        help="gradient-based design of the toy ring detector with each gradient estimator",
-        description="Adam on the ring's inner radius minimising E[(mean interaction radius - 2)^2] "
-        "of the toy shower (difphys.sim), once per estimator; writes summary.json and "
-        "design.png (loss and theta versus step) to a new folder in --out.",
-    )
+    opt = _command(sub, _cmd_optimize_detector, "optimize-detector", [P["common"], P["out_root"]])
     opt.add_argument("--methods", default="stochad,score,score_baseline,gumbel,straight_through,fd",
                      help="comma-separated estimators (default: all)")
     opt.add_argument("--branching", action="store_true", help="the branching shower variant")
@@ -213,15 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
     opt.add_argument("--seeds", type=int, default=10, help="independent runs per method")
     opt.add_argument("--fd-step", type=float, default=1e-3, help="finite-difference step h")
-    opt.set_defaults(func=_cmd_optimize_detector)
 
-    smp = sub.add_parser(
-        "sample", parents=[P["common"], P["overwrite"]],
-        help="train a phase-space sampler (FAB, reverse KL or VEGAS) and write unweighted LHE events",
-        description="Train a sampler of |M|^2 on the process's unit-cube phase space (or resume "
-        "it from --checkpoint), print the cross section with its error and the sampling and "
-        "unweighting efficiencies, and write unweighted events to a Les Houches Event file.",
-    )
+    smp = _command(sub, _cmd_sample, "sample", [P["common"], P["overwrite"]])
     smp.add_argument("--process", default="e+ e- > w+ b w- b~", help="MadGraph-style process")
     smp.add_argument("--sqrt-s", type=float, default=1000.0, help="centre-of-mass energy, GeV")
     smp.add_argument("--method", default="fab", choices=["fab", "rkl", "vegas"])
@@ -233,32 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--calibration", type=int, default=50_000,
                      help="weighted events for sigma and the maximum weight (default: 50000)")
     smp.add_argument("--checkpoint", default=None, help="orbax checkpoint folder (resume/save)")
-    smp.set_defaults(func=_cmd_sample)
 
-    gen = sub.add_parser(
-        "generate", parents=[P["common"], P["overwrite"]],
-        help="generate a jet sample with Pythia 8 + FastJet into a JetClass-schema ROOT file",
-        description="Generate events with Pythia 8, cluster jets with FastJet, simulate tracks "
-        "(exact helices in --bfield, smeared perigees) and write one entry per jet in the "
-        "JetClass branch schema plus truth (vertex, track origin, flavour labels). Deterministic "
-        "per --seed, whatever --workers. Needs the 'data' extra.",
-    )
+    gen = _command(sub, _cmd_generate, "generate", [P["common"], P["overwrite"]])
     gen.add_argument("sample", choices=sorted(SAMPLES), help="zpole, hh4b (signal + QCD) or a half")
     gen.add_argument("--events", type=int, default=10_000, help="events (default: 10000)")
     gen.add_argument("--out", required=True, help="output ROOT file")
     gen.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
     gen.add_argument("--bfield", type=float, default=2.0, help="solenoid field, T (default: 2)")
-    gen.set_defaults(func=_cmd_generate)
 
-    trn = sub.add_parser(
-        "train", parents=[P["jets"], P["run_dir"], P["model"], P["optim"], P["resume"],
-                          P["common"]],
-        help="train a Particle Transformer jet classifier on JetClass-schema ROOT files",
-        description="Train ParT (Flax NNX) on the 17 JetClass_full particle features and the "
-        "pair features, data-parallel over all devices, with orbax checkpoints (--resume "
-        "continues exactly); evaluates ROC AUC and background rejection on a held-out split. "
-        "Class k is the k-th label; the first label is the signal.",
-    )
+    trn = _command(sub, _cmd_train, "train",
+                   [P["jets"], P["run_dir"], P["model"], P["optim"], P["resume"],                           P["common"]])
     trn.add_argument("--labels", default="label_b,label_uds",
                      help="comma-separated label branches, signal first (default: "
                           "label_b,label_uds)")
@@ -274,36 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --trim, batch training jets of similar length together, "
                           "sorting pools of K batches by length (less padding, less random "
                           "batches)")
-    trn.set_defaults(func=_cmd_train)
 
-    tok = sub.add_parser("tokenize", parents=[P["jets"], P["run_dir"], P["overwrite"],
-                                              P["common"]],
-                         help="fit a particle tokeniser (VQ-VAE or K-means) on files",
-                         description="Fit a VQ-VAE (straight-through, commitment loss, dead-code "
-                         "restarts) or K-means tokeniser to the ParT features of all particles "
-                         "of the files; writes it to --out for difphys pretrain.")
+    tok = _command(sub, _cmd_tokenize, "tokenize",
+                   [P["jets"], P["run_dir"], P["overwrite"], P["common"]])
     tok.add_argument("--method", default="vqvae", choices=["vqvae", "kmeans"])
     tok.add_argument("--codebook", type=int, default=512, help="codebook size (default: 512)")
     tok.add_argument("--steps", type=int, default=1000, help="VQ-VAE steps (default: 1000)")
-    tok.set_defaults(func=_cmd_tokenize)
 
-    pre = sub.add_parser("pretrain", parents=[P["jets"], P["run_dir"], P["model"], P["optim"],
-                                              P["resume"], P["common"]],
-                         help="masked particle modelling of a ParT backbone",
-                         description="Pretrain a Particle Transformer backbone by masked "
-                         "particle modelling (a fraction of each jet's particles hidden, their "
-                         "tokens predicted) on unlabelled jets; orbax checkpoints, --resume.")
+    pre = _command(sub, _cmd_pretrain, "pretrain",
+                   [P["jets"], P["run_dir"], P["model"], P["optim"], P["resume"], P["common"]])
     pre.add_argument("--tokenizer", required=True, help="folder written by difphys tokenize")
     pre.add_argument("--mask-fraction", type=float, default=0.4)
-    pre.set_defaults(func=_cmd_pretrain, steps=2000)
+    pre.set_defaults(steps=2000)
 
-    fin = sub.add_parser("finetune", parents=[P["jets"], P["run_dir"], P["model"], P["optim"],
-                                              P["overwrite"], P["common"]],
-                         help="train a jet or event classifier on a backbone",
-                         description="Train a jet classifier (--labels, signal first: class 0) "
-                         "or a DeepSets event classifier (--events, on label_signal) with a "
-                         "frozen, fine-tuned or from-scratch backbone; evaluates on a held-out "
-                         "split.")
+    fin = _command(sub, _cmd_finetune, "finetune",
+                   [P["jets"], P["run_dir"], P["model"], P["optim"], P["overwrite"], P["common"]])
     fin.add_argument("--pretrained", default=None, help="folder written by difphys pretrain")
     fin.add_argument("--strategy", default="finetune", choices=["frozen", "finetune", "scratch"])
     fin.add_argument("--labels", default="label_b,label_uds")
@@ -312,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--backbone-lr-factor", type=float, default=0.1)
     fin.add_argument("--frozen-warmup", type=int, default=0, help="steps with a fixed backbone")
     # --model: the backbone size for --strategy scratch without --pretrained (default small)
-    fin.set_defaults(func=_cmd_finetune, model=None, steps=500, batch=64)
+    fin.set_defaults(model=None, steps=500, batch=64)
     return parser
 
 

@@ -1,10 +1,29 @@
-"""Test configuration: float64 physics, strict dtype promotion, a fixed key."""
+"""Test configuration: float64 physics, strict dtype promotion, JAX's key-reuse checker, a
+fixed key.
+
+The key-reuse checker (``jax_debug_key_reuse``) is on for every test module except those in
+``KEY_REUSE_BY_DESIGN``: there the method itself replays one key (common random numbers for
+gradients and differences of Monte-Carlo estimates, stochastic AD's coupled reruns of a
+program inside its interpreter, the demo that runs them). Elsewhere an intended second use
+says so with ``jax.random.clone(key)``."""
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+KEY_REUSE_BY_DESIGN = {
+    "test_amplitudes", "test_amplitudes_cross_section", "test_analysis", "test_phasespace",
+    "test_phasespace_montecarlo", "test_stochad", "test_sim", "test_cli", "test_jobs_demo_story",
+}
+
+
+@pytest.fixture(autouse=True)
+def _key_reuse_checker(request):
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    with jax.debug_key_reuse(module not in KEY_REUSE_BY_DESIGN):
+        yield
 
 
 @pytest.fixture

@@ -32,8 +32,10 @@ def test_invariants_under_100_random_boosts_and_rotations(key):
     m2_ref, pq_ref = kin.mass2(p), kin.dot(p, q)
     for sub in jax.random.split(kt, 100):
         kb, kr = jax.random.split(sub)
+        # the same boost and rotation for p and q: one key each, cloned for the second use
         pb = random_rotation(kr, random_boost(kb, p, max_beta=0.9))
-        qb = random_rotation(kr, random_boost(kb, q, max_beta=0.9))
+        qb = random_rotation(jax.random.clone(kr), random_boost(jax.random.clone(kb), q,
+                                                                 max_beta=0.9))
         np.testing.assert_allclose(kin.mass2(pb), m2_ref, rtol=1e-12)
         np.testing.assert_allclose(kin.dot(pb, qb), pq_ref, rtol=1e-12)
 

@@ -43,7 +43,7 @@ def _float64_norms():
 
 
 def _jets(key, batch=3, n=12, dtype=jnp.float64):
-    k1, k2, k3 = jax.random.split(key, 3)
+    k1, k2, k3 = (jax.random.fold_in(key, i) for i in range(3))  # ``key`` stays unconsumed
     features = jax.random.normal(k1, (batch, n, 17), dtype)
     p3 = jax.random.normal(k2, (batch, n, 3), dtype) * 5.0
     p3 = p3.at[..., 0].add(30.0)  # a jet along +x

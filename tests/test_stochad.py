@@ -15,8 +15,14 @@ K_SE = 4.0
 
 
 @functools.cache
-def _keys(seed=0, n=N):
+def _cached_keys(seed, n):
     return jax.random.split(jax.random.key(seed), n)
+
+
+def _keys(seed=0, n=N):
+    """The same keys for every estimator (common random numbers), cloned for the key-reuse
+    checker."""
+    return jax.random.clone(_cached_keys(seed, n))
 
 
 def _estimates(f, theta, method="stochad", seed=0, n=N, **options):

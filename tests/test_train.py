@@ -23,7 +23,8 @@ TINY = ParTConfig(embed_dims=(16,), pair_embed_dims=(8,), num_heads=2, num_layer
 
 def _toy_data(key, n=96, particles=6):
     """Two classes of toy jets whose features differ in mean (a learnable task)."""
-    k1, k2, k3, k4 = jax.random.split(key, 4)
+    # fold_in derives the data keys without consuming ``key`` (the test trains with it)
+    k1, k2, k3, k4 = (jax.random.fold_in(key, i) for i in range(4))
     label = jax.random.bernoulli(k1, 0.5, (n,)).astype(jnp.int32)
     features = jax.random.normal(k2, (n, particles, 17), jnp.float32) \
         + 1.0 * label[:, None, None].astype(jnp.float32)
@@ -216,7 +217,8 @@ def test_trimmed_batches_train_and_predict_like_padded_ones(key):
         model = ParticleTransformer(cfg, rngs=nnx.Rngs(5), param_dtype=jnp.float64)
         # Flax's norms promote their statistics with float32: standard promotion for float64
         with jax.numpy_dtype_promotion("standard"):
-            fit(model, padded, steps=3, batch_size=16, key=key, optimizer=optax.sgd(0.05),
+            fit(model, padded, steps=3, batch_size=16, key=jax.random.clone(key),
+                optimizer=optax.sgd(0.05),
                 progress=False, log_every=1, trim=trim)
             logits.append(predict(model, padded, batch_size=40, trim=trim))
         states.append(jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -348,7 +350,8 @@ def test_fit_with_length_buckets_resumes_bit_identically(key, tmp_path):
 
     def run(steps, ckpt, bucket=2):
         model = ParticleTransformer(TINY, rngs=nnx.Rngs(3))
-        fit(model, data, steps=steps, batch_size=16, key=key, optimizer=optax.adam(1e-2),
+        fit(model, data, steps=steps, batch_size=16, key=jax.random.clone(key),
+            optimizer=optax.adam(1e-2),
             checkpoint_dir=ckpt, checkpoint_every=2, progress=False, trim=4, bucket=bucket)
         return jax.tree.leaves(nnx.state(model, nnx.Param))
 

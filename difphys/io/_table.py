@@ -76,7 +76,7 @@ class Table(Mapping):
     def __repr__(self) -> str:
         cols = ", ".join(f"{k}: {getattr(v, 'dtype', type(v).__name__)}{list(np.shape(v))}"
                          for k, v in self._columns.items())
-        return f"Table({cols})"
+        return f"{type(self).__name__}({cols})"
 
     # -- rows ----------------------------------------------------------------------------
     @property
@@ -88,15 +88,15 @@ class Table(Mapping):
 
     def take(self, index) -> Table:
         """The rows ``index`` (an integer array, a boolean mask or a slice) of every column."""
-        return Table({k: v[index] for k, v in self._columns.items()})
+        return type(self)({k: v[index] for k, v in self._columns.items()})
 
     def replace(self, **columns) -> Table:
         """A new table with ``columns`` added or replaced."""
-        return Table(self._columns, **columns)
+        return type(self)(self._columns, **columns)
 
     def select(self, *names: str) -> Table:
         """A new table with only the columns ``names`` (in that order)."""
-        return Table({n: self[n] for n in names})
+        return type(self)({n: self[n] for n in names})
 
     # -- PyTree --------------------------------------------------------------------------
     def tree_flatten_with_keys(self):

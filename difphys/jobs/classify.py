@@ -101,7 +101,7 @@ def train_jet_classifier(
         "rejection_at_50": roc.rejection_at(0.5),
         "rejection_at_30": roc.rejection_at(0.3),
         "rejection_lower_bound": roc.rejection_lower_bound,
-        "final_train_loss": history.last("loss") if len(history) else None,
+        "final_train_loss": history.last("loss") if history.n_rows else None,
     }
     save_history(out / ("history.jsonl" if not resume else "history_resumed.jsonl"), history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

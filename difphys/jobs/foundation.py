@@ -88,7 +88,7 @@ def fit_tokenizer_files(files, out, *, method: str = "vqvae", codebook_size: int
                     rngs=nnx.Rngs(seed))
         tok, history = fit_vqvae(tok, jets["features"], jets["mask"], key=key, steps=steps,
                                  progress=progress)
-        meta["final_recon"] = history.last("recon") if len(history) else None
+        meta["final_recon"] = history.last("recon") if history.n_rows else None
     n = min(len(jets["mask"]), 20_000)
     meta["codebook_utilisation"] = codebook_utilisation(tok, jets["features"][:n],
                                                         jets["mask"][:n])
@@ -126,8 +126,8 @@ def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: i
     meta = dict(kind="backbone", model_size=model_size, config=dataclasses.asdict(cfg),
                 tokenizer=str(tokenizer), jets=int(len(tokens)), steps=steps,
                 token_entropy=token_entropy(tokens, jets["mask"]),
-                first_loss=float(history.loss[0]) if len(history) else None,
-                final_loss=history.last("loss") if len(history) else None,
+                first_loss=float(history.loss[0]) if history.n_rows else None,
+                final_loss=history.last("loss") if history.n_rows else None,
                 max_particles=max_particles)
     save_module(out / "backbone", model.backbone, meta)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -196,7 +196,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     record = roc.record()
     metrics = dict(strategy=strategy, event_level=event_level, train_examples=len(train_idx),
                    test_examples=len(test_idx), test_auc=record.pop("auc"), **record,
-                   final_train_loss=history.last("loss") if len(history) else None)
+                   final_train_loss=history.last("loss") if history.n_rows else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     rej = metrics["rejection_at_50"]
     return Report("finetune", out, metrics, (

@@ -27,25 +27,27 @@ import jax.numpy as jnp
 
 from .. import stochad
 from .._checks import check_finite
+from .._fields import array_field
 from .._numerics import safe_norm
 
 
 class DetectorConfig(eqx.Module):
-    """Toy detector and shower settings (floats are array leaves; sizes are static)."""
+    """Toy detector and shower settings: lengths in the toy's units, energies in GeV (array
+    leaves, :func:`difphys._fields.array_field`); sizes are static."""
 
-    thickness: float = 1.0
-    step: float = 0.05
-    interaction_length: float = 0.15
-    edge: float = 0.05
-    energy: float = 10.0
-    energy_cut: float = 1.0
-    loss_min: float = 0.1
-    loss_max: float = 0.5
-    kick: float = 0.3
-    split_probability: float = 0.5
-    opening: float = 0.2
-    world_radius: float = 6.0
-    target_radius: float = 2.0
+    thickness: jax.Array = array_field(1.0)
+    step: jax.Array = array_field(0.05)
+    interaction_length: jax.Array = array_field(0.15)
+    edge: jax.Array = array_field(0.05)
+    energy: jax.Array = array_field(10.0)
+    energy_cut: jax.Array = array_field(1.0)
+    loss_min: jax.Array = array_field(0.1)
+    loss_max: jax.Array = array_field(0.5)
+    kick: jax.Array = array_field(0.3)
+    split_probability: jax.Array = array_field(0.5)
+    opening: jax.Array = array_field(0.2)
+    world_radius: jax.Array = array_field(6.0)
+    target_radius: jax.Array = array_field(2.0)
     max_particles: int = eqx.field(static=True, default=16)
     max_steps: int = eqx.field(static=True, default=400)
     max_records: int = eqx.field(static=True, default=128)

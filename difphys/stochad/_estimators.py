@@ -173,7 +173,7 @@ class _StraightThrough(Interpreter):
 
 
 def _trace(f, theta, key):
-    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(theta, key)
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(theta, jax.random.clone(key))
     if not isinstance(out_shape, jax.ShapeDtypeStruct):
         raise TypeError("derivative_estimate: f(theta, key) must return a single array")
     if not jnp.issubdtype(out_shape.dtype, jnp.floating):
@@ -182,7 +182,9 @@ def _trace(f, theta, key):
 
 
 def _run(interp, closed, theta, key, v, state):
-    key_leaves = jax.tree_util.tree_leaves(key)
+    # every run replays the program on the same key (the coupling of stochastic AD): say so
+    # to JAX's key-reuse checker with a clone
+    key_leaves = jax.tree_util.tree_leaves(jax.random.clone(key))
     outs, touts, state = interp.eval(
         closed.jaxpr,
         list(closed.consts),
@@ -225,7 +227,8 @@ def _direction_estimate(method, opts, f, closed, theta, key, v, baseline):
         return _run(_StraightThrough(), closed, theta, key, v, {})[1]
     if method == "fd":
         h = jnp.asarray(opts["h"], dtype)
-        return (f(theta + h * v, key) - f(theta - h * v, key)) / (2 * h)
+        return (f(theta + h * v, jax.random.clone(key))
+                - f(theta - h * v, jax.random.clone(key))) / (2 * h)
     raise AssertionError(method)  # pragma: no cover
 
 

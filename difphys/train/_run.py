@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from ..io import Table
 from ..progress import progress_bar
 from ._checkpoint import checkpoint_manager, restore_latest, save_step
 
@@ -46,19 +47,16 @@ def _flat(info) -> Mapping[str, Any]:
     return out
 
 
-class History:
-    """Metrics logged by :func:`training_loop`: one float64 column per name, one row per
-    logged step. ``history.loss`` or ``history["loss"]`` is a column ``(n_logged,)``;
-    ``history.step`` the steps (1-based) they were logged at; ``history.last("loss")`` the
-    newest value; ``history.names`` the columns; ``len(history)`` the number of rows."""
+class History(Table):
+    """Metrics logged by :func:`training_loop`: a :class:`difphys.io.Table` with one float64
+    column per name and one row per logged step. ``history.loss`` or ``history["loss"]`` is a
+    column ``(n_logged,)``; ``history.step`` the steps (1-based) they were logged at;
+    ``history.last("loss")`` the newest value; ``history.n_rows`` the number of logged steps."""
 
-    __slots__ = ("_columns",)
+    __slots__ = ()
 
     def __init__(self, columns: Mapping[str, np.ndarray]):
-        columns = {k: np.asarray(v, np.float64) for k, v in columns.items()}
-        if len({len(v) for v in columns.values()}) > 1:
-            raise ValueError("History columns must have one value per logged step")
-        object.__setattr__(self, "_columns", columns)
+        super().__init__({k: np.asarray(v, np.float64) for k, v in columns.items()})
 
     @classmethod
     def from_rows(cls, steps, rows) -> History:
@@ -70,35 +68,6 @@ class History:
                      for n in names})
         return cls(cols)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._columns)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        try:
-            return self._columns[name]
-        except KeyError:
-            raise KeyError(f"no logged metric {name!r}; logged: {list(self._columns)}") \
-                from None
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._columns[name]
-        except KeyError:
-            raise AttributeError(f"no logged metric {name!r}; logged: "
-                                 f"{list(self._columns)}") from None
-
-    def __setattr__(self, name, value):
-        raise AttributeError("a History is read-only")
-
-    def __contains__(self, name) -> bool:
-        return name in self._columns
-
-    def __len__(self) -> int:
-        return len(self._columns.get("step", ()))
-
     def last(self, name: str) -> float:
         """The newest logged value of ``name``."""
         column = self[name]
@@ -108,11 +77,8 @@ class History:
 
     def rows(self) -> list[Mapping[str, float]]:
         """The logged rows, ``{"step": ..., name: value, ...}`` each (for JSON output)."""
-        return [{k: (int(v[i]) if k == "step" else float(v[i])) for k, v in self._columns.items()}
-                for i in range(len(self))]
-
-    def __repr__(self) -> str:
-        return f"History({len(self)} rows: {', '.join(self._columns)})"
+        return [{k: (int(v[i]) if k == "step" else float(v[i])) for k, v in self.items()}
+                for i in range(self.n_rows)]
 
 
 def training_loop(

@@ -31,6 +31,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from .._checks import is_concrete
+from .._fields import array_field
 from . import _cpu_kernel
 from ._helix import _wrap, local_to_momentum, perigee_from_local, state_at_vertex
 from ._smallmat import cholesky_spd, eigvalsh3, inv3, inv_spd
@@ -44,8 +45,8 @@ _CHUNK = 1024  # jets per vmapped while_loop
 class BeamSpot(eqx.Module):
     """Beam-spot constraint: ``position (3,)`` (mm) and ``cov (3, 3)`` (mm^2)."""
 
-    position: jax.Array
-    cov: jax.Array
+    position: jax.Array = array_field()
+    cov: jax.Array = array_field()
 
 
 class VertexFit(NamedTuple):

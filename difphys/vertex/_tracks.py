@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._fields import array_field
 from ._helix import perigee_from_state
 
 
@@ -37,14 +38,14 @@ class TrackResolution(eqx.Module):
     Defaults resemble an LHC-like pixel tracker.
     """
 
-    d0_a: Array = eqx.field(default_factory=lambda: jnp.asarray(0.005))
-    d0_b: Array = eqx.field(default_factory=lambda: jnp.asarray(0.015))
-    z0_a: Array = eqx.field(default_factory=lambda: jnp.asarray(0.01))
-    z0_b: Array = eqx.field(default_factory=lambda: jnp.asarray(0.03))
-    ang_a: Array = eqx.field(default_factory=lambda: jnp.asarray(1e-4))
-    ang_b: Array = eqx.field(default_factory=lambda: jnp.asarray(1.5e-3))
-    pt_a: Array = eqx.field(default_factory=lambda: jnp.asarray(0.005))
-    pt_b: Array = eqx.field(default_factory=lambda: jnp.asarray(5e-4))
+    d0_a: Array = array_field(0.005)
+    d0_b: Array = array_field(0.015)
+    z0_a: Array = array_field(0.01)
+    z0_b: Array = array_field(0.03)
+    ang_a: Array = array_field(1e-4)
+    ang_b: Array = array_field(1.5e-3)
+    pt_a: Array = array_field(0.005)
+    pt_b: Array = array_field(5e-4)
 
     def sigmas(self, params):
         """Standard deviations ``(..., 5)`` for perigee ``params (..., 5)``."""
