@@ -28,7 +28,8 @@ def epoch_order(key, epoch: int, n: int) -> np.ndarray:
 def trim_padding(batch: Mapping[str, np.ndarray], multiple: int = 16, *,
                  quantile: float | tuple[float, float] | None = None,
                  rng: np.random.Generator | None = None) -> Table:
-    """``batch`` (a :class:`Table` or mapping of arrays) as a :class:`Table` with its particle axis cut after the last real particle of any jet, rounded up
+    """``batch`` (a :class:`Table` or mapping of arrays) as a :class:`Table` with its particle
+    axis cut after the last real particle of any jet, rounded up
     to a multiple of ``multiple`` (never past the padded length).
 
     ``batch["mask"]`` ``(B, P)`` marks the real particles; every array whose first two axes are
