@@ -25,11 +25,11 @@ def test_scan_loop_equals_python_loop_and_jits(key):
     def batch(k, n_valid):
         return batch_moments(jax.random.exponential(k, (64,)), n_valid)
 
-    a = streaming_mean(batch, key, 1000, 64)
-    b = jax.jit(lambda k: streaming_mean(batch, k, 1000, 64, loop="scan"))(key)
+    a = streaming_mean(batch, 1000, 64, key=key)
+    b = jax.jit(lambda k: streaming_mean(batch, 1000, 64, key=k, loop="scan"))(key)
     np.testing.assert_allclose(a, b, rtol=1e-13)
     with pytest.raises(ValueError, match="loop must be"):
-        streaming_mean(batch, key, 10, 4, loop="while")
+        streaming_mean(batch, 10, 4, key=key, loop="while")
 
 
 def test_dsigma_errors_equal_the_per_point_formula(key):

@@ -75,18 +75,9 @@ def _check(proc, sqrt_s, params):
             )
 
 
-def cross_section(
-    proc: Process,
-    sqrt_s,
-    n_points: int,
-    params: SMParams | None = None,
-    *,
-    key,
-    cuts: Callable | None = None,
-    batch_size: int = 32768,
-    progress: bool = False,
-    loop: str = "python",
-) -> CrossSection:
+def cross_section(proc: Process, sqrt_s, n_points: int, params: SMParams | None = None, *, key,
+                  cuts: Callable | None = None, batch_size: int = 32768, progress: bool = False,
+                  loop: str = "python") -> CrossSection:
     """Partonic cross section ``sigma = (1 / 2s) int |M|^2 dPhi`` (pb) at fixed ``sqrt_s`` (GeV).
 
     Points are uniform on the process's unit cube (:meth:`Process.phase_space`). ``cuts`` is
@@ -99,15 +90,12 @@ def cross_section(
     params = SMParams() if params is None else params
     _check(proc, sqrt_s, params)
     batch_size = int(min(batch_size, n_points))
-    value, error = streaming_mean(
-        lambda k, n_valid: _batch(proc, cuts, batch_size, k, n_valid, sqrt_s, params),
-        key,
-        n_points,
-        batch_size,
-        progress=progress,
-        desc=proc.name,
-        loop=loop,
-    )
+
+    def batch(k, n_valid):
+        return _batch(proc, cuts, batch_size, k, n_valid, sqrt_s, params)
+
+    value, error = streaming_mean(batch, n_points, batch_size, key=key, progress=progress,
+                                  desc=proc.name, loop=loop)
     return CrossSection(value, error, n_points)
 
 
@@ -131,19 +119,9 @@ def _hist_batch(proc, cuts, observable, batch_size, key, n_valid, sqrt_s, params
     return count, mean, m2
 
 
-def dsigma(
-    proc: Process,
-    observable: Callable,
-    edges,
-    sqrt_s,
-    n_points: int,
-    params: SMParams | None = None,
-    *,
-    key,
-    cuts: Callable | None = None,
-    batch_size: int = 32768,
-    progress: bool = False,
-) -> Histogram:
+def dsigma(proc: Process, observable: Callable, edges, sqrt_s, n_points: int,
+           params: SMParams | None = None, *, key, cuts: Callable | None = None,
+           batch_size: int = 32768, progress: bool = False) -> Histogram:
     """Differential cross section ``dsigma/dx`` (pb per unit x) in the bins ``edges``.
 
     ``observable`` maps momenta ``(batch, n, 4)`` to ``x`` ``(batch,)``. The bin contents sum
@@ -155,14 +133,11 @@ def dsigma(
     if edges.ndim != 1 or edges.shape[0] < 2 or not np.all(np.diff(np.asarray(edges)) > 0):
         raise ValueError("edges must be a strictly increasing 1-D array with at least 2 entries")
     batch_size = int(min(batch_size, n_points))
-    mean, error = streaming_mean(
-        lambda k, n_valid: _hist_batch(proc, cuts, observable, batch_size, k, n_valid, sqrt_s,
-                                       params, edges),
-        key,
-        n_points,
-        batch_size,
-        progress=progress,
-        desc=f"dsigma {proc.name}",
-    )
+
+    def batch(k, n_valid):
+        return _hist_batch(proc, cuts, observable, batch_size, k, n_valid, sqrt_s, params, edges)
+
+    mean, error = streaming_mean(batch, n_points, batch_size, key=key, progress=progress,
+                                 desc=f"dsigma {proc.name}")
     widths = jnp.diff(edges)
     return Histogram(np.asarray(edges), mean / widths, error / widths)

@@ -254,21 +254,9 @@ class SplineFlow(eqx.Module):
         return self.sample_and_log_prob(key, n, dtype)[0]
 
 
-def make_spline_flow(
-    key,
-    dim: int,
-    *,
-    support: str = "real",
-    n_layers: int = 8,
-    hidden: int = 64,
-    depth: int = 2,
-    n_bins: int = 8,
-    bound: float = 5.0,
-    loc: float = 0.0,
-    scale: float = 1.0,
-    actnorm: bool = False,
-    dtype=None,
-) -> SplineFlow:
+def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8, hidden: int = 64,
+                     depth: int = 2, n_bins: int = 8, bound: float = 5.0, loc: float = 0.0,
+                     scale: float = 1.0, actnorm: bool = False, dtype=None) -> SplineFlow:
     """A new identity-initialised spline coupling flow.
 
     Args:

@@ -94,11 +94,7 @@ def integrate(
     batch_size = int(min(batch_size, n_points))
     mean, error = streaming_mean(
         lambda k, n_valid: _batch_moments(f, sampler, batch_size, k, n_valid, sqrt_s, masses),
-        key,
-        n_points,
-        batch_size,
-        progress=progress,
-    )
+        n_points, batch_size, key=key, progress=progress)
     if not isinstance(mean, jax.core.Tracer) and not np.isfinite(np.asarray(mean)):
         raise ValueError("integrand returned NaN or infinite values on phase space")
     return IntegrationResult(mean, error, n_points)

@@ -46,10 +46,10 @@ def _mean_and_error(moments):
 
 def streaming_mean(
     batch_fn: Callable,
-    key,
     n_points: int,
     batch_size: int,
     *,
+    key,
     progress=False,
     desc: str = "integrate",
     loop: str = "python",
