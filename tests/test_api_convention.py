@@ -96,3 +96,31 @@ def test_the_checker_sees_dict_returns():
 
     assert _returns_dict(returns_literal) and _returns_dict(returns_pair)
     assert not _returns_dict(returns_closure_dict)
+
+
+def _public_methods():
+    for sub in SUBPACKAGES:
+        module = importlib.import_module(f"difphys.{sub}")
+        for name in sorted(vars(module)):
+            cls = getattr(module, name)
+            if name.startswith("_") or not inspect.isclass(cls):
+                continue
+            if not cls.__module__.startswith("difphys"):
+                continue
+            for meth_name, meth in vars(cls).items():
+                if meth_name.startswith("_") and meth_name != "__call__":
+                    continue
+                fn = meth.__func__ if isinstance(meth, (classmethod, staticmethod)) else meth
+                if inspect.isfunction(fn):
+                    yield f"{sub}.{name}.{meth_name}", fn
+
+
+# A result's JSON form (for run folders' .jsonl), not a result.
+JSON_SERIALISERS = {"train.BinaryMetrics.record"}
+
+
+def test_no_public_method_returns_a_dict():
+    methods = list(_public_methods())
+    assert len(methods) > 20  # the classes' methods are seen
+    found = sorted(q for q, fn in methods if _returns_dict(fn) and q not in JSON_SERIALISERS)
+    assert found == [], f"public methods returning dicts: {found}"

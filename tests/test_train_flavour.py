@@ -113,18 +113,18 @@ def test_vertex_layer_outputs(tracks, key):
     batch = _batch(tracks, n=32, dtype=np.float32)
     model = _tiny("truth", key, jnp.float32)
     out = model(batch)
-    assert out["logits"].shape == (32, 3) and out["logits"].dtype == jnp.float32
-    assert out["vertex_features"].shape == (32, len(VERTEX_FEATURES))
-    assert out["vertex"].position.dtype == jnp.float64  # the fit runs in float64
+    assert out.logits.shape == (32, 3) and out.logits.dtype == jnp.float32
+    assert out.vertex_features.shape == (32, len(VERTEX_FEATURES))
+    assert out.vertex.position.dtype == jnp.float64  # the fit runs in float64
     # with true heavy-flavour tracks, b jets with >= 2 of them give a valid vertex near the
     # true b-hadron decay (within 3 mm for most: cascade charm decays pull it outward)
     hf_count = np.sum(np.asarray(batch["hf"] & batch["mask"]), axis=1)
-    valid = np.asarray(out["vertex"].valid)
+    valid = np.asarray(out.vertex.valid)
     assert np.all(valid[hf_count >= 2])
     assert not np.any(valid[hf_count == 0])
-    assert np.all(np.asarray(out["vertex_features"])[~valid] == 0)
+    assert np.all(np.asarray(out.vertex_features)[~valid] == 0)
     b = (np.asarray(batch["label"]) == 0) & valid & tracks["has_sv"][:32]
-    dist = np.linalg.norm(np.asarray(out["vertex"].position)[b] - tracks["sv"][:32][b], axis=-1)
+    dist = np.linalg.norm(np.asarray(out.vertex.position)[b] - tracks["sv"][:32][b], axis=-1)
     assert np.median(dist) < 3.0
     with pytest.raises(KeyError, match="hf"):
         model({k: v for k, v in batch.items() if k != "hf"})

@@ -22,5 +22,6 @@ from ._tokenizers import VQMetrics as VQMetrics
 from ._vertex_tagger import VERTEX_FEATURES as VERTEX_FEATURES
 from ._vertex_tagger import VERTEX_MODES as VERTEX_MODES
 from ._vertex_tagger import TaggerMetrics as TaggerMetrics
+from ._vertex_tagger import TaggerOutput as TaggerOutput
 from ._vertex_tagger import VertexTagger as VertexTagger
 from ._vertex_tagger import tagger_loss as tagger_loss

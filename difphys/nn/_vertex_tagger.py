@@ -50,6 +50,19 @@ class _Block(nnx.Module):
         return jnp.where(mask[..., None], x, jnp.zeros_like(x))
 
 
+class TaggerOutput(NamedTuple):
+    """What :class:`VertexTagger` returns: flavour ``logits (B, C)``, per-track
+    ``weight_logits (B, T)`` and ``weights (B, T)`` (0 on padding), and, unless
+    ``vertex="none"``, the weighted ``vertex`` fit (:class:`difphys.vertex.VertexFit`) and its
+    ``vertex_features (B, 8)`` (:data:`VERTEX_FEATURES`, zero where the fit is not valid)."""
+
+    logits: jax.Array
+    weight_logits: jax.Array
+    weights: jax.Array
+    vertex: object = None
+    vertex_features: jax.Array | None = None
+
+
 class VertexTagger(nnx.Module):
     """Track transformer + per-track weights + Billoir vertex fit + classifier.
 
@@ -66,9 +79,9 @@ class VertexTagger(nnx.Module):
             tolerance.
         param_dtype: network parameter dtype (float32; float64 for gradient checks).
 
-    Calling ``model(batch)`` returns a dict with ``logits (B, C)``, ``weight_logits (B, T)``,
-    ``weights (B, T)`` and, unless ``vertex="none"``, ``vertex`` (the
-    :class:`difphys.vertex.VertexFit`) and ``vertex_features (B, 8)`` (``VERTEX_FEATURES``).
+    Calling ``model(batch)`` returns a :class:`TaggerOutput` (``logits (B, C)``,
+    ``weight_logits (B, T)``, ``weights (B, T)`` and, unless ``vertex="none"``, ``vertex``, the
+    :class:`difphys.vertex.VertexFit`, and ``vertex_features (B, 8)``).
     """
 
     def __init__(self, num_features: int = 9, num_classes: int = 3, *, vertex: str = "learned",
@@ -158,7 +171,7 @@ class VertexTagger(nnx.Module):
         feats = jnp.where(res.valid[:, None], feats, jnp.zeros_like(feats))
         return res, feats
 
-    def __call__(self, batch: dict, *, key=None) -> dict:
+    def __call__(self, batch, *, key=None) -> TaggerOutput:
         del key  # no dropout
         self._check(batch)
         mask = batch["mask"]
@@ -170,14 +183,13 @@ class VertexTagger(nnx.Module):
             weights = jnp.where(mask, jax.nn.sigmoid(weight_logits), 0.0)
         n = jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1).astype(x.dtype)
         pooled = jnp.sum(x, axis=1) / n
-        out = {"weight_logits": weight_logits, "weights": weights}
+        res = vfeat = None
         if self.vertex != "none":
             res, vfeat = self.vertex_features(batch, weights)
-            out["vertex"], out["vertex_features"] = res, vfeat
             pooled = jnp.concatenate([pooled, jax.nn.gelu(self.vertex_embed(
                 vfeat.astype(x.dtype)))], axis=-1)
-        out["logits"] = self.head2(jax.nn.gelu(self.head1(pooled)))
-        return out
+        logits = self.head2(jax.nn.gelu(self.head1(pooled)))
+        return TaggerOutput(logits, weight_logits, weights, res, vfeat)
 
 
 class TaggerMetrics(NamedTuple):
@@ -195,15 +207,15 @@ def tagger_loss(model: VertexTagger, batch, *, key, aux_weight: float = 1.0
     entropy of the weight logits against ``batch["hf"]`` (track from a b or c decay) over real
     tracks. Returns ``(loss, metrics)`` for :func:`difphys.train.fit`."""
     out = model(batch, key=key)
-    dtype = jnp.promote_types(out["logits"].dtype, jnp.float32)  # bf16 nets: f32 losses
-    logits = out["logits"].astype(dtype)
+    dtype = jnp.promote_types(out.logits.dtype, jnp.float32)  # bf16 nets: f32 losses
+    logits = out.logits.astype(dtype)
     labels = batch["label"].astype(jnp.int32)
     ce = jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1))
     accuracy = jnp.mean((jnp.argmax(logits, -1).astype(jnp.int32) == labels).astype(dtype))
     loss, aux = ce, None
     if aux_weight and "hf" in batch:
         mask = batch["mask"]
-        z = out["weight_logits"].astype(dtype)
+        z = out.weight_logits.astype(dtype)
         y = batch["hf"].astype(dtype)
         bce = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
         aux = jnp.sum(jnp.where(mask, bce, 0.0)) / jnp.maximum(jnp.sum(mask), 1).astype(dtype)

@@ -133,10 +133,10 @@ def _forward(graphdef):
     def run(state, batch):
         model = nnx.merge(graphdef, state)
         out = model(batch)
-        keep = {"logits": out["logits"], "weights": out["weights"]}
-        if "vertex" in out:
-            keep.update(position=out["vertex"].position, cov=out["vertex"].cov,
-                        valid=out["vertex"].valid)
+        keep = {"logits": out.logits, "weights": out.weights}
+        if out.vertex is not None:
+            keep.update(position=out.vertex.position, cov=out.vertex.cov,
+                        valid=out.vertex.valid)
         return keep
 
     return run
