@@ -42,6 +42,7 @@ from difphys.nn import (
     ParticleTransformer,
 )
 from difphys.train import (
+    TokenInputs,
     binary_metrics,
     class_logit,
     finetune,
@@ -98,11 +99,13 @@ def _evaluate(model, test):
 
 def _pretrain(cfg, pool_jets, key, log):
     t0 = time.perf_counter()
-    tok = KMeansTokenizer.fit(key, pool_jets["features"], pool_jets["mask"],
-                              codebook_size=cfg["codebook"], iterations=20)
-    tokens = np.asarray(tok.tokenize(jnp.asarray(pool_jets["features"])))
+    inputs = TokenInputs.fit(pool_jets["features"], pool_jets["mask"])  # rank-Gauss, not revealed
+    x = inputs.apply(pool_jets["features"])
+    tok = KMeansTokenizer.fit(key, x, pool_jets["mask"], codebook_size=cfg["codebook"],
+                              iterations=20)
+    tokens = np.asarray(tok.tokenize(jnp.asarray(x)))
     mpm = MaskedParticleModel(ParticleTransformer(cfg["backbone"], rngs=nnx.Rngs(0)),
-                              cfg["codebook"], rngs=nnx.Rngs(1))
+                              cfg["codebook"], token_features=inputs.features, rngs=nnx.Rngs(1))
     _, history = pretrain_mpm(mpm, {**pool_jets, "tokens": tokens}, steps=cfg["pretrain_steps"],
                               batch_size=cfg["pretrain_batch"], key=key, progress=True)
     log(dict(kind="pretrain", pool_jets=int(len(tokens)),
@@ -132,7 +135,7 @@ def _run_budgets(task, cfg, pretrained, labelled, test, make_model, log, seeds_s
                 model = make_model(backbone, seed)
                 finetune(model, train, strategy, steps=cfg["steps"],
                          batch_size=min(64, budget), key=jax.random.key(seed),
-                         learning_rate=2e-3, backbone_lr_factor=0.3)
+                         learning_rate=2e-3)  # head-only warm-up, then one rate
                 row = dict(kind="run", task=task, budget=budget, seed=seed, strategy=strategy,
                            **_evaluate(model, test), seconds=time.perf_counter() - t0)
                 log(row)

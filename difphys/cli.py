@@ -86,7 +86,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .jobs import generate
 
     report = generate(args.sample, args.events, args.seed, args.out, workers=args.workers,
-                      bfield=args.bfield, progress=not args.quiet, overwrite=args.overwrite)
+                      bfield=args.bfield, progress=not args.quiet, overwrite=args.overwrite,
+                      bb_fraction=args.bb_fraction)
     print(f"generated {report.generated} {args.sample} events ({report.jets} jets) in "
           f"{report.seconds:.1f} s: {report.events_per_second:.0f} events/s "
           f"with {args.workers} process(es)")
@@ -133,28 +134,42 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     """fit a particle tokeniser (VQ-VAE or K-means) on files
 
     Fit a VQ-VAE (straight-through, commitment loss, dead-code restarts) or K-means
-    tokeniser to the ParT features of all particles of the files; writes it to --out for
+    tokeniser to the particles of the files: the ParT features a masked particle keeps hidden
+    (all but Delta R, Delta eta, Delta phi), rank-Gauss transformed; writes it to --out for
     difphys pretrain.
     """
     from .jobs import fit_tokenizer_files
 
     report = fit_tokenizer_files(args.files, args.out, method=args.method,
                                  codebook_size=args.codebook, steps=args.steps,
-                                 max_particles=args.max_particles, seed=args.seed,
+                                 max_particles=args.max_particles,
+                                 rank_gauss=not args.no_rank_gauss, seed=args.seed,
                                  overwrite=args.overwrite, progress=not args.quiet)
     print(report.summary())
     return 0
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    """masked particle modelling of a ParT backbone
+    """pretrain a ParT backbone (masked particle modelling or supervised)
 
-    Pretrain a Particle Transformer backbone by masked particle modelling (a fraction of
-    each jet's particles hidden, their tokens predicted) on unlabelled jets; orbax
-    checkpoints, --resume.
+    Pretrain a Particle Transformer backbone by masked particle modelling (--method mpm: a
+    fraction of each jet's particles hidden, their tokens predicted, on unlabelled jets with
+    --tokenizer) or on a labelled source task (--method supervised --labels, Vigl et al.);
+    orbax checkpoints, --resume. difphys finetune --pretrained reads either.
     """
-    from .jobs import pretrain_files
+    from .jobs import pretrain_files, pretrain_supervised_files
 
+    if args.method == "supervised":
+        if args.tokenizer is not None:
+            raise ValueError("--tokenizer is for --method mpm only")
+        report = pretrain_supervised_files(
+            args.files, args.out, labels=args.labels.split(","), model_size=args.model,
+            steps=args.steps, batch_size=args.batch, max_particles=args.max_particles,
+            learning_rate=args.lr, seed=args.seed, resume=args.resume, progress=not args.quiet)
+        print(report.summary())
+        return 0
+    if args.tokenizer is None:
+        raise ValueError("--method mpm needs --tokenizer (a folder written by difphys tokenize)")
     report = pretrain_files(args.files, args.tokenizer, args.out, model_size=args.model,
                             steps=args.steps, batch_size=args.batch,
                             fraction=args.mask_fraction, max_particles=args.max_particles,
@@ -281,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output ROOT file")
     gen.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
     gen.add_argument("--bfield", type=float, default=2.0, help="solenoid field, T (default: 2)")
+    gen.add_argument("--bb-fraction", type=float, default=0.0,
+                     help="hh4b: fraction of the QCD half generated as QCD b b~ (default: 0)")
 
     trn = _command(sub, _cmd_train, "train",
                    [P["jets"], P["run_dir"], P["model"], P["optim"], P["resume"],                           P["common"]])
@@ -305,10 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--method", default="vqvae", choices=["vqvae", "kmeans"])
     tok.add_argument("--codebook", type=int, default=512, help="codebook size (default: 512)")
     tok.add_argument("--steps", type=int, default=1000, help="VQ-VAE steps (default: 1000)")
+    tok.add_argument("--no-rank-gauss", action="store_true",
+                     help="tokenise ParT's standardised features instead of their rank-Gauss "
+                          "transform")
 
     pre = _command(sub, _cmd_pretrain, "pretrain",
                    [P["jets"], P["run_dir"], P["model"], P["optim"], P["resume"], P["common"]])
-    pre.add_argument("--tokenizer", required=True, help="folder written by difphys tokenize")
+    pre.add_argument("--method", default="mpm", choices=["mpm", "supervised"],
+                     help="masked particle modelling (default) or a labelled source task")
+    pre.add_argument("--tokenizer", default=None,
+                     help="folder written by difphys tokenize (--method mpm)")
+    pre.add_argument("--labels", default="label_b,label_uds",
+                     help="source-task labels, signal first (--method supervised)")
     pre.add_argument("--mask-fraction", type=float, default=0.4)
     pre.set_defaults(steps=2000)
 
@@ -319,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--labels", default="label_b,label_uds")
     fin.add_argument("--events", action="store_true", help="event-level task (hh4b files)")
     fin.add_argument("--budget", type=int, default=None, help="labelled training examples")
-    fin.add_argument("--backbone-lr-factor", type=float, default=0.1)
-    fin.add_argument("--frozen-warmup", type=int, default=0, help="steps with a fixed backbone")
+    fin.add_argument("--backbone-lr-factor", type=float, default=1.0,
+                     help="backbone rate / head rate after the warm-up (default 1)")
+    fin.add_argument("--frozen-warmup", type=int, default=None,
+                     help="head-only steps with a fixed backbone (default 20%% of --steps)")
     # --model: the backbone size for --strategy scratch without --pretrained (default small)
     fin.set_defaults(model=None, steps=500, batch=64)
     return parser

@@ -106,6 +106,28 @@ def test_hh4b_selection_and_higgs_jets(tmp_path):
     assert np.median(jets["jet_sdmass"][~sig]) < 60
 
 
+def test_bb_fraction_enriches_the_hh4b_background_with_b_jets(tmp_path):
+    from difphys.data._generate import _plan
+
+    # bb_fraction = 0 keeps the inclusive plan; otherwise the QCD half is split, events add up
+    assert [c[0] for c in _plan("hh4b", 1000, 0.0)].count("hh4b_qcd_bb") == 0
+    plan = _plan("hh4b", 1000, 0.5)
+    per_sub = {s: sum(c[3] for c in plan if c[0] == s) for s in {c[0] for c in plan}}
+    assert per_sub == {"hh4b_signal": 500, "hh4b_qcd": 250, "hh4b_qcd_bb": 250}
+    ids = np.concatenate([np.arange(c[2], c[2] + c[3]) for c in plan])
+    assert np.array_equal(np.sort(ids), np.arange(1000))
+    with pytest.raises(ValueError, match="bb_fraction"):
+        generate("zpole", 10, 1, tmp_path / "x.root", bb_fraction=0.5, progress=False)
+    with pytest.raises(ValueError, match="bb_fraction"):
+        generate("hh4b", 10, 1, tmp_path / "x.root", bb_fraction=1.5, progress=False)
+    # QCD b b~ jets are b jets; inclusive QCD jets mostly are not (about 5%)
+    generate("hh4b_qcd_bb", 40, 5, tmp_path / "bb.root", progress=False)
+    generate("hh4b_qcd", 40, 5, tmp_path / "qcd.root", progress=False)
+    bb, qcd = read_jetclass(tmp_path / "bb.root"), read_jetclass(tmp_path / "qcd.root")
+    assert len(bb["label_b"]) > 30 and np.mean(bb["label_b"]) > 0.8
+    assert np.mean(qcd["label_b"]) < 0.25 and not np.any(bb["label_signal"])
+
+
 def test_load_jets_for_b_versus_light(zpole, tmp_path):
     report, _ = zpole
     data = load_jets(report.path, ["label_b", "label_uds"], max_particles=64)

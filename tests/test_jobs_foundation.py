@@ -13,6 +13,9 @@ def test_tokenize_pretrain_finetune(zpole_sample, tmp_path, capsys):
     assert main(["tokenize", f, "--out", str(tmp_path / "tok"), "--method", "kmeans",
                  "--codebook", "16", "--max-particles", "32", "--quiet"]) == 0
     assert "codebook used" in capsys.readouterr().out
+    tok_meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
+    assert tok_meta["input_dim"] == 14 and not {4, 15, 16} & set(tok_meta["token_features"])
+    assert tok_meta["rank_gauss"] and tok_meta["token_r2"]["d0"] > 0.1  # ParT features: 0.00
     assert main(["pretrain", f, "--tokenizer", str(tmp_path / "tok"), "--out",
                  str(tmp_path / "pre"), "--model", "tiny", "--steps", "30", "--batch", "64",
                  "--max-particles", "32", "--quiet"]) == 0
@@ -29,6 +32,19 @@ def test_tokenize_pretrain_finetune(zpole_sample, tmp_path, capsys):
     assert main(["finetune", f, "--out", str(tmp_path / "ft-frozen"), "--pretrained",
                  str(tmp_path / "pre"), "--strategy", "frozen", "--quiet"]) == 2
     assert "exists" in capsys.readouterr().err
+    # supervised pretraining on b vs uds, fine-tuned on b vs c
+    assert main(["pretrain", f, "--method", "supervised", "--labels", "label_b,label_uds",
+                 "--out", str(tmp_path / "sup"), "--model", "tiny", "--steps", "30",
+                 "--batch", "64", "--max-particles", "32", "--quiet"]) == 0
+    sup = json.loads((tmp_path / "sup" / "meta.json").read_text())
+    assert sup["method"] == "supervised" and 0.5 < sup["source_test_auc"] <= 1.0
+    assert main(["finetune", f, "--out", str(tmp_path / "ft-sup"), "--pretrained",
+                 str(tmp_path / "sup"), "--labels", "label_b,label_c", "--budget", "300",
+                 "--steps", "20", "--max-particles", "32", "--quiet"]) == 0
+    assert json.loads((tmp_path / "ft-sup" / "metrics.json").read_text())["train_examples"] == 300
+    capsys.readouterr()
+    assert main(["pretrain", f, "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "needs --tokenizer" in capsys.readouterr().err
     # a strategy that needs a backbone without one
     assert main(["finetune", f, "--out", str(tmp_path / "x"), "--strategy", "finetune",
                  "--quiet"]) == 2

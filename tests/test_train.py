@@ -343,6 +343,7 @@ def test_prediction_by_length_returns_the_input_order(key):
         predict(model, {k: v[:0] for k, v in data.items()})
 
 
+@pytest.mark.slow  # bucketed resume; tests/test_train.py::test_killed_and_resumed_training_is_bit_identical runs in make test
 def test_fit_with_length_buckets_resumes_bit_identically(key, tmp_path):
     """fit(bucket=) trains on the length-grouped batches of io.batches and, like every run,
     a killed and resumed one ends with the parameters of an uninterrupted one."""

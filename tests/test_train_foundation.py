@@ -21,10 +21,14 @@ from difphys.nn import (
 )
 from difphys.train import (
     PRETRAINED_PARTS,
+    TokenInputs,
     codebook_utilisation,
+    context_free_baseline,
     finetune,
     fit_vqvae,
+    masked_loss,
     pretrain_mpm,
+    token_r2,
 )
 
 TINY = ParTConfig(embed_dims=(32,), pair_embed_dims=(8,), num_heads=2, num_layers=2,
@@ -62,21 +66,34 @@ def test_kmeans_tokenizer(jets, key):
         KMeansTokenizer.fit(key, jets["features"][:1], jets["mask"][:1], codebook_size=512)
 
 
-def test_mpm_loss_falls_well_below_the_token_entropy(jets, key):
-    tok = KMeansTokenizer.fit(key, jets["features"][:2000], jets["mask"][:2000],
-                              codebook_size=16, iterations=10)
-    tokens = np.asarray(tok.tokenize(jnp.asarray(jets["features"])))
-    real = tokens[jets["mask"]]
-    freq = np.bincount(real, minlength=16) / len(real)
-    entropy = -np.sum(freq[freq > 0] * np.log(freq[freq > 0]))
+def test_mpm_learns_jet_context_beyond_the_context_free_lookup(jets, key):
+    """Tokens from the non-revealed features after rank-Gauss (no leak of the revealed angles);
+    on held-out jets the trained MPM's masked cross entropy goes below the context-free lookup
+    from a hidden particle's revealed angles to its token. Measured (16 codes, 300 steps):
+    context-free 2.274 nats, MPM 2.240 / 2.228 (two seeds); the bound asks for 0.01."""
+    m = jets["mask"]
+    n = len(m) // 2
+    inputs = TokenInputs.fit(jets["features"][:2000], m[:2000])
+    x = inputs.apply(jets["features"])
+    tok = KMeansTokenizer.fit(key, x[:2000], m[:2000], codebook_size=16, iterations=10)
+    tokens = np.asarray(tok.tokenize(jnp.asarray(x)))
+    # rank-Gauss tokens see the impact parameters (R^2 of d0 was 0.001 on ParT features)
+    assert token_r2(tokens, jets["features"][..., [11]], m)[0] > 0.15
     data = {**jets, "tokens": tokens}
+    fit_part = {k: v[:n] for k, v in data.items()}
+    held = {k: v[n:] for k, v in data.items()}
+    rev = jets["features"][..., list(ANGULAR_FEATURES)]
+    baseline = context_free_baseline(rev[:n][m[:n]], tokens[:n][m[:n]], rev[n:][m[n:]],
+                                     tokens[n:][m[n:]], codebook_size=16)
+    assert baseline.cross_entropy < baseline.entropy  # the angles alone predict something
     model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
-                                rngs=nnx.Rngs(1))
-    _, history = pretrain_mpm(model, data, steps=200, batch_size=64,
-                              key=jax.random.fold_in(key, 1), learning_rate=3e-3,
-                              progress=False)
-    assert history.loss[0] > 0.8 * entropy  # starts near chance
-    assert history.last("loss") < 0.6 * entropy, (history, entropy)
+                                token_features=inputs.features, rngs=nnx.Rngs(1))
+    start = masked_loss(model, held, key=jax.random.key(7))
+    pretrain_mpm(model, fit_part, steps=300, batch_size=64, key=jax.random.fold_in(key, 1),
+                 learning_rate=3e-3, progress=False)
+    end = masked_loss(model, held, key=jax.random.key(7))
+    assert start > baseline.entropy  # an untrained head is worse than the marginal
+    assert end < baseline.cross_entropy - 0.01, (end, baseline)
 
 
 def test_masked_prediction_ignores_order_of_visible_particles(jets, key):

@@ -33,6 +33,7 @@ SAMPLES: dict[str, tuple[str, ...]] = {
     "hh4b": ("hh4b_signal", "hh4b_qcd"),
     "hh4b_signal": ("hh4b_signal",),
     "hh4b_qcd": ("hh4b_qcd",),
+    "hh4b_qcd_bb": ("hh4b_qcd_bb",),
 }
 
 #: Branches beyond JetClass's written for every particle: PDG id, true production vertex (mm),
@@ -61,12 +62,24 @@ def _pythia_seed(seed: int, sub_sample: str, chunk: int) -> int:
     return tag % 900_000_000 + 1
 
 
-def _plan(sample: str, n_events: int) -> list[tuple[str, int, int, int]]:
-    """``(sub_sample, chunk, first event id, events)`` for every chunk."""
+def _sub_events(sample: str, n_events: int, bb_fraction: float) -> list[tuple[str, int]]:
+    """``(sub_sample, events)``: equal shares, except that ``hh4b`` with ``bb_fraction > 0``
+    takes that fraction of its QCD half from ``hh4b_qcd_bb``."""
     subs = SAMPLES[sample]
+    shares = [(sub, n_events // len(subs) + (1 if k < n_events % len(subs) else 0))
+              for k, sub in enumerate(subs)]
+    if sample == "hh4b" and bb_fraction > 0:
+        n_qcd = shares[1][1]
+        n_bb = int(round(bb_fraction * n_qcd))
+        shares = [shares[0], ("hh4b_qcd", n_qcd - n_bb), ("hh4b_qcd_bb", n_bb)]
+    return [(sub, n) for sub, n in shares if n > 0]
+
+
+def _plan(sample: str, n_events: int, bb_fraction: float = 0.0
+          ) -> list[tuple[str, int, int, int]]:
+    """``(sub_sample, chunk, first event id, events)`` for every chunk."""
     plan, first = [], 0
-    for k, sub in enumerate(subs):
-        n_sub = n_events // len(subs) + (1 if k < n_events % len(subs) else 0)
+    for sub, n_sub in _sub_events(sample, n_events, bb_fraction):
         for chunk, start in enumerate(range(0, n_sub, CHUNK_EVENTS)):
             plan.append((sub, chunk, first + start, min(CHUNK_EVENTS, n_sub - start)))
         first += n_sub
@@ -233,6 +246,7 @@ def generate(
     resolution=None,
     progress: bool = True,
     overwrite: bool = False,
+    bb_fraction: float = 0.0,
 ) -> GenerationReport:
     """Generate ``events`` events of ``sample`` and write their jets to the JetClass-schema
     ROOT file ``out`` (one entry per jet, see :data:`SAMPLES`).
@@ -248,6 +262,9 @@ def generate(
       bfield: solenoid field (T) for the track helices.
       resolution: :class:`difphys.vertex.TrackResolution` (default model when None).
       progress: a progress bar over events (True, False or a bar factory; :mod:`difphys.progress`).
+      bb_fraction: for ``"hh4b"``, the fraction of the QCD half generated as QCD b b~
+        (``hh4b_qcd_bb``: ``HardQCD:hardbbbar``), so that the background has b jets and the
+        event task needs more than a displaced-track count; 0 keeps the inclusive QCD half.
 
     Returns: a :class:`GenerationReport` (events per second included).
     """
@@ -258,10 +275,14 @@ def generate(
         raise ValueError(f"events must be positive; got {events}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1; got {workers}")
+    if not 0.0 <= bb_fraction <= 1.0:
+        raise ValueError(f"bb_fraction must lie in [0, 1]; got {bb_fraction}")
+    if bb_fraction and sample != "hh4b":
+        raise ValueError(f"bb_fraction is for the hh4b sample; got sample {sample!r}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    plan = [(*p, seed) for p in _plan(sample, events)]
+    plan = [(*p, seed) for p in _plan(sample, events, bb_fraction)]
     results: dict[int, dict] = {}
     t0 = time.perf_counter()
     bar = progress_bar(progress, total=events, desc=f"generate {sample}", unit="ev")

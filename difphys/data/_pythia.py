@@ -50,6 +50,13 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "HardQCD:all = on",
         "PhaseSpace:pTHatMin = 300",
     ),
+    # QCD b b~ production (g g -> b b~, q q~ -> b b~) with pTHat > 300 GeV at 13 TeV: the
+    # b-enriched background of the event task (Vigl et al. train against such a mixture).
+    "hh4b_qcd_bb": (
+        "Beams:eCM = 13000",
+        "HardQCD:hardbbbar = on",
+        "PhaseSpace:pTHatMin = 300",
+    ),
 }
 
 NEUTRINOS = (12, 14, 16)

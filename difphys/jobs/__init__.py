@@ -31,5 +31,6 @@ from .foundation import finetune_files as finetune_files
 from .foundation import fit_tokenizer_files as fit_tokenizer_files
 from .foundation import load_tokenizer as load_tokenizer
 from .foundation import pretrain_files as pretrain_files
+from .foundation import pretrain_supervised_files as pretrain_supervised_files
 from .sample import SAMPLING_METHODS as SAMPLING_METHODS
 from .sample import sample_events as sample_events

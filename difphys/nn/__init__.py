@@ -6,11 +6,13 @@ Networks run in float32 (or bf16); physics inputs may be float64 and are cast at
 from ._dropout import Dropout as Dropout
 from ._dropout import dropout_keep_mask as dropout_keep_mask
 from ._heads import ANGULAR_FEATURES as ANGULAR_FEATURES
+from ._heads import TOKEN_FEATURES as TOKEN_FEATURES
 from ._heads import DeepSetsHead as DeepSetsHead
 from ._heads import EventClassifier as EventClassifier
 from ._heads import JetClassifier as JetClassifier
 from ._heads import MaskedParticleModel as MaskedParticleModel
 from ._heads import MPMMetrics as MPMMetrics
+from ._heads import check_token_features as check_token_features
 from ._heads import mpm_loss as mpm_loss
 from ._part import MODEL_SIZES as MODEL_SIZES
 from ._part import ParTConfig as ParTConfig

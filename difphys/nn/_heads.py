@@ -15,6 +15,25 @@ from ._part import ParticleTransformer
 #: Delta phi: the angular position a hidden particle keeps by default.
 ANGULAR_FEATURES = (4, 15, 16)
 
+#: The ParT features a tokeniser uses by default: all but Delta R, Delta eta and Delta phi,
+#: which :class:`difphys.nn.MaskedParticleModel` reveals for hidden particles.
+TOKEN_FEATURES = (0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+
+
+def check_token_features(token_features, reveal) -> tuple[int, ...]:
+    """``token_features`` as a tuple, refusing any feature that is also revealed: a hidden
+    particle whose revealed features enter its own token leaks the target, so a context-free
+    lookup predicts the token without any jet context."""
+    token_features = tuple(int(i) for i in token_features)
+    overlap = sorted(set(token_features) & {int(i) for i in reveal})
+    if overlap:
+        raise ValueError(f"token features {overlap} are also revealed for hidden particles "
+                         "(reveal=...): the tokens would leak into the input; tokenise on the "
+                         "other features (difphys.nn.TOKEN_FEATURES)")
+    if not token_features:
+        raise ValueError("token_features is empty")
+    return token_features
+
 
 class MaskedParticleModel(nnx.Module):
     """Masked particle modelling (Golling et al., arXiv:2401.13537): hidden particles are
@@ -27,13 +46,16 @@ class MaskedParticleModel(nnx.Module):
     keeps its angular position in the jet (the ``reveal`` feature indices, Delta R, Delta eta,
     Delta phi), as a masked patch keeps its position in masked auto-encoders of images and
     point clouds; everything else (momentum, energy, type, charge, track parameters) is
-    hidden. ``reveal=()`` hides particles entirely.
+    hidden. ``reveal=()`` hides particles entirely. ``token_features``, the feature indices
+    the tokens were made from, must not overlap ``reveal`` (:func:`check_token_features`).
     """
 
     def __init__(self, backbone: ParticleTransformer, codebook_size: int, *,
-                 reveal: tuple[int, ...] = ANGULAR_FEATURES, rngs: nnx.Rngs):
+                 reveal: tuple[int, ...] = ANGULAR_FEATURES,
+                 token_features: tuple[int, ...] = TOKEN_FEATURES, rngs: nnx.Rngs):
         dim = backbone.config.embed_dim
         self.backbone = backbone
+        self.token_features = check_token_features(token_features, reveal)
         self.reveal = tuple(reveal)
         self.mask_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (dim,),
                                                                  backbone.param_dtype))

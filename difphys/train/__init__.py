@@ -17,11 +17,13 @@ from ._flavour import evaluate_tagger as evaluate_tagger
 from ._flavour import flavour_metrics as flavour_metrics
 from ._flavour import train_flavour_tagger as train_flavour_tagger
 from ._flavour import vertex_performance as vertex_performance
+from ._foundation import HEAD_WARMUP_FRACTION as HEAD_WARMUP_FRACTION
 from ._foundation import PRETRAINED_PARTS as PRETRAINED_PARTS
 from ._foundation import STRATEGIES as STRATEGIES
 from ._foundation import codebook_utilisation as codebook_utilisation
 from ._foundation import finetune as finetune
 from ._foundation import fit_vqvae as fit_vqvae
+from ._foundation import masked_loss as masked_loss
 from ._foundation import pretrain_mpm as pretrain_mpm
 from ._foundation import strategy_optimizer as strategy_optimizer
 from ._foundation import token_entropy as token_entropy
@@ -43,3 +45,10 @@ from ._metrics import roc_curve as roc_curve
 from ._run import History as History
 from ._run import Trainer as Trainer
 from ._run import training_loop as training_loop
+from ._token_inputs import IMPACT_FEATURES as IMPACT_FEATURES
+from ._token_inputs import ContextFreeBaseline as ContextFreeBaseline
+from ._token_inputs import RankGauss as RankGauss
+from ._token_inputs import TokenInputs as TokenInputs
+from ._token_inputs import context_free_baseline as context_free_baseline
+from ._token_inputs import neutral_impact_mask as neutral_impact_mask
+from ._token_inputs import token_r2 as token_r2

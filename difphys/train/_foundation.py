@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from ..nn import mpm_loss
-from ._loop import TrainState, fit, init_state, make_train_step
+from ._loop import TrainState, _modes, _restore_modes, fit, init_state, make_train_step
 from ._run import History, training_loop
 
 STRATEGIES = ("frozen", "finetune", "scratch")
@@ -124,6 +124,40 @@ def pretrain_mpm(model, data: dict, *, steps: int, batch_size: int, key, fractio
                checkpoint_dir=checkpoint_dir, progress=progress, mesh=mesh)
 
 
+@functools.lru_cache(maxsize=8)
+def _masked_loss_fn(graphdef, fraction: float):
+    @jax.jit
+    def run(state, batch, key):
+        loss, _ = mpm_loss(nnx.merge(graphdef, state), batch, key=key, fraction=fraction)
+        n = jnp.sum(batch["mask"]).astype(jnp.float32)  # weight: particles in the batch
+        return loss * n, n
+
+    return run
+
+
+def masked_loss(model, data, *, key, fraction: float = 0.4, batch_size: int = 256) -> float:
+    """The masked-particle cross entropy (nats) of ``model`` on held-out ``data``
+    (``features``, ``p4``, ``mask``, ``tokens``) in evaluation mode, hiding a random
+    ``fraction`` drawn from ``key`` per batch: the number to compare with
+    :func:`context_free_baseline` (the "context gain" is the difference). Batches are weighted
+    by their real particles; the last partial batch is dropped. Modes are restored."""
+    n = len(data["mask"])
+    if n < batch_size:
+        raise ValueError(f"masked_loss needs at least batch_size={batch_size} jets; got {n}")
+    modes = _modes(model)
+    model.eval()
+    graphdef, state = nnx.split(model)
+    run = _masked_loss_fn(graphdef, float(fraction))
+    total = count = 0.0
+    for i, start in enumerate(range(0, n - batch_size + 1, batch_size)):
+        batch = {k: jnp.asarray(data[k][start:start + batch_size])
+                 for k in ("features", "p4", "mask", "tokens")}
+        s, c = run(state, batch, jax.random.fold_in(key, i))
+        total, count = total + float(s), count + float(c)
+    _restore_modes(modes)
+    return total / count
+
+
 #: Sub-modules of a ParticleTransformer that masked particle modelling trains: the
 #: "backbone" parameter group of the fine-tuning strategies. The class-attention pooling
 #: (``cls_blocks``, ``cls_token``, ``norm``) is not pretrained and belongs to the head group.
@@ -179,12 +213,26 @@ def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
     return optax.multi_transform({"backbone": backbone, "head": head}, _group_labels)
 
 
+#: Default head-only warm-up of ``finetune``: this fraction of the steps trains the head with
+#: the backbone fixed, so a random head does not push large gradients into pretrained weights.
+HEAD_WARMUP_FRACTION = 0.2
+
+
 def finetune(model, data: dict, strategy: str, *, steps: int, batch_size: int, key,
-             learning_rate: float = 1e-3, backbone_lr_factor: float = 0.1,
-             frozen_warmup_steps: int = 0, progress: bool = False, **fit_options):
+             learning_rate: float = 1e-3, backbone_lr_factor: float = 1.0,
+             frozen_warmup_steps: int | None = None, progress: bool = False, **fit_options):
     """Train ``model`` (a ``backbone`` + head model) on labelled ``data`` with one of
     :data:`STRATEGIES`; in ``frozen`` mode the pretrained parts also run in evaluation mode, so
-    their batch statistics stay fixed too. Returns ``(model, history)``."""
+    their batch statistics stay fixed too. The ``finetune`` recipe: the head alone for
+    ``frozen_warmup_steps`` (default :data:`HEAD_WARMUP_FRACTION` of ``steps``), then head and
+    backbone at one peak rate (``backbone_lr_factor = 1``), each with warm-up + cosine decay.
+    A smaller factor for a fixed number of steps handicaps the pretrained backbone (at 0.3x a
+    fresh backbone also loses ~0.02 AUC). Returns ``(model, history)``."""
+    if frozen_warmup_steps is None:
+        frozen_warmup_steps = int(round(HEAD_WARMUP_FRACTION * steps))
+    if not 0 <= frozen_warmup_steps < steps:
+        raise ValueError(f"frozen_warmup_steps must lie in [0, steps={steps}); "
+                         f"got {frozen_warmup_steps}")
     opt = strategy_optimizer(strategy, learning_rate=learning_rate, steps=steps,
                              backbone_lr_factor=backbone_lr_factor,
                              frozen_warmup_steps=frozen_warmup_steps)

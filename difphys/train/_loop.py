@@ -181,6 +181,21 @@ def fit(
     return model, history
 
 
+#: The attributes by which NNX modules (and difphys's Dropout) hold their train/eval mode.
+_MODE_ATTRIBUTES = ("deterministic", "use_running_average")
+
+
+def _modes(model: nnx.Module) -> list:
+    """``(module, attribute, value)`` of every mode flag in ``model``."""
+    return [(m, a, getattr(m, a)) for _, m in nnx.iter_modules(model)
+            for a in _MODE_ATTRIBUTES if hasattr(m, a)]
+
+
+def _restore_modes(modes: list) -> None:
+    for module, attribute, value in modes:
+        setattr(module, attribute, value)
+
+
 def predict(model: nnx.Module, data: Mapping[str, np.ndarray], *, batch_size: int = 512,
             trim: int | None = None, by_length: bool | None = None) -> np.ndarray:
     """Logits of ``model`` (evaluation mode: running statistics, no dropout) over ``data``
@@ -191,7 +206,9 @@ def predict(model: nnx.Module, data: Mapping[str, np.ndarray], *, batch_size: in
     each batch holds jets of similar length and the cut removes nearly all padding: on Z-pole
     jets (20 particles on average, 128 padded) the batches shrink from the longest of 512
     random jets to about their own length. In evaluation mode every jet's logits depend on
-    that jet alone, so the order changes nothing but float32 rounding (tested)."""
+    that jet alone, so the order changes nothing but float32 rounding (tested). Each
+    module's train/eval mode is restored afterwards (a frozen backbone stays in eval mode)."""
+    modes = _modes(model)
     model.eval()
     graphdef, state = nnx.split(model)
     forward = _compiled_forward(graphdef)
@@ -215,7 +232,7 @@ def predict(model: nnx.Module, data: Mapping[str, np.ndarray], *, batch_size: in
             cut = trim_padding({"features": f, "p4": p, "mask": m}, trim)
             f, p, m = cut["features"], cut["p4"], cut["mask"]
         out.append(np.asarray(forward(state, f, p, m))[:batch_size - pad])
-    model.train()
+    _restore_modes(modes)
     logits = np.empty((n, out[0].shape[-1]), np.float32)
     logits[order] = np.concatenate(out)
     return logits
