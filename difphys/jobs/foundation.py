@@ -144,6 +144,17 @@ def fit_tokenizer_files(files, out, *, method: str = "vqvae", codebook_size: int
         f"{meta['token_r2']['d0']:.2f}, dz {meta['token_r2']['dz']:.2f}; wrote {out}",))
 
 
+def _save_backbone(out: Path, backbone, history, **meta) -> dict:
+    """Write ``out/backbone`` (the module and its meta) and ``out/meta.json``; returns the
+    meta with the first and final logged loss."""
+    meta = dict(kind="backbone", **meta,
+                first_loss=float(history.loss[0]) if history.n_rows else None,
+                final_loss=history.last("loss") if history.n_rows else None)
+    save_module(out / "backbone", backbone, meta)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
 def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: int = 2000,
                    batch_size: int = 128, fraction: float = 0.4, max_particles: int = 64,
                    learning_rate: float = 1e-3, seed: int = 0, resume: bool = False,
@@ -173,15 +184,11 @@ def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: i
                               batch_size=batch_size, key=jax.random.key(seed), fraction=fraction,
                               learning_rate=learning_rate, checkpoint_dir=out / "checkpoints",
                               progress=progress)
-    meta = dict(kind="backbone", model_size=model_size, config=dataclasses.asdict(cfg),
-                tokenizer=str(tokenizer), jets=int(len(tokens)), steps=steps,
-                token_entropy=token_entropy(tokens, jets["mask"]),
-                context_free_loss=baseline.cross_entropy,
-                first_loss=float(history.loss[0]) if history.n_rows else None,
-                final_loss=history.last("loss") if history.n_rows else None,
-                max_particles=max_particles)
-    save_module(out / "backbone", model.backbone, meta)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    meta = _save_backbone(out, model.backbone, history, method="mpm", model_size=model_size,
+                          config=dataclasses.asdict(cfg), tokenizer=str(tokenizer),
+                          jets=int(len(tokens)), steps=steps, max_particles=max_particles,
+                          token_entropy=token_entropy(tokens, jets["mask"]),
+                          context_free_loss=baseline.cross_entropy)
     return Report("pretrain", out, meta, (
         f"masked particle modelling on {meta['jets']} jets: loss {meta['first_loss']:.3f} -> "
         f"{meta['final_loss']:.3f} (token entropy {meta['token_entropy']:.3f}, context-free "
@@ -222,14 +229,10 @@ def pretrain_supervised_files(files, out, *, labels=("label_b", "label_uds"),
                      progress=progress)
     roc = binary_metrics(class_logit(predict(model, test), SIGNAL_CLASS),
                          test["label"] == SIGNAL_CLASS)
-    meta = dict(kind="backbone", method="supervised", model_size=model_size,
-                config=dataclasses.asdict(cfg), labels=labels, jets=int(len(train_idx)),
-                steps=steps, source_test_auc=float(roc.auc),
-                first_loss=float(history.loss[0]) if history.n_rows else None,
-                final_loss=history.last("loss") if history.n_rows else None,
-                max_particles=max_particles)
-    save_module(out / "backbone", model.backbone, meta)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    meta = _save_backbone(out, model.backbone, history, method="supervised",
+                          model_size=model_size, config=dataclasses.asdict(cfg), labels=labels,
+                          jets=int(len(train_idx)), steps=steps, max_particles=max_particles,
+                          source_test_auc=float(roc.auc))
     return Report("pretrain", out, meta, (
         f"supervised pretraining on {meta['jets']} jets ({' vs '.join(labels)}): loss "
         f"{meta['first_loss']:.3f} -> {meta['final_loss']:.3f}, source test AUC "
