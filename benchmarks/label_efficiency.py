@@ -39,33 +39,11 @@ import numpy as np
 from flax import nnx
 from scipy.stats import t as student_t
 
+from difphys import nn, train
 from difphys.data import generate
 from difphys.io import load_jets, read_jetclass
-from difphys.nn import (
-    ANGULAR_FEATURES,
-    JetClassifier,
-    KMeansTokenizer,
-    MaskedParticleModel,
-    ParTConfig,
-    ParticleTransformer,
-)
-from difphys.train import (
-    IMPACT_FEATURES,
-    TokenInputs,
-    binary_metrics,
-    class_logit,
-    codebook_utilisation,
-    context_free_baseline,
-    finetune,
-    masked_loss,
-    predict,
-    pretrain_mpm,
-    roc_auc,
-    token_entropy,
-    token_r2,
-)
 
-BACKBONE = ParTConfig(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4,
+BACKBONE = nn.ParTConfig(embed_dims=(32, 64, 32), pair_embed_dims=(16, 16), num_heads=4,
                       num_layers=2, num_cls_layers=1, num_classes=0)
 PROTOCOL = dict(
     events=dict(pool=60_000, labelled=8_000, test=26_000, tuning=4_000, source=15_000),
@@ -124,7 +102,8 @@ def _handmade(path):
     is_b = np.asarray(raw["label_b"][keep], bool)
     variables = {"n_d0sig_gt3": (sig > 3).sum(1), "max_d0sig": sig.max(1),
                  "sdmass": raw["jet_sdmass"][keep], "n_particles": m.sum(1)}
-    return {k: max(roc_auc(v, is_b), 1 - roc_auc(v, is_b)) for k, v in variables.items()}
+    return {k: max(train.roc_auc(v, is_b), 1 - train.roc_auc(v, is_b))
+            for k, v in variables.items()}
 
 
 def _steps(cfg, budget):
@@ -142,10 +121,10 @@ def _model(strategy, backbones, seed):
     same for every strategy of a seed (paired), the backbone is the strategy's source."""
     source = {"scratch": None, "sup_finetune": "sup", "sup_frozen": "sup",
               "mpm_finetune": "mpm", "mpm_frozen": "mpm", "random_frozen": "random"}[strategy]
-    backbone = ParticleTransformer(BACKBONE, rngs=nnx.Rngs(500 + seed))
+    backbone = nn.ParticleTransformer(BACKBONE, rngs=nnx.Rngs(500 + seed))
     if source is not None:
         nnx.update(backbone, jax.tree.map(jnp.copy, backbones[source]))
-    model = JetClassifier(backbone, 2, rngs=nnx.Rngs(200 + seed))
+    model = nn.JetClassifier(backbone, 2, rngs=nnx.Rngs(200 + seed))
     mode = "scratch" if source is None else ("frozen" if strategy.endswith("frozen")
                                              else "finetune")
     return model, mode
@@ -156,14 +135,14 @@ def _train(strategy, backbones, data, seed, lr, cfg):
     every strategy (paired)."""
     model, mode = _model(strategy, backbones, seed)
     budget = len(data["label"])
-    finetune(model, data, mode, steps=_steps(cfg, budget), batch_size=min(64, budget),
+    train.finetune(model, data, mode, steps=_steps(cfg, budget), batch_size=min(64, budget),
              key=jax.random.key(seed), learning_rate=lr)
     return model
 
 
 def _evaluate(model, test):
-    m = binary_metrics(class_logit(predict(model, test, batch_size=512), 0), test["label"] == 0,
-                       efficiencies=(0.5, 0.3))
+    scores = train.class_logit(train.predict(model, test, batch_size=512), 0)
+    m = train.binary_metrics(scores, test["label"] == 0, efficiencies=(0.5, 0.3))
     return dict(auc=m.auc, rej50=m.rejections[0], rej30=m.rejections[1],
                 rej_lower_bound=m.rejection_lower_bound)
 
@@ -171,8 +150,9 @@ def _evaluate(model, test):
 def _pretrain_supervised(cfg, path, log):
     t0 = time.perf_counter()
     data = load_jets(path, ["label_b", "label_uds"], max_particles=MAX_PARTICLES)
-    model = JetClassifier(ParticleTransformer(BACKBONE, rngs=nnx.Rngs(1)), 2, rngs=nnx.Rngs(2))
-    finetune(model, data, "scratch", steps=cfg["source_steps"], batch_size=128,
+    model = nn.JetClassifier(nn.ParticleTransformer(BACKBONE, rngs=nnx.Rngs(1)), 2,
+                             rngs=nnx.Rngs(2))
+    train.finetune(model, data, "scratch", steps=cfg["source_steps"], batch_size=128,
              key=jax.random.key(3), learning_rate=2e-3, progress=True)
     log(dict(kind="pretrain", arm="A1", source_jets=int(len(data["label"])),
              seconds=time.perf_counter() - t0))
@@ -183,30 +163,32 @@ def _pretrain_mpm(cfg, pool_path, tuning_path, log):
     t0 = time.perf_counter()
     pool = load_jets(pool_path, None, max_particles=MAX_PARTICLES)
     held = load_jets(tuning_path, None, max_particles=MAX_PARTICLES)
-    inputs = TokenInputs.fit(pool["features"], pool["mask"])
+    inputs = train.TokenInputs.fit(pool["features"], pool["mask"])
     x = inputs.apply(pool["features"])
-    tok = KMeansTokenizer.fit(jax.random.key(4), x, pool["mask"], codebook_size=cfg["codebook"],
-                              iterations=20)
+    tok = nn.KMeansTokenizer.fit(jax.random.key(4), x, pool["mask"],
+                                 codebook_size=cfg["codebook"], iterations=20)
 
     def tokens_of(d):
         return np.concatenate([np.asarray(tok.tokenize(jnp.asarray(inputs.apply(
             d["features"][i:i + 4096])))) for i in range(0, len(d["mask"]), 4096)])
 
     t_pool, t_held = tokens_of(pool), tokens_of(held)
-    rev = lambda d: d["features"][..., list(ANGULAR_FEATURES)][d["mask"]]  # noqa: E731
-    baseline = context_free_baseline(rev(pool), t_pool[pool["mask"]], rev(held),
+    rev = lambda d: d["features"][..., list(nn.ANGULAR_FEATURES)][d["mask"]]  # noqa: E731
+    baseline = train.context_free_baseline(rev(pool), t_pool[pool["mask"]], rev(held),
                                      t_held[held["mask"]], codebook_size=cfg["codebook"])
-    r2 = token_r2(t_pool, pool["features"][..., list(IMPACT_FEATURES)], pool["mask"])
-    model = MaskedParticleModel(ParticleTransformer(BACKBONE, rngs=nnx.Rngs(5)), cfg["codebook"],
-                                token_features=inputs.features, rngs=nnx.Rngs(6))
+    r2 = train.token_r2(t_pool, pool["features"][..., list(train.IMPACT_FEATURES)], pool["mask"])
+    model = nn.MaskedParticleModel(nn.ParticleTransformer(BACKBONE, rngs=nnx.Rngs(5)),
+                                   cfg["codebook"], token_features=inputs.features,
+                                   rngs=nnx.Rngs(6))
     held_data = {**held, "tokens": t_held}
-    before = masked_loss(model, held_data, key=jax.random.key(9))
-    _, history = pretrain_mpm(model, {**pool, "tokens": t_pool}, steps=cfg["mpm_steps"],
+    before = train.masked_loss(model, held_data, key=jax.random.key(9))
+    _, history = train.pretrain_mpm(model, {**pool, "tokens": t_pool}, steps=cfg["mpm_steps"],
                               batch_size=128, key=jax.random.key(7), learning_rate=1e-3)
-    after = masked_loss(model, held_data, key=jax.random.key(9))
+    after = train.masked_loss(model, held_data, key=jax.random.key(9))
     log(dict(kind="pretrain", arm="B", pool_jets=int(len(t_pool)),
-             token_entropy=token_entropy(t_held, held["mask"]),
-             codebook_utilisation=codebook_utilisation(tok, x[:20_000], pool["mask"][:20_000]),
+             token_entropy=train.token_entropy(t_held, held["mask"]),
+             codebook_utilisation=train.codebook_utilisation(tok, x[:20_000],
+                                                             pool["mask"][:20_000]),
              r2_d0=float(r2[0]), r2_dz=float(r2[2]),
              context_free_loss=baseline.cross_entropy, masked_loss_before=before,
              masked_loss_after=after, context_gain=baseline.cross_entropy - after,
@@ -375,7 +357,7 @@ def main():
                  labelled_jets=int(len(labelled["label"])), test_jets=int(len(test["label"])),
                  handmade=handmade))
         backbones = {"sup": _pretrain_supervised(cfg, paths["source"], log),
-                     "random": nnx.state(ParticleTransformer(BACKBONE, rngs=nnx.Rngs(77)))}
+                     "random": nnx.state(nn.ParticleTransformer(BACKBONE, rngs=nnx.Rngs(77)))}
         backbones["mpm"], diagnostics = _pretrain_mpm(cfg, paths["pool"], paths["tuning"], log)
         # learning rate per strategy on the tuning sample (never the test set)
         lr = {}

@@ -17,16 +17,19 @@ SEED_ALLOWED = ("jobs", "data")
 STOCHAD_PROGRAMS = {"sim.objective", "sim.simulate"}
 
 
-def _public_functions():
+def _public_objects(kind):
+    """``(qualname, subpackage, object)`` of the public difphys objects (``inspect.isfunction``
+    or ``inspect.isclass``) re-exported by every subpackage."""
     for sub in SUBPACKAGES:
         module = importlib.import_module(f"difphys.{sub}")
         for name in sorted(vars(module)):
             obj = getattr(module, name)
-            if name.startswith("_") or not inspect.isfunction(obj):
-                continue
-            if not obj.__module__.startswith("difphys"):
-                continue
-            yield f"{sub}.{name}", sub, obj
+            if not name.startswith("_") and kind(obj) and obj.__module__.startswith("difphys"):
+                yield f"{sub}.{name}", sub, obj
+
+
+def _public_functions():
+    yield from _public_objects(inspect.isfunction)
 
 
 FUNCTIONS = list(_public_functions())
@@ -99,20 +102,13 @@ def test_the_checker_sees_dict_returns():
 
 
 def _public_methods():
-    for sub in SUBPACKAGES:
-        module = importlib.import_module(f"difphys.{sub}")
-        for name in sorted(vars(module)):
-            cls = getattr(module, name)
-            if name.startswith("_") or not inspect.isclass(cls):
+    for qualname, _, cls in _public_objects(inspect.isclass):
+        for meth_name, meth in vars(cls).items():
+            if meth_name.startswith("_") and meth_name != "__call__":
                 continue
-            if not cls.__module__.startswith("difphys"):
-                continue
-            for meth_name, meth in vars(cls).items():
-                if meth_name.startswith("_") and meth_name != "__call__":
-                    continue
-                fn = meth.__func__ if isinstance(meth, (classmethod, staticmethod)) else meth
-                if inspect.isfunction(fn):
-                    yield f"{sub}.{name}.{meth_name}", fn
+            fn = meth.__func__ if isinstance(meth, (classmethod, staticmethod)) else meth
+            if inspect.isfunction(fn):
+                yield f"{qualname}.{meth_name}", fn
 
 
 # A result's JSON form (for run folders' .jsonl), not a result.

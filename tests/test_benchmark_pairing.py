@@ -22,7 +22,7 @@ def test_strategies_of_a_seed_share_subset_and_head():
     a, b = le._subset(5000, 300, 3), le._subset(5000, 300, 3)
     assert np.array_equal(a, b) and len(np.unique(a)) == 300
     assert not np.array_equal(a, le._subset(5000, 300, 4))
-    backbones = {name: nnx.state(le.ParticleTransformer(le.BACKBONE, rngs=nnx.Rngs(k)))
+    backbones = {name: nnx.state(le.nn.ParticleTransformer(le.BACKBONE, rngs=nnx.Rngs(k)))
                  for k, name in enumerate(("sup", "mpm", "random"))}
     heads, modes = [], {}
     for s in le.STRATEGIES:

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
-BLOCK = re.compile(r"(?:^(<!-- docs-test: not run \((?P<why>[^)]*)\) -->)\n)?^```python\n(?P<code>.*?)^```",
-                   re.S | re.M)
+BLOCK = re.compile(r"(?:^(<!-- docs-test: not run \((?P<why>[^)]*)\) -->)\n)?"
+                   r"^```python\n(?P<code>.*?)^```", re.S | re.M)
 # Pages whose examples read zpole.root, run after data.md in its folder.
 ON_GENERATED_DATA = ("data", "io", "nn", "train", "flavour_tagging")
 

@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from difphys import nn
 from difphys.io import load_jets
-from difphys.nn import (
-    ANGULAR_FEATURES,
-    VQVAE,
-    DeepSetsHead,
-    EventClassifier,
-    JetClassifier,
-    KMeansTokenizer,
-    MaskedParticleModel,
-    ParTConfig,
-    ParticleTransformer,
-    mpm_loss,
-)
 from difphys.train import (
     PRETRAINED_PARTS,
     TokenInputs,
@@ -31,7 +20,7 @@ from difphys.train import (
     token_r2,
 )
 
-TINY = ParTConfig(embed_dims=(32,), pair_embed_dims=(8,), num_heads=2, num_layers=2,
+TINY = nn.ParTConfig(embed_dims=(32,), pair_embed_dims=(8,), num_heads=2, num_layers=2,
                   num_cls_layers=1, num_classes=0)
 
 
@@ -47,7 +36,7 @@ def _leaves_equal(a, b):
 
 
 def test_vqvae_uses_the_codebook_and_reconstructs_better(jets, key):
-    model = VQVAE(17, codebook_size=64, latent_dim=4, hidden=32, rngs=nnx.Rngs(0))
+    model = nn.VQVAE(17, codebook_size=64, latent_dim=4, hidden=32, rngs=nnx.Rngs(0))
     model, history = fit_vqvae(model, jets["features"], jets["mask"], key=key, steps=300,
                                batch_size=2048, restart_every=50)
     assert history.last("recon") < 0.5 * history.recon[0]
@@ -55,7 +44,7 @@ def test_vqvae_uses_the_codebook_and_reconstructs_better(jets, key):
 
 
 def test_kmeans_tokenizer(jets, key):
-    tok = KMeansTokenizer.fit(key, jets["features"][:2000], jets["mask"][:2000],
+    tok = nn.KMeansTokenizer.fit(key, jets["features"][:2000], jets["mask"][:2000],
                               codebook_size=32, iterations=10)
     assert codebook_utilisation(tok, jets["features"][:2000], jets["mask"][:2000]) > 0.9
     x = jnp.asarray(jets["features"][:5])
@@ -63,7 +52,7 @@ def test_kmeans_tokenizer(jets, key):
     d2 = jnp.sum((x[..., None, :] - tok.centroids[...]) ** 2, -1)
     np.testing.assert_array_equal(np.asarray(tokens), np.asarray(jnp.argmin(d2, -1)))
     with pytest.raises(ValueError, match="at least"):
-        KMeansTokenizer.fit(key, jets["features"][:1], jets["mask"][:1], codebook_size=512)
+        nn.KMeansTokenizer.fit(key, jets["features"][:1], jets["mask"][:1], codebook_size=512)
 
 
 def test_mpm_learns_jet_context_beyond_the_context_free_lookup(jets, key):
@@ -75,18 +64,18 @@ def test_mpm_learns_jet_context_beyond_the_context_free_lookup(jets, key):
     n = len(m) // 2
     inputs = TokenInputs.fit(jets["features"][:2000], m[:2000])
     x = inputs.apply(jets["features"])
-    tok = KMeansTokenizer.fit(key, x[:2000], m[:2000], codebook_size=16, iterations=10)
+    tok = nn.KMeansTokenizer.fit(key, x[:2000], m[:2000], codebook_size=16, iterations=10)
     tokens = np.asarray(tok.tokenize(jnp.asarray(x)))
     # rank-Gauss tokens see the impact parameters (R^2 of d0 was 0.001 on ParT features)
     assert token_r2(tokens, jets["features"][..., [11]], m)[0] > 0.15
     data = {**jets, "tokens": tokens}
     fit_part = {k: v[:n] for k, v in data.items()}
     held = {k: v[n:] for k, v in data.items()}
-    rev = jets["features"][..., list(ANGULAR_FEATURES)]
+    rev = jets["features"][..., list(nn.ANGULAR_FEATURES)]
     baseline = context_free_baseline(rev[:n][m[:n]], tokens[:n][m[:n]], rev[n:][m[n:]],
                                      tokens[n:][m[n:]], codebook_size=16)
     assert baseline.cross_entropy < baseline.entropy  # the angles alone predict something
-    model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
+    model = nn.MaskedParticleModel(nn.ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
                                 token_features=inputs.features, rngs=nnx.Rngs(1))
     start = masked_loss(model, held, key=jax.random.key(7))
     pretrain_mpm(model, fit_part, steps=300, batch_size=64, key=jax.random.fold_in(key, 1),
@@ -97,7 +86,7 @@ def test_mpm_learns_jet_context_beyond_the_context_free_lookup(jets, key):
 
 
 def test_masked_prediction_ignores_order_of_visible_particles(jets, key):
-    model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
+    model = nn.MaskedParticleModel(nn.ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 16,
                                 rngs=nnx.Rngs(1))
     model.eval()
     f, p, m = (jnp.asarray(jets[k][:4]) for k in ("features", "p4", "mask"))
@@ -110,7 +99,7 @@ def test_masked_prediction_ignores_order_of_visible_particles(jets, key):
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
     # and nothing hidden leaks: changing any input of the hidden particle except its angular
     # position (momentum, energy, type, charge, tracks) changes no prediction
-    hidden_features = np.setdiff1d(np.arange(17), ANGULAR_FEATURES)
+    hidden_features = np.setdiff1d(np.arange(17), nn.ANGULAR_FEATURES)
     f2 = f.at[:, 0, hidden_features].set(7.0)
     p2 = p.at[:, 0].multiply(3.0)
     np.testing.assert_allclose(np.asarray(run(state, f2, p2, m, hidden)),
@@ -118,12 +107,13 @@ def test_masked_prediction_ignores_order_of_visible_particles(jets, key):
 
 
 def test_mpm_loss_hides_only_real_particles(jets, key):
-    model = MaskedParticleModel(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 8, rngs=nnx.Rngs(1))
+    model = nn.MaskedParticleModel(nn.ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 8,
+                                   rngs=nnx.Rngs(1))
     batch = {k: jnp.asarray(jets[k][:16]) for k in ("features", "p4", "mask")}
     batch["tokens"] = jnp.zeros(batch["mask"].shape, jnp.int32)
     graphdef, state = nnx.split(model)
-    loss, metrics = jax.jit(lambda s, b, k: mpm_loss(nnx.merge(graphdef, s), b, key=k))(state, batch,
-                                                                                   key)
+    loss, metrics = jax.jit(lambda s, b, k: nn.mpm_loss(nnx.merge(graphdef, s), b, key=k))(
+        state, batch, key)
     assert np.isfinite(float(loss)) and 0.0 <= float(metrics.token_accuracy) <= 1.0
 
 
@@ -133,11 +123,11 @@ def _pretrained_params(backbone):
 
 @pytest.mark.parametrize("strategy", ["frozen", "finetune", "scratch"])
 def test_finetuning_strategies(jets, key, strategy):
-    pretrained = ParticleTransformer(TINY, rngs=nnx.Rngs(0))
-    backbone = ParticleTransformer(TINY, rngs=nnx.Rngs(99))  # fresh initialisation
+    pretrained = nn.ParticleTransformer(TINY, rngs=nnx.Rngs(0))
+    backbone = nn.ParticleTransformer(TINY, rngs=nnx.Rngs(99))  # fresh initialisation
     if strategy != "scratch":
         nnx.update(backbone, nnx.state(pretrained))
-    model = JetClassifier(backbone, 2, rngs=nnx.Rngs(2))
+    model = nn.JetClassifier(backbone, 2, rngs=nnx.Rngs(2))
     start_backbone = jax.tree.map(np.array, _pretrained_params(model.backbone))
     start_head = jax.tree.map(np.array, nnx.state(model.head, nnx.Param))
     start_pool = jax.tree.map(np.array, nnx.state(model.backbone.cls_blocks, nnx.Param))
@@ -159,7 +149,7 @@ def test_finetuning_strategies(jets, key, strategy):
 
 
 def test_deepsets_head_is_invariant_to_jet_order_and_padding(key):
-    head = DeepSetsHead(8, 2, rngs=nnx.Rngs(0))
+    head = nn.DeepSetsHead(8, 2, rngs=nnx.Rngs(0))
     x = jax.random.normal(key, (3, 4, 8), jnp.float32)
     mask = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)
     ref = head(x, mask)
@@ -171,11 +161,11 @@ def test_deepsets_head_is_invariant_to_jet_order_and_padding(key):
     np.testing.assert_allclose(np.asarray(head(padded, padded_mask)), np.asarray(ref),
                                rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="pooling"):
-        DeepSetsHead(8, 2, pooling="max", rngs=nnx.Rngs(0))
+        nn.DeepSetsHead(8, 2, pooling="max", rngs=nnx.Rngs(0))
 
 
 def test_event_classifier_over_jets(jets, key):
-    model = EventClassifier(ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 2, rngs=nnx.Rngs(1))
+    model = nn.EventClassifier(nn.ParticleTransformer(TINY, rngs=nnx.Rngs(0)), 2, rngs=nnx.Rngs(1))
     model.eval()
     f = jnp.asarray(jets["features"][:6]).reshape(2, 3, 32, 17)
     p = jnp.asarray(jets["p4"][:6]).reshape(2, 3, 32, 4)

@@ -56,10 +56,10 @@ class ParTConfig:
     num_layers: int = 8
     num_cls_layers: int = 2
     ffn_ratio: int = 4
+    fc_dims: tuple[int, ...] = ()
     dropout: float = 0.1
     attn_dropout: float = 0.1
     activation_dropout: float = 0.1
-    fc_dims: tuple[int, ...] = ()
     fc_dropout: float = 0.1
 
     @classmethod

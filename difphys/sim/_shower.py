@@ -30,24 +30,31 @@ from .._checks import check_finite
 from .._fields import array_field
 from .._numerics import safe_norm
 
+#: What each :class:`DetectorConfig` leaf measures (all are 0-d float arrays).
+Length = jax.Array  # the toy's length unit
+Energy = jax.Array  # GeV
+Fraction = jax.Array  # of a particle's energy, in [0, 1]
+Angle = jax.Array  # rad
+Probability = jax.Array  # per interaction, in [0, 1]
+
 
 class DetectorConfig(eqx.Module):
-    """Toy detector and shower settings: lengths in the toy's units, energies in GeV (array
-    leaves, :func:`difphys._fields.array_field`); sizes are static."""
+    """Toy detector and shower settings (array leaves, :func:`difphys._fields.array_field`;
+    their annotations name what they measure); sizes are static."""
 
-    thickness: jax.Array = array_field(1.0)
-    step: jax.Array = array_field(0.05)
-    interaction_length: jax.Array = array_field(0.15)
-    edge: jax.Array = array_field(0.05)
-    energy: jax.Array = array_field(10.0)
-    energy_cut: jax.Array = array_field(1.0)
-    loss_min: jax.Array = array_field(0.1)
-    loss_max: jax.Array = array_field(0.5)
-    kick: jax.Array = array_field(0.3)
-    split_probability: jax.Array = array_field(0.5)
-    opening: jax.Array = array_field(0.2)
-    world_radius: jax.Array = array_field(6.0)
-    target_radius: jax.Array = array_field(2.0)
+    thickness: Length = array_field(1.0)
+    step: Length = array_field(0.05)
+    interaction_length: Length = array_field(0.15)
+    edge: Length = array_field(0.05)
+    energy: Energy = array_field(10.0)
+    energy_cut: Energy = array_field(1.0)
+    loss_min: Fraction = array_field(0.1)
+    loss_max: Fraction = array_field(0.5)
+    kick: Angle = array_field(0.3)
+    split_probability: Probability = array_field(0.5)
+    opening: Angle = array_field(0.2)
+    world_radius: Length = array_field(6.0)
+    target_radius: Length = array_field(2.0)
     max_particles: int = eqx.field(static=True, default=16)
     max_steps: int = eqx.field(static=True, default=400)
     max_records: int = eqx.field(static=True, default=128)

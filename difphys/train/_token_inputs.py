@@ -188,4 +188,5 @@ class TokenInputs(NamedTuple):
         x = features[..., self.features]
         if self.transform is None:
             return x.astype(np.float32)
-        return self.transform.transform(x, exclude=neutral_impact_mask(features)[..., self.features])
+        held_out = neutral_impact_mask(features)[..., self.features]
+        return self.transform.transform(x, exclude=held_out)
