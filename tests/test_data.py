@@ -12,7 +12,7 @@ from difphys.data import (  # noqa: E402
     generate,
     heavy_flavour,
 )
-from difphys.io import load_jets, read_jetclass  # noqa: E402
+from difphys.io import load_events, load_jets, read_jetclass  # noqa: E402
 
 SQRT_S = 91.1876
 #: R_b = Gamma(Z -> b b~) / Gamma(Z -> hadrons), PDG 2024: 0.21629 +- 0.00066.
@@ -104,6 +104,10 @@ def test_hh4b_selection_and_higgs_jets(tmp_path):
     # radiation pull it down); QCD jets sit far lower
     assert 90 < np.median(jets["jet_sdmass"][higgs]) < 135
     assert np.median(jets["jet_sdmass"][~sig]) < 60
+    events = load_events(path)
+    assert events["jets"].shape == (*events["jet_mask"].shape, 3)
+    pt = events["jets"][..., 0]
+    assert np.all(pt[events["jet_mask"]] > 300) and np.all(events["jets"][~events["jet_mask"]] == 0)
 
 
 def test_bb_fraction_enriches_the_hh4b_background_with_b_jets(tmp_path):

@@ -6,6 +6,7 @@ from ._batches import epoch_batches as epoch_batches
 from ._batches import epoch_order as epoch_order
 from ._batches import trim_padding as trim_padding
 from ._jetclass import JET_BRANCHES as JET_BRANCHES
+from ._jetclass import JET_KINEMATICS as JET_KINEMATICS
 from ._jetclass import PART_FEATURES as PART_FEATURES
 from ._jetclass import PARTICLE_BRANCHES as PARTICLE_BRANCHES
 from ._jetclass import iterate_jetclass as iterate_jetclass

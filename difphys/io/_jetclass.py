@@ -51,6 +51,9 @@ PART_FEATURES = (
     "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron",
     "part_isMuon", "part_d0", "part_d0err", "part_dz", "part_dzerr", "part_deta", "part_dphi",
 )
+#: The per-jet kinematics :func:`load_events` returns as ``jets``: pT (GeV), eta, soft-drop
+#: mass (GeV).
+JET_KINEMATICS = ("jet_pt", "jet_eta", "jet_sdmass")
 _STANDARDISE = {
     "part_pt_log": (1.7, 0.7),
     "part_e_log": (2.0, 0.7),
@@ -252,11 +255,13 @@ def load_events(files, *, max_jets: int = 3, max_particles: int = 64,
     """Events of a multi-jet sample (e.g. ``hh4b``, grouped by the ``event_id`` branch) as
     a :class:`Table` for an event classifier: ``features (E, max_jets, max_particles, 17)``, ``p4 (E,
     max_jets, max_particles, 4)``, ``mask (E, max_jets, max_particles)`` (a jet slot without
-    particles is padding), ``jet_mask (E, max_jets)`` and ``label (E,)`` int32 from the
+    particles is padding), ``jet_mask (E, max_jets)``, ``jets (E, max_jets, 3)`` float32 (each
+    jet's :data:`JET_KINEMATICS`: pT GeV, eta, soft-drop mass GeV; 0 for padding) and
+    ``label (E,)`` int32 from the
     event-level ``label`` branch. Jets beyond ``max_jets`` in an event are dropped (the files
     store at most three, in descending pT)."""
-    batch = read_jetclass(files, [*PARTICLE_BRANCHES, "jet_pt", "jet_energy", "event_id",
-                                  label], max_particles=max_particles)
+    batch = read_jetclass(files, [*PARTICLE_BRANCHES, *JET_KINEMATICS, "jet_energy",
+                                  "event_id", label], max_particles=max_particles)
     feats = part_features(batch)
     p4 = part_p4(batch)
     ids = batch["event_id"]
@@ -276,6 +281,8 @@ def load_events(files, *, max_jets: int = 3, max_particles: int = 64,
     out["p4"][row[keep], slot[keep]] = p4[keep]
     out["mask"][row[keep], slot[keep]] = batch["mask"][keep]
     out["jet_mask"] = out["mask"].any(axis=-1)
+    out["jets"] = np.zeros((n_events, max_jets, len(JET_KINEMATICS)), np.float32)
+    out["jets"][row[keep], slot[keep]] = np.stack([batch[k] for k in JET_KINEMATICS], -1)[keep]
     labels = np.zeros(n_events, np.int32)
     labels[row] = np.asarray(batch[label], dtype=np.int32)
     out["label"] = labels

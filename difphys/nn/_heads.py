@@ -152,17 +152,38 @@ class DeepSetsHead(nnx.Module):
 
 class EventClassifier(nnx.Module):
     """Jet backbone + DeepSets head: ``features (B, J, n, d)``, ``p4 (B, J, n, 4)``,
-    ``mask (B, J, n)`` -> event logits; a jet slot without particles is padding."""
+    ``mask (B, J, n)`` -> event logits; a jet slot without particles is padding.
 
-    def __init__(self, backbone: ParticleTransformer, num_classes: int = 2, *,
-                 rngs: nnx.Rngs, **head_options):
+    ``jet_inputs = k > 0``: each jet's embedding is joined by ``k`` per-jet high-level inputs
+    (``jet_inputs (B, J, k)`` at call time, e.g. a frozen tagger's score, log pT, eta,
+    soft-drop mass). ``backbone=None`` with ``jet_inputs = k``: a DeepSets head on the
+    high-level inputs alone (the "frozen-score" baseline of Vigl et al., arXiv:2401.13536).
+    """
+
+    def __init__(self, backbone: ParticleTransformer | None, num_classes: int = 2, *,
+                 jet_inputs: int = 0, rngs: nnx.Rngs, **head_options):
+        if backbone is None and jet_inputs < 1:
+            raise ValueError("an EventClassifier without a backbone needs jet_inputs >= 1")
         self.backbone = backbone
-        self.head = DeepSetsHead(backbone.config.embed_dim, num_classes, rngs=rngs,
-                                 **head_options)
+        self.jet_inputs = int(jet_inputs)
+        width = (0 if backbone is None else backbone.config.embed_dim) + self.jet_inputs
+        self.head = DeepSetsHead(width, num_classes, rngs=rngs, **head_options)
 
-    def __call__(self, features, p4, mask, *, key=None):
+    def __call__(self, features, p4, mask, *, jet_inputs=None, key=None):
         b, j = mask.shape[:2]
         jet_mask = jnp.any(mask, axis=-1)
-        flat = lambda a: a.reshape(b * j, *a.shape[2:])  # noqa: E731
-        emb = self.backbone.embed(flat(features), flat(p4), flat(mask), key=key)
-        return self.head(emb.reshape(b, j, -1), jet_mask)
+        parts = []
+        if self.backbone is not None:
+            flat = lambda a: a.reshape(b * j, *a.shape[2:])  # noqa: E731
+            emb = self.backbone.embed(flat(features), flat(p4), flat(mask), key=key)
+            parts.append(emb.reshape(b, j, -1))
+        if self.jet_inputs:
+            if jet_inputs is None or jet_inputs.shape != (b, j, self.jet_inputs):
+                got = None if jet_inputs is None else jet_inputs.shape
+                raise ValueError(f"jet_inputs must have shape {(b, j, self.jet_inputs)}; "
+                                 f"got {got}")
+            dtype = parts[0].dtype if parts else jnp.float32
+            parts.append(jnp.where(jet_mask[..., None], jet_inputs, 0).astype(dtype))
+        elif jet_inputs is not None:
+            raise ValueError("this EventClassifier was built with jet_inputs=0")
+        return self.head(jnp.concatenate(parts, axis=-1), jet_mask)

@@ -101,9 +101,11 @@ def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransfor
 
 
 def classifier_loss(model, batch, *, key) -> tuple[jax.Array, ClassifierMetrics]:
-    """Mean softmax cross-entropy of ``model(features, p4, mask, key=key)`` against the
+    """Mean softmax cross-entropy of ``model(features, p4, mask, key=key)`` (with
+    ``jet_inputs=`` when the batch has them, :class:`difphys.nn.EventClassifier`) against the
     integer ``label``; reports the batch accuracy."""
-    logits = model(batch["features"], batch["p4"], batch["mask"], key=key)
+    extra = {"jet_inputs": batch["jet_inputs"]} if "jet_inputs" in batch else {}
+    logits = model(batch["features"], batch["p4"], batch["mask"], key=key, **extra)
     labels = batch["label"]
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     acc = jnp.mean((jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels).astype(logits.dtype))
@@ -119,7 +121,7 @@ def _compiled_step(graphdef, loss_fn, optimizer):
 
 @functools.lru_cache(maxsize=8)
 def _compiled_forward(graphdef):
-    return jax.jit(lambda s, f, p, m: nnx.merge(graphdef, s)(f, p, m))
+    return jax.jit(lambda s, f, p, m, extra: nnx.merge(graphdef, s)(f, p, m, **extra))
 
 
 def fit(
@@ -223,15 +225,18 @@ def predict(model: nnx.Module, data: Mapping[str, np.ndarray], *, batch_size: in
     for start in range(0, n, batch_size):
         sl = order[start:start + batch_size]
         f, p, m = data["features"][sl], data["p4"][sl], data["mask"][sl]
+        extra = {"jet_inputs": data["jet_inputs"][sl]} if "jet_inputs" in data else {}
         pad = batch_size - len(m)  # one compiled shape: pad the last batch, drop the padding
         if pad:
             f, p, m = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
                        for a in (f, p, m))
+            extra = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+                     for k, v in extra.items()}
             m[len(m) - pad:, 0] = True  # padded jets get one dummy particle
         if trim is not None:
             cut = trim_padding({"features": f, "p4": p, "mask": m}, trim)
             f, p, m = cut["features"], cut["p4"], cut["mask"]
-        out.append(np.asarray(forward(state, f, p, m))[:batch_size - pad])
+        out.append(np.asarray(forward(state, f, p, m, extra))[:batch_size - pad])
     _restore_modes(modes)
     logits = np.empty((n, out[0].shape[-1]), np.float32)
     logits[order] = np.concatenate(out)
