@@ -43,18 +43,23 @@ class DetectorConfig(eqx.Module):
     their annotations name what they measure); sizes are static."""
 
     thickness: Length = array_field(1.0)
+    edge: Length = array_field(0.05)
+    world_radius: Length = array_field(6.0)
+    target_radius: Length = array_field(2.0)
+    """Geometry: the ring's thickness and edge width, the world and the target radius."""
     step: Length = array_field(0.05)
     interaction_length: Length = array_field(0.15)
-    edge: Length = array_field(0.05)
     energy: Energy = array_field(10.0)
     energy_cut: Energy = array_field(1.0)
+    """Transport: the step length, the interaction length at full density, the primary's
+    energy and the energy below which a particle stops."""
     loss_min: Fraction = array_field(0.1)
     loss_max: Fraction = array_field(0.5)
     kick: Angle = array_field(0.3)
     split_probability: Probability = array_field(0.5)
     opening: Angle = array_field(0.2)
-    world_radius: Length = array_field(6.0)
-    target_radius: Length = array_field(2.0)
+    """Interactions: the deposited fraction ~ U(loss_min, loss_max), the deflection's
+    standard deviation, the probability to split in two and the half opening angle."""
     max_particles: int = eqx.field(static=True, default=16)
     max_steps: int = eqx.field(static=True, default=400)
     max_records: int = eqx.field(static=True, default=128)
