@@ -275,9 +275,12 @@ def _summarise(runs, diagnostics, handmade, quick, log):
         if arm == "B":
             gates["G3_mpm_context"] = bool(diagnostics["context_gain"] >= 0.2
                                            and diagnostics["r2_d0"] >= 0.5)
-            d, lo, hi = _paired([r["auc"] for r in table["mpm_frozen", top]],
-                                [r["auc"] for r in table["random_frozen", top]])
+            # every (budget, seed) pair: the same subset and head for both frozen probes
+            d, lo, hi = _paired([r["auc"] for b in budgets for r in table["mpm_frozen", b]],
+                                [r["auc"] for b in budgets for r in table["random_frozen", b]])
             gates["G4_representation"] = bool(lo is not None and lo > 0)
+            log(dict(kind="probe", frozen_mpm_minus_frozen_random=d, lo=lo, hi=hi,
+                     pairs=sum(len(table["mpm_frozen", b]) for b in budgets)))
         for b in budgets:
             a = [r["auc"] for r in table[ft, b]]
             d_s = _paired(a, [r["auc"] for r in table["scratch", b]])
@@ -330,6 +333,25 @@ def _plot(path, table, budgets, handmade):
     plt.close(fig)
 
 
+def _resummarise(out: Path):
+    """Summaries, gates and the plot again from the run rows already in ``out``."""
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    kept = [r for r in rows if r["kind"] not in ("cell", "summary", "gates", "probe", "total")]
+    runs = [r for r in rows if r["kind"] == "run"]
+    mpm = next(r for r in rows if r["kind"] == "pretrain" and r["arm"] == "B")
+    handmade = next(r for r in rows if r["kind"] == "samples")["handmade"]
+    meta = {k: rows[0][k] for k in ("device", "jax", "mode")}
+    with open(out, "w") as fh:
+        for r in kept + [r for r in rows if r["kind"] == "total"]:
+            fh.write(json.dumps(r) + "\n")
+        table, budgets, verdicts = _summarise(
+            runs, dict(r2_d0=mpm["r2_d0"], context_gain=mpm["context_gain"]), handmade,
+            meta["mode"] != "protocol", lambda row: _emit(fh, {**meta, **row}))
+    _plot(out.with_suffix(".png"), table, budgets, handmade)
+    for arm, verdict in verdicts.items():
+        print(f"arm {arm}: {verdict}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer seeds and steps: indicative")
@@ -337,7 +359,12 @@ def main():
     parser.add_argument("--cache", default="benchmarks/.cache", help="generated samples")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/label_efficiency.jsonl")
+    parser.add_argument("--from-results", action="store_true",
+                        help="recompute the summaries, gates and plot from the runs in --out")
     args = parser.parse_args()
+    if args.from_results:
+        _resummarise(Path(args.out))
+        return
     cfg = SMOKE if args.smoke else QUICK if args.quick else PROTOCOL
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
