@@ -31,9 +31,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/stochad.py
 	$(PY) benchmarks/sampling.py --png sampling.png
 
-# label efficiency of masked-particle-modelling pretraining (small configuration, ~20 min)
+# label efficiency of supervised and masked-particle pretraining (quick mode, ~20 min on 2
+# cores; drop --quick for the full protocol)
 bench-foundation: $(STAMP)
-	$(PY) benchmarks/label_efficiency.py
+	$(PY) benchmarks/label_efficiency.py --quick
 
 # ParT throughput against weaver-core's PyTorch ParticleTransformer (CPU torch 2.13.0 wheel),
 # under three glibc allocator settings (both frameworks page-fault on fresh buffers by
