@@ -67,6 +67,9 @@ class _External:
         h = jnp.asarray(part.helicities)
         incoming = i < 2
         m = self.mass(i)
+        if part.kind == "scalar":
+            dtype = complex_dtype(p.dtype)
+            return jnp.ones(p.shape[:-2] + (1, 1), dtype)
         if part.kind == "fermion":
             return u_spinor(p, m, h) if incoming else ubar_spinor(p, m, h)
         if part.kind == "antifermion":
