@@ -12,9 +12,15 @@ from jax.test_util import check_grads
 from difphys import amplitudes as amp
 from difphys import kinematics as kin
 from difphys.amplitudes import _colour
+from difphys.amplitudes._handbuilt import PROCESS_NAMES
 from difphys.testing import check_grad_fd, random_boost, random_rotation
 
 PARAMS = amp.SMParams()
+#: Zero widths: MadGraph's convention (a fixed width in every propagator, t-channel ones too)
+#: breaks gauge invariance at O(width / mass), and with it the frame independence of the
+#: helicity sum (measured: 1.5e-6 for g g > t t~ at 1 TeV), so the exact symmetries are tested
+#: without widths.
+STABLE = PARAMS.replace(WT=0.0, WZ=0.0, WW=0.0, WH=0.0)
 
 
 def events(key, proc, sqrt_s, n):
@@ -152,7 +158,8 @@ def test_qcd_two_to_two_match_textbook(key):
         else:
             t1, t2, rho = (mt**2 - t) / s, (mt**2 - u) / s, 4 * mt**2 / s
             ref = g4 * (1 / (6 * t1 * t2) - 3 / 8) * (t1**2 + t2**2 + rho - rho**2 / (4 * t1 * t2))
-        np.testing.assert_allclose(proc(p, PARAMS), ref, rtol=1e-12)
+        # the textbook tops are stable: MadGraph's convention keeps WT in t-channel propagators
+        np.testing.assert_allclose(proc(p, PARAMS.replace(WT=0.0)), ref, rtol=1e-12)
     # u u~ > d d~: (4/9) g^4 (t^2 + u^2) / s^2 ; g g > g g: (9/2) g^4 (3 - tu/s^2 - su/t^2 - st/u^2)
     proc = amp.process("u u~ > d d~")
     p = events(key, proc, 300.0, 100)
@@ -162,7 +169,7 @@ def test_qcd_two_to_two_match_textbook(key):
     p = events(key, proc, 300.0, 100)
     s, t, u = mandelstam(p)
     ref = g4 * 9 / 2 * (3 - t * u / s**2 - s * u / t**2 - s * t / u**2)
-    np.testing.assert_allclose(proc(p, PARAMS), ref, rtol=1e-12)
+    np.testing.assert_allclose(proc(p, PARAMS), ref / 2, rtol=1e-12)  # 1/2: identical gluons
 
 
 def _orientation_average(fn, p):
@@ -208,7 +215,7 @@ def test_ee_uubar_g_orientation_average_is_ert(x1, x2, sqrt_s):
 # ----------------------------------------------------------------- symmetries
 
 
-ALL = [n for n in amp.PROCESS_NAMES if n != "g g > g g g g"]
+ALL = [n for n in PROCESS_NAMES if n != "g g > g g g g"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -216,12 +223,14 @@ def test_lorentz_invariance(key, name):
     proc = amp.process(name)
     rs = 1000.0 if "w+" in name or "t t~ g" in name else 500.0
     p = events(key, proc, rs, 8)
-    reference = proc(p, PARAMS)
+    # widths break the frame independence only through external massless gauge bosons
+    params = STABLE if {"g", "a"} & set(proc.outgoing + proc.incoming) else PARAMS
+    reference = proc(p, params)
     assert np.all(reference > 0)
     for sub in jax.random.split(jax.random.fold_in(key, 1), 3):
         kb, kr = jax.random.split(sub)
         q = random_rotation(kr, random_boost(kb, p, max_beta=0.9))
-        np.testing.assert_allclose(proc(q, PARAMS), reference, rtol=1e-10)
+        np.testing.assert_allclose(proc(q, params), reference, rtol=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -237,10 +246,10 @@ def test_lorentz_invariance(key, name):
 def test_gauge_invariance_of_gluon_legs(key, name):
     proc = amp.process(name)
     p = events(key, proc, 800.0, 4)
-    scale = jnp.max(jnp.abs(proc.helicity_amplitudes(p, PARAMS)))
+    scale = jnp.max(jnp.abs(proc.helicity_amplitudes(p, STABLE)))
     for leg, particle in enumerate(proc.particles):
         if particle.name == "g":
-            ward = proc.helicity_amplitudes(p, PARAMS, gauge_leg=leg)
+            ward = proc.helicity_amplitudes(p, STABLE, gauge_leg=leg)
             assert float(jnp.max(jnp.abs(ward)) / scale) < 1e-10, (
                 leg,
                 float(jnp.max(jnp.abs(ward)) / scale),
@@ -273,12 +282,22 @@ def test_bose_symmetry_of_gluons(key):
 
 @pytest.mark.parametrize("n", [4, 5, pytest.param(6, marks=pytest.mark.slow)])
 def test_parke_taylor_mhv_partial_amplitudes(key, n):
-    """|A(1..n)|^2 = s_ij^4 / (s_12 s_23 ... s_n1) when exactly i, j have the other helicity."""
+    """|A(1..n)|^2 = s_ij^4 / (s_12 s_23 ... s_n1) when exactly i, j have the other helicity.
+
+    The compiler's colour basis is found numerically; the colour-ordered amplitude A(1, ..., n)
+    is its coefficient in the Del Duca-Dixon-Maltoni basis, obtained by projecting the
+    compiler's basis tensors onto the DDM tensors (F^{a_2} ... F^{a_{n-1}})_{a_1 a_n}."""
     proc = amp.process("g g > " + " ".join(["g"] * (n - 2)))
     p = events(key, proc, 700.0, 2)
-    amps = proc.helicity_amplitudes(p, PARAMS)[..., 0] / (PARAMS.gs ** (n - 2)).astype(
-        jnp.complex128
-    )  # ordering (1..n)
+    basis = np.stack([b.reshape(-1) for b in proc.colour_basis], axis=1)
+    orders, _ = _colour.gluon_colour_matrix(n)
+    ddm = np.stack(
+        [_colour.adjoint_chain_tensor(o[1:-1], 0, n - 1, n).reshape(-1) for o in orders], axis=1
+    )
+    to_ddm, *_ = np.linalg.lstsq(ddm, basis, rcond=None)  # basis = ddm @ to_ddm
+    np.testing.assert_allclose(ddm @ to_ddm, basis, atol=1e-12)
+    amps = np.asarray(proc.helicity_amplitudes(p, PARAMS)) @ to_ddm[0]  # ordering (1..n)
+    amps = amps / float(PARAMS.gs) ** (n - 2)
     k = jnp.concatenate([p[..., :2, :], -p[..., 2:, :]], axis=-2)  # all incoming
     s = lambda i, j: jnp.abs(kin.mass2(k[..., i, :] + k[..., j, :]))  # noqa: E731
     denominator = np.prod([s(i, (i + 1) % n) for i in range(n)], axis=0)
@@ -286,7 +305,7 @@ def test_parke_taylor_mhv_partial_amplitudes(key, n):
     for h, row in enumerate(hel_in):
         minus = np.flatnonzero(row < 0)
         plus = np.flatnonzero(row > 0)
-        value = np.abs(np.asarray(amps[:, h])) ** 2
+        value = np.abs(amps[:, h]) ** 2
         if len(minus) == 2 or len(plus) == 2:
             i, j = minus if len(minus) == 2 else plus
             np.testing.assert_allclose(value, s(i, j) ** 4 / denominator, rtol=1e-10)
@@ -366,8 +385,8 @@ def test_bad_input(key):
         proc(jnp.ones((3, 4)), PARAMS)
     with pytest.raises(ValueError, match="NaN"):
         proc(jnp.full((4, 4), jnp.nan), PARAMS)
-    with pytest.raises(ValueError, match="unknown process"):
-        amp.process("e+ e- > z h")
+    with pytest.raises(ValueError, match="unknown particle 'zz'"):
+        amp.process("e+ e- > zz h")
     with pytest.raises(ValueError, match="unknown SM parameter"):
         amp.SMParams(MQ=1.0)
     with pytest.raises(ValueError, match="threshold"):

@@ -1,5 +1,6 @@
 """Differentiable tree-level matrix elements: HELAS-style wavefunctions and vertices, SM
-parameters with param-card I/O, a process library and cross sections.
+parameters with param-card I/O, a compiler for any tree-level process of the ``sm`` model
+(MadGraph syntax) and cross sections.
 
 Spinors/vectors are complex ``(..., 4)`` arrays in the chiral Dirac basis; momenta in GeV.
 """
@@ -16,8 +17,10 @@ from ._dirac import GAMMA as GAMMA
 from ._dirac import GAMMA5 as GAMMA5
 from ._dirac import mdot as mdot
 from ._dirac import slash as slash
-from ._library import PROCESS_NAMES as PROCESS_NAMES
-from ._library import process as process
+from ._compile import MULTIPARTICLES as MULTIPARTICLES
+from ._compile import ProcessSet as ProcessSet
+from ._compile import parse as parse
+from ._compile import process as process
 from ._params import SMParams as SMParams
 from ._process import Process as Process
 from ._vertices import fermion_current as fermion_current

@@ -232,6 +232,7 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
     proc = Process(name, names, amplitude, structure.colour_matrix, _average(names),
                    resonant_pair=resonant)
     proc.plan = structure
+    proc.colour_basis = structure.colour_basis
     return proc
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._colour import structure_constants
+from ._dirac import complex_dtype
 from ._particles import PARTICLES, WEAK_PARTNERS
 
 #: Lorentz structures (the spins of the fields, fermions as F, in the order listed).
@@ -113,16 +114,17 @@ _SQ = 1.0 / math.sqrt(2.0)
 
 def _mixing(field, cw, sw):
     """Coefficients ``M^a`` (a = 1, 2, 3) with ``W^a = sum_fields M^a(field) field``."""
-    zero = jnp.zeros_like(cw)
-    one = jnp.ones_like(cw)
+    cdt = complex_dtype(cw.dtype)
+    zero = jnp.zeros_like(cw).astype(cdt)
+    one = jnp.ones_like(cw).astype(cdt)
     if field == "w+":
         return jnp.stack([_SQ * one, 1j * _SQ * one, zero])
     if field == "w-":
         return jnp.stack([_SQ * one, -1j * _SQ * one, zero])
     if field == "z":
-        return jnp.stack([zero, zero, cw]).astype(complex)
+        return jnp.stack([zero, zero, cw.astype(cdt)])
     if field == "a":
-        return jnp.stack([zero, zero, sw]).astype(complex)
+        return jnp.stack([zero, zero, sw.astype(cdt)])
     raise ValueError(field)
 
 
@@ -137,13 +139,13 @@ def _epsilon() -> np.ndarray:
 def ew_triple(fields, cw, sw):
     """``sum epsilon^abc M^a(f1) M^b(f2) M^c(f3)`` for electroweak vector fields in this order."""
     m = [_mixing(f, cw, sw) for f in fields]
-    return jnp.einsum("abc,a,b,c->", _epsilon().astype(complex), *m)
+    return jnp.einsum("abc,a,b,c->", _epsilon().astype(m[0].dtype), *m)
 
 
 def ew_quartic(fields, cw, sw):
     """The three group factors ``(e^abe e^cde, e^ace e^bde, e^ade e^bce)`` projected."""
     m = [_mixing(f, cw, sw) for f in fields]
-    eps = _epsilon().astype(complex)
+    eps = _epsilon().astype(m[0].dtype)
     ee = np.einsum("abe,cde->abcd", eps, eps)
     g1 = jnp.einsum("abcd,a,b,c,d->", ee, *m)
     g2 = jnp.einsum("acbd,a,b,c,d->", ee, *m)

@@ -1,6 +1,6 @@
 """The ``Process`` object: external wavefunctions (``_External``), the helicity sum and
 colour/spin averaging of a tree-level amplitude, and the process's unit-cube phase space.
-The amplitudes themselves are built in :mod:`._library`.
+The amplitudes themselves come from the process compiler (:mod:`._compile`, :mod:`._recursion`).
 
 ``proc(momenta, params)`` takes momenta ``(..., n_external, 4)`` (incoming first, final state in
 the order written) and returns |M|^2 summed over final and averaged over initial helicities and

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._colour import generators, structure_constants
-from ._dirac import chiral, mdot, slash
+from ._dirac import mdot
 from ._model import (
     FFS,
     FFV,
@@ -63,7 +63,7 @@ from ._model import (
     vertex_table,
 )
 from ._particles import PARTICLES
-from ._vertices import fermion_current, vvv_vertex
+from ._vertices import vvv_vertex
 
 _TOL = 1e-10
 
@@ -144,6 +144,7 @@ class Plan:
     currents: tuple  # (key, propagate: bool, terms) in order of increasing subset size
     final_key: tuple
     colour_matrix: np.ndarray
+    colour_basis: tuple  # tensors over the coloured legs (in leg order) of the final basis
     n_diagram_terms: int
 
 
@@ -374,7 +375,7 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
         for c in order_list
         if index_key(c) in needed and bin(c.mask).count("1") >= 2
     )
-    return Plan(legs, currents, tuple(merged), gram, n_terms)
+    return Plan(legs, currents, tuple(merged), gram, tuple(final.basis), n_terms)
 
 
 def _quartic_colour(ff, tensors, combo, out_mask, legs):
@@ -409,6 +410,42 @@ def _needed(index, roots) -> set:
     return needed
 
 
+# --- Dirac algebra written out in the chiral basis (elementwise: XLA fuses these, while 4x4
+# matrix products on small trailing axes become slow batched dots on CPU) -------------------
+
+
+def _slash_ket(v, k):
+    """``vslash @ k`` for a vector ``v`` (upper index) and a column spinor ``k``."""
+    v0, v1, v2, v3 = v[..., 0], v[..., 1], v[..., 2], v[..., 3]
+    k1, k2, k3, k4 = k[..., 0], k[..., 1], k[..., 2], k[..., 3]
+    vp, vm = v1 + 1j * v2, v1 - 1j * v2
+    return jnp.stack([(v0 - v3) * k3 - vm * k4, -vp * k3 + (v0 + v3) * k4,
+                      (v0 + v3) * k1 + vm * k2, vp * k1 + (v0 - v3) * k2], axis=-1)
+
+
+def _bra_slash(b, v):
+    """``b @ vslash`` for a row spinor ``b``."""
+    v0, v1, v2, v3 = v[..., 0], v[..., 1], v[..., 2], v[..., 3]
+    b1, b2, b3, b4 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    vp, vm = v1 + 1j * v2, v1 - 1j * v2
+    return jnp.stack([b3 * (v0 + v3) + b4 * vp, b3 * vm + b4 * (v0 - v3),
+                      b1 * (v0 - v3) - b2 * vp, -b1 * vm + b2 * (v0 + v3)], axis=-1)
+
+
+def _chiral_ket(cl, cr, k):
+    return jnp.concatenate([cl * k[..., :2], cr * k[..., 2:]], axis=-1)
+
+
+def _bra_current(b, k):
+    """``J^mu = b gamma^mu k``."""
+    b1, b2, b3, b4 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    k1, k2, k3, k4 = k[..., 0], k[..., 1], k[..., 2], k[..., 3]
+    return jnp.stack([b1 * k3 + b2 * k4 + b3 * k1 + b4 * k2,
+                      b1 * k4 + b2 * k3 - b3 * k2 - b4 * k1,
+                      1j * (-b1 * k4 + b2 * k3 + b3 * k2 - b4 * k1),
+                      b1 * k3 - b2 * k4 - b3 * k1 + b4 * k2], axis=-1)
+
+
 # --- evaluation -------------------------------------------------------------------------------
 
 
@@ -427,10 +464,10 @@ def _propagate(field_name, value, momentum, params, with_width: bool):
     denom = (_p2(momentum) - mass**2).astype(dtype) + 1j * (mass * width).astype(dtype)
     pc = momentum.astype(dtype)
     if part.kind == "fermion":  # column: i (P + m) / D acting on the left
-        num = jnp.einsum("...ij,...j->...i", slash(pc), value) + mass.astype(dtype) * value
+        num = _slash_ket(pc, value) + mass.astype(dtype) * value
         return 1j * num / denom[..., None]
     if part.kind == "antifermion":  # row: bra i (-P + m) / D
-        num = -jnp.einsum("...i,...ij->...j", value, slash(pc)) + mass.astype(dtype) * value
+        num = mass.astype(dtype) * value - _bra_slash(value, pc)
         return 1j * num / denom[..., None]
     if part.kind == "vector":
         if part.mass is None:
@@ -447,27 +484,25 @@ def _lorentz(vertex, fields, internal, values, momenta, params, structure):
     dtype = values[0].dtype
     if lor in (FFV, FFS):
         cl, cr = coupling(vertex, params)
-        proj = chiral(jnp.asarray(cl).astype(dtype), jnp.asarray(cr).astype(dtype), dtype)
+        cl, cr = 1j * jnp.asarray(cl).astype(dtype), 1j * jnp.asarray(cr).astype(dtype)
         by = dict(zip(spins, values))
         if lor == FFV:
             if "V" in by:
-                vs = slash(by["V"])
                 if "ket" in by:
-                    return 1j * jnp.einsum("...ij,jk,...k->...i", vs, proj, by["ket"])
-                return 1j * jnp.einsum("...i,...ij,jk->...k", by["bra"], vs, proj)
-            return 1j * fermion_current(by["bra"], by["ket"], proj[0, 0], proj[2, 2])
+                    return _slash_ket(by["V"], _chiral_ket(cl, cr, by["ket"]))
+                return _chiral_ket(cl, cr, _bra_slash(by["bra"], by["V"]))
+            return _bra_current(by["bra"], _chiral_ket(cl, cr, by["ket"]))
         s = by.get("S")
         if s is not None:
             if "ket" in by:
-                return 1j * jnp.einsum("ij,...j->...i", proj, by["ket"]) * s
-            return 1j * jnp.einsum("...i,ij->...j", by["bra"], proj) * s
-        return 1j * jnp.einsum("...i,ij,...j->...", by["bra"], proj, by["ket"])[..., None]
+                return _chiral_ket(cl, cr, by["ket"]) * s
+            return _chiral_ket(cl, cr, by["bra"]) * s
+        return jnp.sum(by["bra"] * _chiral_ket(cl, cr, by["ket"]), axis=-1)[..., None]
     if lor == VVV:
-        g = coupling(vertex, params)
+        g = jnp.asarray(coupling(vertex, params)).astype(dtype)
         if not vertex.coloured:
-            sw = params.sw
-            g = g * ew_triple((*fields, internal), params.cw, sw)
-        return jnp.asarray(g).astype(dtype) * vvv_vertex(values[0], values[1], momenta[0],
+            g = g * ew_triple((*fields, internal), params.cw, params.sw).astype(dtype)
+        return g * vvv_vertex(values[0], values[1], momenta[0],
                                                          momenta[1])
     if lor == VVVV:
         j1, j2, j3 = values
@@ -478,8 +513,8 @@ def _lorentz(vertex, fields, internal, values, momenta, params, structure):
         g2 = jnp.asarray(coupling(vertex, params)).astype(dtype)
         if vertex.coloured:
             return -1j * g2 * (l1, l2, l3)[structure]
-        g = ew_quartic((*fields, internal), params.cw, params.sw)
-        return -1j * g2 * (g[0] * l1 + g[1] * l2 + g[2] * l3).astype(dtype)
+        g = [x.astype(dtype) for x in ew_quartic((*fields, internal), params.cw, params.sw)]
+        return -1j * g2 * (g[0] * l1 + g[1] * l2 + g[2] * l3)
     c = jnp.asarray(coupling(vertex, params)).astype(dtype)
     if lor in (VVS, VVSS):
         vectors = [v for v, s in zip(values, spins) if s == "V"]

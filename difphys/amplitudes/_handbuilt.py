@@ -1,5 +1,10 @@
-"""Process library: tree-level |M|^2 for named processes (MadGraph syntax), built from the
-wavefunctions, vertices and Berends-Giele currents of this package.
+"""The 16 hand-built processes that preceded the process compiler (:mod:`._compile`), kept as
+an independent implementation: the tests compare the compiler with them, and
+``benchmarks/generated_vs_handbuilt.py`` times both in one run. Not public API.
+
+Caveats of this hand-built code (fixed in the compiler): no identical-particle factor for the
+multi-gluon final states, no width in top propagators, only the top-resonant diagrams of
+``e+ e- > w+ b w- b~``.
 
 ``proc(momenta, params)`` takes momenta ``(..., n_external, 4)`` (incoming first, final state in
 the order written) and returns |M|^2 summed over final and averaged over initial helicities and
@@ -263,8 +268,8 @@ def _cached(name: str) -> Process:
     return _build(name)
 
 
-def process(name: str) -> Process:
-    """The :class:`Process` for a MadGraph-style name, e.g. ``process("g g > t t~")``.
+def handbuilt_process(name: str) -> Process:
+    """The hand-built :class:`Process` for one of :data:`PROCESS_NAMES`.
 
     The same object is returned for the same name, so jitted code keyed on it compiles once.
     """
