@@ -4,7 +4,9 @@ The issue's rule (#20): a generated process must not be slower than the hand-bui
 replaces. For each of the 16 processes that existed before the compiler, both implementations
 are timed interleaved on the same momenta (float64, batch ``--batch``), best of ``--repeats``;
 one JSON line each with the ratio ``generated / hand-built`` of ME/s (> 1: the compiler is faster).
-Widths are set to zero for the comparison of values, as the hand-built tops had none.
+Widths are set to zero for the comparison of values, as the hand-built tops had none. The
+hand-built ``e+ e- > w+ b w- b~`` had only the top-resonant diagrams; the compiler computes all
+of them (a different, larger calculation: its ratio is not like for like).
 
     python benchmarks/generated_vs_handbuilt.py [--batch 10000] [--repeats 5] [--out FILE]
 """
@@ -36,9 +38,10 @@ def main() -> None:
     parser.add_argument("--processes", nargs="*", default=list(PROCESS_NAMES))
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
-    params = amp.SMParams(WT=0.0)
     out = open(args.out, "a") if args.out else None
     for name in args.processes:
+        # stable tops as the hand-built code had, except where the phase space maps the resonance
+        params = amp.SMParams() if name == "e+ e- > w+ b w- b~" else amp.SMParams(WT=0.0)
         old = handbuilt_process(name)
         new = amp.process(name)
         u = jax.random.uniform(jax.random.key(0), (args.batch, old.phase_space_dim),

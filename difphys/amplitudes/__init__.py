@@ -7,6 +7,10 @@ Spinors/vectors are complex ``(..., 4)`` arrays in the chiral Dirac basis; momen
 
 from ._berends_giele import gluon_amplitude as gluon_amplitude
 from ._berends_giele import quark_line_amplitude as quark_line_amplitude
+from ._compile import MULTIPARTICLES as MULTIPARTICLES
+from ._compile import ProcessSet as ProcessSet
+from ._compile import parse as parse
+from ._compile import process as process
 from ._cross_section import GEV2_TO_PB as GEV2_TO_PB
 from ._cross_section import CrossSection as CrossSection
 from ._cross_section import Histogram as Histogram
@@ -17,10 +21,6 @@ from ._dirac import GAMMA as GAMMA
 from ._dirac import GAMMA5 as GAMMA5
 from ._dirac import mdot as mdot
 from ._dirac import slash as slash
-from ._compile import MULTIPARTICLES as MULTIPARTICLES
-from ._compile import ProcessSet as ProcessSet
-from ._compile import parse as parse
-from ._compile import process as process
 from ._params import SMParams as SMParams
 from ._process import Process as Process
 from ._vertices import fermion_current as fermion_current

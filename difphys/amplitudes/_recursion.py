@@ -196,7 +196,7 @@ def _colour_product(vertex, fields, inputs, out_field, in_tensors, in_masks, out
     opens = [_LETTERS[20 + k] for k in range(len(inputs))]
     out_open = _LETTERS[30]
     specs = []
-    for k, (m, f) in enumerate(zip(in_masks, fields)):
+    for k, (m, f) in enumerate(zip(in_masks, fields, strict=False)):
         specs.append(leg_letters(m) + (opens[k] if _colour_dim(f) != 1 else ""))
     out_spec = leg_letters(out_mask) + (out_open if _colour_dim(out_field) != 1 else "")
     operands = list(in_tensors)
@@ -208,11 +208,9 @@ def _colour_product(vertex, fields, inputs, out_field, in_tensors, in_masks, out
         roles = {}
         for k, f in enumerate(fields):
             roles[_spin(f)] = opens[k]
-        out_role = {"ket": "bra", "bra": "ket", "V": "V"}[_spin(internal)]
         # the internal line plays the role of the field 'internal' at the vertex
         roles_all = dict(roles)
         roles_all[_spin(internal)] = out_open
-        del out_role
         specs.append(roles_all["V"] + roles_all["bra"] + roles_all["ket"])
         operands.append(generators())
     elif vertex.coloured and lor == VVV:
@@ -313,12 +311,12 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
                         quartic_colour = vertex.lorentz == VVVV and vertex.coloured
                         for choice in (() if quartic_colour else itertools.product(
                                 *(range(len(c.basis)) for c in combo))):
-                            tensors = [c.basis[k] for c, k in zip(combo, choice)]
+                            tensors = [c.basis[k] for c, k in zip(combo, choice, strict=False)]
                             tensor = _colour_product(vertex, fields, combo, out_field, tensors,
                                                      [c.mask for c in combo], mask, legs)
                             coefs = cur.expand(sign * tensor)
                             if coefs:
-                                inputs = tuple((index_key(c), k) for c, k in zip(combo, choice))
+                                inputs = tuple((index_key(c), k) for c, k in zip(combo, choice, strict=False))
                                 cur.terms.append((vertex, fields, inputs, None, coefs))
                                 n_terms += 1
                         if quartic_colour:
@@ -326,12 +324,12 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
                                 for choice in itertools.product(
                                     *(range(len(c.basis)) for c in combo)
                                 ):
-                                    tensors = [c.basis[k] for c, k in zip(combo, choice)]
+                                    tensors = [c.basis[k] for c, k in zip(combo, choice, strict=False)]
                                     tensor = _quartic_colour(ff, tensors, combo, mask, legs)
                                     coefs = cur.expand(sign * tensor)
                                     if coefs:
                                         inputs = tuple(
-                                            (index_key(c), k) for c, k in zip(combo, choice)
+                                            (index_key(c), k) for c, k in zip(combo, choice, strict=False)
                                         )
                                         cur.terms.append((vertex, fields, inputs, s, coefs))
                                         n_terms += 1
@@ -361,7 +359,7 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
     # merge the selected root currents into one final colour basis
     final = _Current(full, root_field, (-1, -1), frozenset())
     for c in selected:
-        for k, tensor in enumerate(c.basis):
+        for tensor in c.basis:
             final.expand(tensor)
     merged = []
     for c in selected:
@@ -485,7 +483,7 @@ def _lorentz(vertex, fields, internal, values, momenta, params, structure):
     if lor in (FFV, FFS):
         cl, cr = coupling(vertex, params)
         cl, cr = 1j * jnp.asarray(cl).astype(dtype), 1j * jnp.asarray(cr).astype(dtype)
-        by = dict(zip(spins, values))
+        by = dict(zip(spins, values, strict=False))
         if lor == FFV:
             if "V" in by:
                 if "ket" in by:
@@ -517,8 +515,8 @@ def _lorentz(vertex, fields, internal, values, momenta, params, structure):
         return -1j * g2 * (g[0] * l1 + g[1] * l2 + g[2] * l3)
     c = jnp.asarray(coupling(vertex, params)).astype(dtype)
     if lor in (VVS, VVSS):
-        vectors = [v for v, s in zip(values, spins) if s == "V"]
-        scalars = [v for v, s in zip(values, spins) if s == "S"]
+        vectors = [v for v, s in zip(values, spins, strict=False) if s == "V"]
+        scalars = [v for v, s in zip(values, spins, strict=False) if s == "S"]
         scal = math.prod(scalars) if scalars else 1.0
         if len(vectors) == 2:
             return 1j * c * mdot(vectors[0], vectors[1])[..., None] * scal
