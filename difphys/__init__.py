@@ -17,6 +17,7 @@ from . import flows as flows
 from . import io as io
 from . import kinematics as kinematics
 from . import nn as nn
+from . import pdf as pdf
 from . import phasespace as phasespace
 from . import progress as progress
 from . import sharding as sharding

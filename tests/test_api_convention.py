@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-SUBPACKAGES = ("kinematics", "phasespace", "amplitudes", "vertex", "stochad", "sim", "flows",
+SUBPACKAGES = ("kinematics", "phasespace", "amplitudes", "pdf", "vertex", "stochad", "sim", "flows",
                "nn", "io", "analysis", "train", "data", "jobs", "sharding", "testing", "progress")
 SEED_ALLOWED = ("jobs", "data")
 # Programs in stochad's convention ``f(theta, key)``, the signature derivative_estimate calls.

@@ -11,7 +11,7 @@ import pytest
 import difphys
 
 ROOT = Path(difphys.__file__).parent
-LIBRARIES = ("kinematics", "phasespace", "amplitudes", "vertex", "stochad", "sim", "flows", "nn",
+LIBRARIES = ("kinematics", "phasespace", "amplitudes", "pdf", "vertex", "stochad", "sim", "flows", "nn",
              "io", "analysis", "train")
 FORBIDDEN = ("matplotlib", "tqdm", "orbax")
 CHECKPOINT_MODULE = ROOT / "train" / "_checkpoint.py"
