@@ -120,3 +120,16 @@ def test_sample_checkpoint_recovers_from_a_save_interrupted_between_renames(tmp_
     _save_checkpoint(ck, {"x": jnp.ones(3)}, {"step": 2})
     assert not (ck / "state.old").exists() and not (ck / "state.new").exists()
     assert float(restore_pytree(ck / "state", {"x": jnp.zeros(3)})["x"].sum()) == 3.0
+
+
+def test_sample_refuses_an_lhe_it_cannot_write_before_training(tmp_path, monkeypatch):
+    """``g g > t t~`` has no LHE colour flow yet: refused at once, before the flow trains."""
+    from difphys.jobs import sample as sample_job
+
+    def no_training(*args, **kwargs):  # pragma: no cover - reached only if the check is missing
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(sample_job, "_train_flow", no_training)
+    with pytest.raises(NotImplementedError, match="cannot write LHE for 'g g > t t~'"):
+        sample_job.sample_events("g g > t t~", 1000.0, out=tmp_path / "tt.lhe", progress=False)
+    assert not (tmp_path / "tt.lhe").exists()

@@ -158,6 +158,11 @@ def sample_events(
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     target = matrix_element_target(process_name, sqrt_s)
     proc = target.process
+    if out is not None:
+        try:  # an LHE request this writer cannot serve fails now, not after the training
+            colour_tags(proc.particles)
+        except NotImplementedError as err:
+            raise NotImplementedError(f"cannot write LHE for {proc.name!r}: {err}") from None
     key = jax.random.key(seed)
     t0 = time.perf_counter()
     mesh = make_mesh()
