@@ -47,6 +47,7 @@ class ProcessSpec:
     required: frozenset
     excluded: frozenset
     s_excluded: frozenset
+    decays: tuple = ()  # ((final-state positions, decaying particle), ...)
 
 
 class ProcessSet(tuple):
@@ -107,11 +108,8 @@ def parse(spec: str, define: dict | None = None) -> ProcessSpec:
     if process_line is None:
         raise ValueError(f"no process line in {spec!r}")
     labels = _labels(definitions)
-    if "," in process_line:
-        raise NotImplementedError(
-            f"decay chains ({process_line!r}) are not supported yet: write the full final state "
-            "(e.g. 'e+ e- > w+ b w- b~') and require the resonance with '> t t~ >' if needed"
-        )
+    clauses = [c.strip() for c in process_line.replace("(", " ").replace(")", " ").split(",")]
+    process_line, decay_clauses = clauses[0], clauses[1:]
     tokens = process_line.replace(">", " > ").split()
     # re-join 'QED <= 2' style tokens split by spaces
     text = " ".join(tokens)
@@ -150,15 +148,49 @@ def parse(spec: str, define: dict | None = None) -> ProcessSpec:
     for group in middle:
         for tok in group:
             required.update(_resolve(tok, labels, process_line))
+    final_labels = [_resolve(t, labels, process_line) for t in final]
+    # decay chains: replace the first undecayed occurrence of each parent by its products
+    expansions = []
+    for clause in decay_clauses:
+        words = clause.replace(">", " > ").split()
+        if len(words) < 4 or words[1] != ">" or ">" in words[2:]:
+            raise ValueError(f"malformed decay {clause!r}: expected 'x > a b ...'")
+        if any(_ORDER.match(w) or w in ("/", "$", "$$") for w in words):
+            raise NotImplementedError(f"options inside a decay ({clause!r}) are not supported")
+        parent = words[0]
+        if parent not in PARTICLES:
+            raise ValueError(f"decaying particle {parent!r} must be a single particle")
+        slot = next((k for k, lab in enumerate(final_labels) if lab == (parent,)), None)
+        if slot is None:
+            raise ValueError(f"decay {clause!r}: no undecayed {parent} in the final state")
+        products = [_resolve(t, labels, clause) for t in words[2:]]
+        final_labels[slot:slot + 1] = products
+        expansions.append((slot, len(products), parent))
+    decay_spec = _decay_groups(len(final), expansions)
     return ProcessSpec(
         process_line,
         tuple(_resolve(t, labels, process_line) for t in initial),
-        tuple(_resolve(t, labels, process_line) for t in final),
+        tuple(final_labels),
         tuple(orders),
         frozenset(required),
         frozenset(excluded),
         frozenset(s_excluded),
+        decay_spec,
     )
+
+
+def _decay_groups(n_final: int, expansions) -> tuple:
+    """``((final-state positions covered, parent), ...)`` per decay, from the in-place expansions
+    ``(slot, number of products, parent)`` applied in order to a final state of ``n_final``."""
+    ancestry: list[list[int]] = [[] for _ in range(n_final)]  # enclosing decays of each slot
+    for node, (slot, n_products, _) in enumerate(expansions):
+        ancestors = ancestry[slot] + [node]
+        ancestry[slot:slot + 1] = [list(ancestors) for _ in range(n_products)]
+    covered: list[set] = [set() for _ in expansions]
+    for position, ancestors in enumerate(ancestry):
+        for node in ancestors:
+            covered[node].add(position)
+    return tuple((tuple(sorted(covered[k])), expansions[k][2]) for k in range(len(expansions)))
 
 
 def _order_filter(orders):
@@ -206,7 +238,8 @@ def _average(particles) -> float:
 
 
 @cache
-def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, widths) -> Process:
+def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, widths,
+             decays=()) -> Process:
     legs = _incoming_all(names[:2], names[2:])
     reason = _conserved(legs)
     name = f"{names[0]} {names[1]} > {' '.join(names[2:])}"
@@ -215,7 +248,9 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
     accept, lowest = _order_filter(orders)
     try:
         structure = plan(legs, orders=accept, lowest=lowest, required=required,
-                         excluded=excluded, s_excluded=s_excluded)
+                         excluded=excluded, s_excluded=s_excluded,
+                         decays=tuple((tuple(2 + k for k in pos), parent)
+                                      for pos, parent in decays))
     except ValueError as err:
         if "no tree-level diagram" in str(err):
             raise ValueError(
@@ -229,6 +264,10 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
         return evaluate(structure, ext, params, widths=widths)
 
     resonant = names[:2] == ("e+", "e-") and names[2:] == ("w+", "b", "w-", "b~")
+    if decays:
+        name = name + ", " + ", ".join(
+            f"{parent} > {' '.join(names[2 + k] for k in pos)}" for pos, parent in decays
+        )
     proc = Process(name, names, amplitude, structure.colour_matrix, _average(names),
                    resonant_pair=resonant)
     proc.plan = structure
@@ -253,7 +292,7 @@ def process(spec: str, *, define: dict | None = None, widths: str = "all"):
     orders, opts = ps.orders, (ps.required, ps.excluded, ps.s_excluded)
     if all(len(x) == 1 for x in ps.initial + ps.final):
         names = tuple(x[0] for x in ps.initial + ps.final)
-        return _compile(names, orders, *opts, widths)
+        return _compile(names, orders, *opts, widths, ps.decays)
     subprocesses, seen = [], set()
     for combo in itertools.product(*(ps.initial + ps.final)):
         key = (combo[:2], tuple(sorted(combo[2:])))
@@ -263,7 +302,7 @@ def process(spec: str, *, define: dict | None = None, widths: str = "all"):
         if _conserved(_incoming_all(combo[:2], combo[2:])):
             continue
         try:
-            subprocesses.append(_compile(tuple(combo), orders, *opts, widths))
+            subprocesses.append(_compile(tuple(combo), orders, *opts, widths, ps.decays))
         except ValueError:
             continue
     if not subprocesses:

@@ -233,13 +233,16 @@ def _colour_product(vertex, fields, inputs, out_field, in_tensors, in_masks, out
 
 
 def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=frozenset(),
-         excluded=frozenset(), s_excluded=frozenset()) -> Plan:
+         excluded=frozenset(), s_excluded=frozenset(), decays=()) -> Plan:
     """Plan the recursion for all-incoming ``legs`` (leg ``n-1`` is the root).
 
     ``orders(qcd, qed) -> bool`` selects amplitude coupling orders; with ``lowest`` only the
-    lowest ``2 QED + QCD`` among them that has diagrams is kept (MadGraph's default). ``required``: particles that must appear as
-    an s-channel propagator; ``excluded`` (``/``): never as a propagator; ``s_excluded`` (``$``):
-    never as an s-channel propagator.
+    lowest ``2 QED + QCD`` among them that has diagrams is kept (MadGraph's default).
+    ``required``: particles that must appear as an s-channel propagator; ``excluded`` (``/``):
+    never as a propagator; ``s_excluded`` (``$``): never as an s-channel propagator.
+    ``decays``: ``((leg indices, particle), ...)`` decay chains: only diagrams in which those
+    final-state legs form one subtree attached through a propagator of ``particle`` (every
+    current is laminar with the group; the group's current must carry the particle).
     """
     n = len(legs)
     root = n - 1
@@ -262,7 +265,17 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
         order_list.append(cur)
 
     root_field = PARTICLES[legs[root]].anti
+    groups = []  # (mask over legs 0..n-2, the field its current must carry)
+    for g, (members, parent) in enumerate(decays):
+        members = set(members)
+        if root in members:  # the subtree holding the root: constrain its complement instead
+            gmask = full & ~sum(1 << i for i in members if i != root)
+            groups.append((gmask, parent, ("decay", g)))
+        else:
+            groups.append((sum(1 << i for i in members), PARTICLES[parent].anti, ("decay", g)))
+    required = frozenset(required) | {tag for _, _, tag in groups}
     masks = sorted(range(1, full + 1), key=lambda m: (bin(m).count("1"), m))
+    masks = [m for m in masks if all((m & g) in (0, m, g) for g, _, _ in groups)]
     n_terms = 0
     for mask in masks:
         size = bin(mask).count("1")
@@ -292,6 +305,15 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
                         if (not is_full and s_channel(mask)
                                 and (out_field in required or internal in required)):
                             flags = flags | {out_field, internal}
+                        for gmask, gfield, tag in groups:
+                            if mask == gmask:
+                                if out_field != gfield:
+                                    break
+                                flags = flags | {tag}
+                        else:
+                            gmask = None
+                        if gmask is not None:
+                            continue  # a decay group's current of the wrong particle
                         key = (mask, out_field, (qcd, qed), flags)
                         cur = new.get(key)
                         if cur is None:
