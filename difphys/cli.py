@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--fd-step", type=float, default=1e-3, help="finite-difference step h")
 
     smp = _command(sub, _cmd_sample, "sample", [P["common"], P["overwrite"]])
-    smp.add_argument("--process", default="e+ e- > w+ b w- b~", help="MadGraph-style process")
+    smp.add_argument("--process", default="e+ e- > t t~, t > w+ b, t~ > w- b~",
+                     help="MadGraph-style process (decay chains and multiparticles allowed)")
     smp.add_argument("--sqrt-s", type=float, default=1000.0, help="centre-of-mass energy, GeV")
     smp.add_argument("--method", default="fab", choices=["fab", "rkl", "vegas"])
     smp.add_argument("--events", type=int, default=10_000, help="unweighted events to write")

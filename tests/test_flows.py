@@ -315,7 +315,8 @@ def ee_wbwb_sigma():
     """Plain Monte Carlo cross section of e+ e- > w+ b w- b~ at 1 TeV (difphys.amplitudes)."""
     from difphys import amplitudes as amp
 
-    ref = amp.cross_section(amp.process("e+ e- > w+ b w- b~"), 1000.0, 200_000, key=jax.random.key(3))
+    ref = amp.cross_section(amp.process("e+ e- > t t~, t > w+ b, t~ > w- b~"), 1000.0, 200_000,
+                            key=jax.random.key(3))
     return float(ref.value), float(ref.error)
 
 
@@ -350,7 +351,7 @@ def test_lhe_round_trip_through_pylhe(tmp_path):
     from difphys import amplitudes as amp
     from difphys.io import colour_tags, write_lhe
 
-    proc = amp.process("e+ e- > w+ b w- b~")
+    proc = amp.process("e+ e- > t t~, t > w+ b, t~ > w- b~")
     u = jax.random.uniform(jax.random.key(0), (25, 8))
     momenta, _ = proc.phase_space(u, 1000.0)
     ids = [p.pdg for p in proc.particles]

@@ -131,7 +131,7 @@ class MatrixElementTarget(eqx.Module):
 
 
 def matrix_element_target(
-    process_name: str = "e+ e- > w+ b w- b~",
+    process_name: str = "e+ e- > t t~, t > w+ b, t~ > w- b~",
     sqrt_s: float = 1000.0,
     params=None,
     mapping: str = "auto",

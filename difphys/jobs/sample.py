@@ -130,7 +130,7 @@ def _flow_weighted(key, flow, target, n, mesh):
 
 
 def sample_events(
-    process_name: str = "e+ e- > w+ b w- b~",
+    process_name: str = "e+ e- > t t~, t > w+ b, t~ > w- b~",
     sqrt_s: float = 1000.0,
     *,
     method: str = "fab",
