@@ -320,3 +320,14 @@ def test_decay_chains_keep_only_the_resonant_diagrams(key):
     spec = amp.parse("p p > t t~, (t > w+ b, w+ > e+ ve)")
     assert spec.decays == (((0, 1, 2), "t"), ((0, 1), "w+"))
     assert [lab[0] for lab in spec.final] == ["e+", "ve", "b", "t~"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_processes():
+    """Drop this module's ~100 compiled processes afterwards, so that the xdist worker running
+    later modules does not carry their executables."""
+    yield
+    from difphys.amplitudes import _compile
+
+    _compile._compile.cache_clear()
+    jax.clear_caches()
