@@ -293,7 +293,7 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
                         out_field = PARTICLES[internal].anti
                         if is_full and out_field != root_field:
                             continue
-                        if not is_full and size >= 2:
+                        if not is_full:
                             if out_field in excluded or internal in excluded:
                                 continue
                             if s_channel(mask) and (out_field in s_excluded
@@ -305,15 +305,10 @@ def plan(legs: tuple[str, ...], *, orders=None, lowest: bool = True, required=fr
                         if (not is_full and s_channel(mask)
                                 and (out_field in required or internal in required)):
                             flags = flags | {out_field, internal}
-                        for gmask, gfield, tag in groups:
-                            if mask == gmask:
-                                if out_field != gfield:
-                                    break
-                                flags = flags | {tag}
-                        else:
-                            gmask = None
-                        if gmask is not None:
-                            continue  # a decay group's current of the wrong particle
+                        decay = [(f, tag) for g, f, tag in groups if g == mask]
+                        if any(out_field != f for f, _ in decay):
+                            continue  # a decay group's current must carry the decaying particle
+                        flags = flags | {tag for _, tag in decay}
                         key = (mask, out_field, (qcd, qed), flags)
                         cur = new.get(key)
                         if cur is None:
