@@ -58,7 +58,8 @@ def _cmd_optimize_detector(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     """train a phase-space sampler (FAB, reverse KL or VEGAS) and write unweighted LHE events
 
-    Train a sampler of |M|^2 on the process's unit-cube phase space (or resume it from
+    Train a sampler of |M|^2 on the process's unit-cube phase space (with --pdf and --scale:
+    a proton-proton collider, multiparticle processes such as "p p > t t~"; or resume it from
     --checkpoint), print the cross section with its error and the sampling and
     unweighting efficiencies, and write unweighted events to a Les Houches Event file.
     """
@@ -69,7 +70,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         args.process, args.sqrt_s, method=args.method, n_events=args.events, out=args.out,
         train_steps=args.steps, batch=args.batch, seed=args.seed, checkpoint=args.checkpoint,
         overwrite=args.overwrite, calibration=args.calibration, flow_layers=args.flow_layers,
-        progress=not args.quiet,
+        progress=not args.quiet, pdf=args.pdf, scale=args.scale, alpha_s_mz=args.alpha_s,
     )
     print(report.summary())
     return 0
@@ -290,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--calibration", type=int, default=50_000,
                      help="weighted events for sigma and the maximum weight (default: 50000)")
     smp.add_argument("--checkpoint", default=None, help="orbax checkpoint folder (resume/save)")
+    smp.add_argument("--pdf", default=None,
+                     help="LHAPDF set (name or path): a proton-proton collider at --sqrt-s")
+    smp.add_argument("--scale", type=float, default=None,
+                     help="factorisation = renormalisation scale in GeV (with --pdf)")
+    smp.add_argument("--alpha-s", type=float, default=None,
+                     help="alpha_s(MZ) of a --pdf set without .info metadata")
 
     gen = _command(sub, _cmd_generate, "generate", [P["common"], P["overwrite"]])
     gen.add_argument("sample", choices=sorted(SAMPLES), help="zpole, hh4b (signal + QCD) or a half")

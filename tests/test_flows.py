@@ -349,30 +349,29 @@ def test_lhe_round_trip_through_pylhe(tmp_path):
     import pylhe
 
     from difphys import amplitudes as amp
-    from difphys.io import colour_tags, write_lhe
+    from difphys.io import process_events, write_lhe
 
     proc = amp.process("e+ e- > t t~, t > w+ b, t~ > w- b~")
     u = jax.random.uniform(jax.random.key(0), (25, 8))
     momenta, _ = proc.phase_space(u, 1000.0)
-    ids = [p.pdg for p in proc.particles]
-    path = write_lhe(
-        tmp_path / "ev.lhe",
-        momenta,
-        ids,
-        sigma_pb=0.18,
-        error_pb=0.001,
-        colours=colour_tags(proc.particles),
-    )
+    records = process_events(proc, momenta, key=jax.random.key(1))
+    path = write_lhe(tmp_path / "ev.lhe", records, beams=(-11, 11),
+                     beam_energies=(500.0, 500.0), sigma_pb=0.18, error_pb=0.001,
+                     process=proc.name)
     lhe = pylhe.LHEFile.fromfile(str(path))
     assert lhe.init.initInfo.beamA == -11 and lhe.init.initInfo.energyA == pytest.approx(500.0)
     events = list(lhe.events)
     assert len(events) == 25
+    ids = [p.pdg for p in proc.particles]
     for ev, p in zip(events, np.asarray(momenta), strict=True):
-        assert [int(q.id) for q in ev.particles] == ids
-        got = np.array([[q.e, q.px, q.py, q.pz] for q in ev.particles])
-        np.testing.assert_allclose(got, p, rtol=1e-9, atol=1e-9)
+        finals = [q for q in ev.particles if q.status == 1]
+        assert [int(q.id) for q in ev.particles if q.status != 2] == ids
+        assert [int(q.id) for q in ev.particles if q.status == 2] == [6, -6]  # the decay chains
+        got = np.array([[q.e, q.px, q.py, q.pz] for q in finals])
+        np.testing.assert_allclose(got, p[2:], rtol=1e-9, atol=1e-9)
     with pytest.raises(FileExistsError):
-        write_lhe(path, momenta, ids, sigma_pb=0.18, error_pb=0.001)
+        write_lhe(path, records, beams=(-11, 11), beam_energies=(500.0, 500.0), sigma_pb=0.18,
+                  error_pb=0.001)
 
 
 def test_sample_cli_writes_events_and_resumes(tmp_path, capsys):

@@ -122,14 +122,27 @@ def test_sample_checkpoint_recovers_from_a_save_interrupted_between_renames(tmp_
     assert float(restore_pytree(ck / "state", {"x": jnp.zeros(3)})["x"].sum()) == 3.0
 
 
-def test_sample_refuses_an_lhe_it_cannot_write_before_training(tmp_path, monkeypatch):
-    """``g g > t t~`` has no LHE colour flow yet: refused at once, before the flow trains."""
+def test_sample_checks_its_request_before_training(tmp_path, monkeypatch):
+    """An impossible request fails at once, before the flow trains; a possible one (any
+    process's LHE colour flows) reaches the training."""
     from difphys.jobs import sample as sample_job
 
-    def no_training(*args, **kwargs):  # pragma: no cover - reached only if the check is missing
-        raise AssertionError("training started")
+    class TrainingStarted(Exception):
+        pass
+
+    def no_training(*args, **kwargs):
+        raise TrainingStarted
 
     monkeypatch.setattr(sample_job, "_train_flow", no_training)
-    with pytest.raises(NotImplementedError, match="cannot write LHE for 'g g > t t~'"):
-        sample_job.sample_events("g g > t t~", 1000.0, out=tmp_path / "tt.lhe", progress=False)
-    assert not (tmp_path / "tt.lhe").exists()
+    with pytest.raises(ValueError, match="needs a hadron collider"):
+        sample_job.sample_events("p p > t t~", 13000.0, out=tmp_path / "tt.lhe", progress=False)
+    with pytest.raises(ValueError, match="needs --scale"):
+        sample_job.sample_events("p p > t t~", 13000.0, progress=False,
+                                 pdf="NNPDF23_lo_as_0130_qed", alpha_s_mz=0.130)
+    with pytest.raises(ValueError, match="scale = 0.1 GeV is outside the PDF grid"):
+        sample_job.sample_events("p p > t t~", 13000.0, progress=False,
+                                 pdf="NNPDF23_lo_as_0130_qed", alpha_s_mz=0.130, scale=0.1)
+    with pytest.raises(TrainingStarted):
+        sample_job.sample_events("g g > t t~ g", 1000.0, out=tmp_path / "ttg.lhe",
+                                 progress=False)
+    assert not list(tmp_path.iterdir())

@@ -271,6 +271,8 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
     proc = Process(name, names, amplitude, structure.colour_matrix, _average(names),
                    resonant_pair=resonant)
     proc.plan = structure
+    #: decay chains as ((external leg indices of the products), decaying particle)
+    proc.decays = tuple((tuple(2 + k for k in pos), parent) for pos, parent in decays)
     proc.colour_basis = structure.colour_basis
     return proc
 

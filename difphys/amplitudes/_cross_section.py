@@ -166,8 +166,15 @@ def _parton_id(particle, beam: int) -> int:
     return pid if beam > 0 else (21 if pid == 21 else -pid)
 
 
-def _hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams):
-    """(lab-frame momenta, weight in pb) for one subprocess; ``u`` has 2 more dimensions."""
+def hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams=(2212, 2212)):
+    """The hadron-collider integrand of one subprocess: ``(momenta (..., n, 4), w (...))``.
+
+    ``u`` (..., proc.phase_space_dim + 2) on the unit cube: ``u[..., 0]`` maps to
+    ``tau = x1 x2`` (logarithmically from threshold), ``u[..., 1]`` to the rapidity (uniform),
+    the rest to the partonic phase space. ``w`` (pb) includes both PDFs ``f(x, muF) / x``, the
+    Jacobian and the partonic flux, so ``E_u[w]`` is the subprocess's cross section; momenta
+    are in the lab frame (GeV; incoming partons ``x E_beam`` along +-z). ``scale``: muF in GeV
+    (a number or a function of the momenta); ``sqrt_s`` the beams' energy (GeV)."""
     dtype = u.dtype
     s = jnp.asarray(sqrt_s, dtype) ** 2
     threshold = jnp.sum(proc.final_state_masses(params)).astype(dtype)
@@ -198,15 +205,16 @@ def _hadronic_batch(proc, cuts, batch_size, key, n_valid, sqrt_s, params, pdf, s
     eps = jnp.finfo(dtype).eps
     u = jax.random.uniform(key, (batch_size, proc.phase_space_dim + 2), dtype, minval=eps,
                            maxval=1.0 - eps)
-    momenta, values = _hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams)
+    momenta, values = hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams)
     if cuts is not None:
         values = jnp.where(cuts(momenta), values, 0.0)
     return batch_moments(values, n_valid)
 
 
-def _hadronic(proc, sqrt_s, n_points, params, *, key, cuts, batch_size, progress, loop, pdf,
-              scale, beams):
-    params = SMParams() if params is None else params
+def check_hadronic(proc, sqrt_s, params, pdf, scale, beams):
+    """Validate a hadron-collider request; returns ``(subprocesses, scale, beams)`` normalised
+    (``scale`` a float or the callable). Shared by :func:`cross_section` and
+    :class:`difphys.flows.MatrixElementTarget`."""
     subprocesses = tuple(proc) if isinstance(proc, tuple) else (proc,)
     if not subprocesses or not all(isinstance(p, Process) for p in subprocesses):
         raise TypeError("expected a difphys.amplitudes.Process or ProcessSet")
@@ -220,8 +228,7 @@ def _hadronic(proc, sqrt_s, n_points, params, *, key, cuts, batch_size, progress
     beams = tuple(int(b) for b in beams)
     if any(abs(b) != 2212 for b in beams):
         raise ValueError(f"beams must be protons or antiprotons (2212, -2212); got {beams}")
-    total, variance = 0.0, 0.0
-    for k, sub in enumerate(subprocesses):
+    for sub in subprocesses:
         for leg in sub.particles[:2]:
             mass = None if leg.mass is None else getattr(params, leg.mass)
             if mass is not None and not isinstance(mass, jax.core.Tracer) and float(mass) != 0:
@@ -231,6 +238,15 @@ def _hadronic(proc, sqrt_s, n_points, params, *, key, cuts, batch_size, progress
             if _parton_id(leg, 1) not in pdf.flavours:
                 raise ValueError(f"{sub.name!r}: the PDF {pdf.name} has no {leg.name}")
         _check(sub, sqrt_s, params)
+    return subprocesses, scale, beams
+
+
+def _hadronic(proc, sqrt_s, n_points, params, *, key, cuts, batch_size, progress, loop, pdf,
+              scale, beams):
+    params = SMParams() if params is None else params
+    subprocesses, scale, beams = check_hadronic(proc, sqrt_s, params, pdf, scale, beams)
+    total, variance = 0.0, 0.0
+    for k, sub in enumerate(subprocesses):
         size = int(min(batch_size, n_points))
 
         def batch(kk, n_valid, sub=sub, size=size):

@@ -215,6 +215,12 @@ class SMParams(eqx.Module):
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        path.write_text(self.param_card_text())
+        return path
+
+    def param_card_text(self) -> str:
+        """The MadGraph-style ``param_card.dat`` (SLHA) text of these values, as written by
+        :meth:`to_param_card` and in the ``<slha>`` header of LHE files."""
         by_block: dict[str, list[tuple[int, str]]] = {}
         for (block, idx), name in _CARD_ENTRIES.items():
             by_block.setdefault(block, []).append((idx, name))
@@ -229,5 +235,4 @@ class SMParams(eqx.Module):
                 lines.append(f"  {idx:5d} {float(getattr(self, name)):.16e} # {name}")
         for idx, name in sorted(by_block["DECAY"]):
             lines.append(f"DECAY {idx:5d} {float(getattr(self, name)):.16e} # {name}")
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        return "\n".join(lines) + "\n"

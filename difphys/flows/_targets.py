@@ -12,7 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..amplitudes import SMParams, process, sigma_integrand
+from ..amplitudes import (
+    SMParams,
+    check_hadronic,
+    hadronic_integrand,
+    process,
+    sigma_integrand,
+)
 
 
 class GaussianMixture(eqx.Module):
@@ -100,6 +106,12 @@ class MatrixElementTarget(eqx.Module):
     ``w`` is the weight of the process's unit-cube phase-space map (``Process.phase_space``), so
     for ``e+ e- > w+ b w- b~`` this is the 8D Breit-Wigner map around the top mass; points
     outside the open unit cube, or where ``|M|^2 w = 0``, get ``-inf``.
+
+    **Hadron colliders** (``pdf`` given): ``sqrt_s`` is the beams' energy, the process may be a
+    multiparticle one (``"p p > t t~"``), ``d`` has two more dimensions for ``x1, x2``
+    (:func:`difphys.amplitudes.hadronic_integrand`) and the density is the sum over
+    subprocesses; :meth:`subprocess_weights` splits it per subprocess. All subprocesses must
+    share one phase space (the same final-state masses).
     """
 
     params: object
@@ -107,25 +119,47 @@ class MatrixElementTarget(eqx.Module):
     process_name: str = eqx.field(static=True)
     mapping: str = eqx.field(static=True, default="auto")
     support: str = eqx.field(static=True, default="unit_cube")
+    pdf: object = None
+    scale: object = eqx.field(static=True, default=None)
+    beams: tuple = eqx.field(static=True, default=(2212, 2212))
 
     @property
     def process(self):
         return process(self.process_name)
 
     @property
+    def subprocesses(self) -> tuple:
+        proc = self.process
+        return tuple(proc) if isinstance(proc, tuple) else (proc,)
+
+    @property
     def dim(self) -> int:
-        return self.process.phase_space_dim
+        return self.subprocesses[0].phase_space_dim + (0 if self.pdf is None else 2)
+
+    def subprocess_weights(self, u):
+        """``(momenta (..., n, 4), w (..., n_subprocesses))``: the events' momenta (lab frame
+        for hadron colliders) and each subprocess's integrand (pb) at ``u``."""
+        if self.pdf is None:
+            momenta, w = sigma_integrand(self.process, u, self.sqrt_s, self.params,
+                                         mapping=self.mapping)
+            return momenta, w[..., None]
+        parts = [hadronic_integrand(sub, self.pdf, u, self.sqrt_s, self.params, self.scale,
+                                    self.beams) for sub in self.subprocesses]
+        return parts[0][0], jnp.stack([w for _, w in parts], axis=-1)
 
     def momenta_and_weight(self, u):
-        return self.process.phase_space(u, self.sqrt_s, self.params, mapping=self.mapping)
+        if self.pdf is None:
+            return self.process.phase_space(u, self.sqrt_s, self.params, mapping=self.mapping)
+        momenta, w = self.subprocess_weights(u)
+        return momenta, jnp.sum(w, axis=-1)
 
     def log_prob(self, u):
         u = jnp.asarray(u)
         eps = jnp.finfo(u.dtype).eps
         inside = jnp.all((u > eps) & (u < 1 - eps), axis=-1)
         u_safe = jnp.where(inside[..., None], u, jnp.full_like(u, 0.5))
-        _, value = sigma_integrand(self.process, u_safe, self.sqrt_s, self.params,
-                                   mapping=self.mapping)
+        _, w = self.subprocess_weights(u_safe)
+        value = jnp.sum(w, axis=-1)
         ok = inside & (value > 0) & jnp.isfinite(value)
         return jnp.where(ok, jnp.log(jnp.where(ok, value, jnp.ones_like(value))), -jnp.inf)
 
@@ -135,19 +169,37 @@ def matrix_element_target(
     sqrt_s: float = 1000.0,
     params=None,
     mapping: str = "auto",
+    *,
+    pdf=None,
+    scale=None,
+    beams=(2212, 2212),
 ) -> MatrixElementTarget:
     """The physics target of FAB-meets-diffME (arXiv:2411.16234) by default.
 
     ``mapping="auto"``: the process's own unit-cube map (Breit-Wigner-mapped for
     ``e+ e- > w+ b w- b~``); ``"flat"``: the plain chain-of-two-body-decays map
     :func:`difphys.phasespace.from_unit_cube`, where the top resonances are not aligned with
-    the coordinates.
+    the coordinates. ``pdf`` (a :class:`difphys.pdf.PDFSet`), ``scale`` (muF in GeV) and
+    ``beams``: a hadron-collider target at beam energy ``sqrt_s`` (GeV); errors for an
+    impossible request (no PDF flavour, scale off the grid, subprocesses with different
+    final-state masses) are raised here, before any training.
     """
     if mapping not in ("auto", "flat"):
         raise ValueError(f"mapping must be 'auto' or 'flat'; got {mapping!r}")
     params = SMParams() if params is None else params
     dtype = params.MZ.dtype
+    proc = process(process_name)
+    if pdf is None:
+        if isinstance(proc, tuple):
+            raise ValueError(f"{process_name!r} has {len(proc)} subprocesses: a multiparticle "
+                             "process needs a hadron collider (pdf=..., scale=...)")
+    else:
+        subs, scale, beams = check_hadronic(proc, sqrt_s, params, pdf, scale, beams)
+        masses = {tuple(np.asarray(s.final_state_masses(params)).round(12)) for s in subs}
+        if len(masses) > 1:
+            raise ValueError(f"the subprocesses of {process_name!r} have different final-state "
+                             f"masses {sorted(masses)}; sample them separately")
     return MatrixElementTarget(
         params=params, sqrt_s=jnp.asarray(sqrt_s, dtype), process_name=process_name,
-        mapping=mapping,
+        mapping=mapping, pdf=pdf, scale=scale, beams=tuple(beams),
     )

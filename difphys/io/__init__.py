@@ -16,7 +16,8 @@ from ._jetclass import part_features as part_features
 from ._jetclass import part_p4 as part_p4
 from ._jetclass import read_jetclass as read_jetclass
 from ._jetclass import write_jetclass as write_jetclass
-from ._lhe import colour_tags as colour_tags
+from ._lhe import EventRecord as EventRecord
+from ._lhe import process_events as process_events
 from ._lhe import write_lhe as write_lhe
 from ._table import Table as Table
 from ._table import concatenate as concatenate

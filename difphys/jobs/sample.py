@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..amplitudes import colour_flows
 from ..flows import (
     TrainConfig,
     flow_from_state,
@@ -33,7 +34,7 @@ from ..flows import (
     unweighting_efficiency,
     vegas_sampler,
 )
-from ..io import colour_tags, write_lhe
+from ..io import process_events, write_lhe
 from ..phasespace import hit_or_miss
 from ..progress import progress_bar
 from ..sharding import make_mesh, shard_batch
@@ -144,25 +145,46 @@ def sample_events(
     calibration: int = 50_000,
     flow_layers: int = 8,
     progress: bool = True,
+    pdf=None,
+    scale=None,
+    alpha_s_mz=None,
 ):
     """Train a sampler for ``process_name`` at ``sqrt_s`` (GeV), draw ``n_events`` unweighted
-    events and write them to the LHE file ``out`` (if given). Returns ``(report, momenta)``:
-    a :class:`Report` with the cross section (pb) and its error, sampling and unweighting
-    efficiencies, the numbers of target evaluations and timings, and the unweighted events'
-    momenta ``(n_events, n, 4)`` in GeV."""
+    events and write them to the LHE file ``out`` (if given; ``.lhe.gz`` compresses). Returns
+    ``(report, momenta)``: a :class:`Report` with the cross section (pb) and its error,
+    sampling and unweighting efficiencies, the numbers of target evaluations and timings, and
+    the unweighted events' momenta ``(n_events, n, 4)`` in GeV (lab frame).
+
+    ``pdf`` (a set name or :class:`difphys.pdf.PDFSet`) and ``scale`` (muF = muR in GeV; alpha_s
+    is taken from the set at that scale when it has one, else the default ``SMParams``) make
+    it a proton-proton collider at beam energy ``sqrt_s`` (``alpha_s_mz``: alpha_s(MZ) for a
+    set without ``.info`` metadata, such as those of the pythia8mc wheel); multiparticle processes
+    (``"p p > t t~"``) then choose each event's subprocess in proportion to its weight."""
     if method not in SAMPLING_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {SAMPLING_METHODS}")
     if n_events < 1:
         raise ValueError("n_events must be >= 1")
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    target = matrix_element_target(process_name, sqrt_s)
-    proc = target.process
+    params = None
+    if pdf is not None:
+        from .. import pdf as pdfs
+        from ..amplitudes import SMParams
+
+        pdf = pdfs.load(pdf, alpha_s=alpha_s_mz) if isinstance(pdf, str) else pdf
+        if scale is None:
+            raise ValueError("a proton-proton sample needs --scale (muF = muR in GeV)")
+        params = SMParams()
+        if pdf.alpha_s_mz is not None:
+            params = params.replace(aS=float(pdf.alpha_s(float(scale))))
+    target = matrix_element_target(process_name, sqrt_s, params, pdf=pdf, scale=scale)
+    subprocesses = target.subprocesses
     if out is not None:
-        try:  # an LHE request this writer cannot serve fails now, not after the training
-            colour_tags(proc.particles)
-        except NotImplementedError as err:
-            raise NotImplementedError(f"cannot write LHE for {proc.name!r}: {err}") from None
+        for sub in subprocesses:  # an LHE request the writer cannot serve fails now
+            try:
+                colour_flows(sub)
+            except NotImplementedError as err:
+                raise NotImplementedError(f"cannot write LHE for {sub.name!r}: {err}") from None
     key = jax.random.key(seed)
     t0 = time.perf_counter()
     mesh = make_mesh()
@@ -218,18 +240,39 @@ def sample_events(
         pool_u = None
     bar.close()
     u_events = np.concatenate(kept)[:n_events]
-    momenta, _ = eqx.filter_jit(lambda t, u: t.momenta_and_weight(u))(target, jnp.asarray(u_events))
+    momenta, sub_w = eqx.filter_jit(lambda t, u: t.subprocess_weights(u))(
+        target, jnp.asarray(u_events))
     momenta = np.asarray(momenta)
+    # each event's subprocess, in proportion to its weight at the event's point
+    which = np.asarray(jax.random.categorical(
+        jax.random.fold_in(key, 4), jnp.log(jnp.maximum(sub_w, 1e-300)), axis=-1))
     if out is not None:
+        records = [None] * momenta.shape[0]
+        for k, sub in enumerate(subprocesses):
+            rows = np.flatnonzero(which == k)
+            if rows.size == 0:
+                continue
+            recs = process_events(sub, momenta[rows], key=jax.random.fold_in(key, 5 + k),
+                                  params=target.params, scale=scale, process_id=k + 1)
+            for r, rec in zip(rows, recs, strict=True):
+                records[r] = rec
+        if pdf is None:
+            beams = tuple(p.pdg for p in subprocesses[0].particles[:2])
+        else:
+            beams = target.beams
         write_lhe(
             out,
-            momenta,
-            [p.pdg for p in proc.particles],
+            records,
+            beams=beams,
+            beam_energies=(sqrt_s / 2, sqrt_s / 2),
             sigma_pb=float(lz.z),
             error_pb=float(lz.z_error),
-            colours=colour_tags(proc.particles),
+            process=process_name,
+            params=target.params,
             overwrite=overwrite,
-            comment=f"difphys sample {process_name} {method}",
+            info={"method": method, "sqrt_s_GeV": sqrt_s,
+                  "pdf": None if pdf is None else pdf.name,
+                  "scale_GeV": scale, "subprocesses": "; ".join(s.name for s in subprocesses)},
         )
     values = {
         "process": process_name,
