@@ -1,17 +1,18 @@
-"""|M|^2 throughput (matrix elements per second) versus batch size, one JSON line per result.
+"""|M|^2 throughput per CPU-second versus batch size, side by side with madgraph4gpu's C++.
 
-Reference: madgraph4gpu (CUDACPP) published single-core C++ throughputs, "EvtsPerSec[MECalcOnly]"
-in the repository's tput logs (madgraph5/madgraph4gpu, epochX/cudacpp/tput/):
-  e+ e- > mu+ mu- : logs_eemumu_mad/log_eemumu_mad_d_inl0_hrd0.txt (2024-03-03, AMD EPYC 7A53):
-                    sse4 2.43e6/s, avx2 3.55e6/s (double)
-  g g > t t~      : logs_ggtt_mad/log_ggtt_mad_d_inl0_hrd0.txt (2025-10-24, Xeon Silver 4216):
-                    none 1.80e5/s, avx2 5.37e5/s (double)
-  g g > t t~ g    : logs_ggttg_mad/log_ggttg_mad_d_inl0_hrd0.txt (2024-03-03, AMD EPYC 7A53):
-                    none 2.96e4/s, avx2 1.28e5/s (double)
-Ours is measured on all cores of this machine (XLA uses them); the printed ratio divides by the
-number of CPU cores to compare per core. Different CPUs: treat the ratio as indicative.
+For each process: the compiler's planning time and the first call's trace + XLA compilation
+(separately), then float64 |M|^2 per second of wall time and per CPU-second (the process's
+CPU time, so that XLA's threads are all counted: per CPU-second is per core) at batches
+1, 10, ..., --max-batch, with XLA's own operation count and memory traffic per event
+(``cost_analysis``) and the share of the time spent after the amplitudes (the colour sum).
+The anchor is madgraph4gpu's generated standalone C++ for ``g g > t t~ (g (g))``
+(``../shared/anchors/madgraph4gpu/tput.sh``, LGPL, built with g++ in a scratch folder and run
+on one thread in this same command), so the ratio is measured on this machine, not against
+figures from other CPUs. For ``e+ e- > mu+ mu-`` (no anchor folder) the published single-core
+AVX2 figure (madgraph4gpu tput logs, log_eemumu_mad_d_inl0_hrd0.txt, 3.55e6/s on an AMD EPYC
+7A53) is printed as indicative.
 
-    python benchmarks/matrix_elements.py [--max-batch 100000] [--repeats 3]
+    python benchmarks/matrix_elements.py [--max-batch 100000] [--out results.jsonl]
 """
 
 from __future__ import annotations
@@ -19,62 +20,128 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
 
-from _timing import time_compiled  # noqa: E402
-
 from difphys import amplitudes as amp  # noqa: E402
 
-MG4GPU_PER_CORE = {
-    "e+ e- > mu+ mu-": {"avx2": 3.55e6, "sse4": 2.43e6},
-    "g g > t t~": {"avx2": 5.37e5, "none": 1.80e5},
-    "g g > t t~ g": {"avx2": 1.28e5, "none": 2.96e4},
-}
+ANCHOR = Path(__file__).resolve().parents[1].parent / "shared" / "anchors" / "madgraph4gpu"
+ANCHOR_NAMES = {"g g > t t~": "gg_tt", "g g > t t~ g": "gg_ttg", "g g > t t~ g g": "gg_ttgg"}
+PUBLISHED_AVX2 = {"e+ e- > mu+ mu-": 3.55e6}
+DEFAULT = ["g g > t t~", "g g > t t~ g", "g g > t t~ g g", "e+ e- > mu+ mu-"]
+
+
+def anchor_rate(name: str, backend: str):
+    """madgraph4gpu's single-thread |M|^2 per second (its JSON line), or None without it."""
+    tag = ANCHOR_NAMES.get(name)
+    if tag is None or not (ANCHOR / "tput.sh").exists():
+        return None
+    out = subprocess.run(["bash", str(ANCHOR / "tput.sh"), tag, backend], capture_output=True,
+                         text=True, timeout=1800)
+    if out.returncode != 0:
+        return {"anchor": "madgraph4gpu", "process": name, "backend": backend,
+                "error": out.stderr[-400:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _timed(fn, *args, budget_s: float, repeats: int):
+    """(best wall seconds, CPU seconds of that call) over up to ``repeats`` calls."""
+    best, cpu = float("inf"), float("inf")
+    spent = 0.0
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        jax.block_until_ready(fn(*args))
+        wall, c = time.perf_counter() - w0, time.process_time() - c0
+        spent += wall
+        if wall < best:
+            best, cpu = wall, c
+        if spent > budget_s:
+            break
+    return best, cpu
+
+
+def measure(name: str, max_batch: int, repeats: int, budget_s: float):
+    t0 = time.perf_counter()
+    proc = amp.process(name)
+    plan_s = time.perf_counter() - t0
+    params = amp.SMParams()
+    squared = jax.jit(proc.__call__)
+    amplitudes = jax.jit(proc.helicity_amplitudes)
+    batch = 1
+    while batch <= max_batch:
+        u = jax.random.uniform(jax.random.key(batch), (batch, proc.phase_space_dim),
+                               jnp.float64, 0.01, 0.99)
+        momenta = proc.phase_space(u, jnp.asarray(1500.0), params)[0]
+        t0 = time.perf_counter()
+        compiled = squared.lower(momenta, params).compile()
+        compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        jax.block_until_ready(compiled(momenta, params))  # warm
+        wall, cpu = _timed(compiled, momenta, params, budget_s=budget_s, repeats=repeats)
+        amps_c = amplitudes.lower(momenta, params).compile()
+        jax.block_until_ready(amps_c(momenta, params))
+        amp_wall, _ = _timed(amps_c, momenta, params, budget_s=budget_s, repeats=repeats)
+        record = {
+            "benchmark": "matrix_elements", "process": name, "dtype": "float64", "batch": batch,
+            "me_per_s_wall": batch / wall, "me_per_cpu_s": batch / max(cpu, 1e-9),
+            "cpu_over_wall": cpu / wall, "plan_s": round(plan_s, 3),
+            "compile_s": round(compile_s, 3), "n_helicities": proc.n_helicities,
+            "n_colour_basis": int(proc.colour_matrix.shape[0]),
+            "n_currents": len(proc.plan.currents),
+            "flops_per_event": float(cost.get("flops", float("nan"))) / batch,
+            "bytes_per_event": float(cost.get("bytes accessed", float("nan"))) / batch,
+            "colour_sum_share": max(0.0, 1.0 - amp_wall / wall),
+            "device": jax.devices()[0].platform, "cpus": os.cpu_count(),
+            "load_average": float(open("/proc/loadavg").read().split()[0]),
+        }
+        yield record
+        if wall * repeats > 4 * budget_s:
+            break  # the next batch (10x) would take too long
+        batch *= 10
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-batch", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--processes", nargs="*", default=list(MG4GPU_PER_CORE))
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds of timed calls per point at most (default 30)")
+    parser.add_argument("--processes", nargs="*", default=DEFAULT)
+    parser.add_argument("--backends", nargs="*", default=["cppnone", "cppavx2"],
+                        help="madgraph4gpu backends to build and time (none to skip)")
+    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
-    cores = os.cpu_count() if jax.devices()[0].platform == "cpu" else 1
-    params64 = amp.SMParams()
+    sink = open(args.out, "a") if args.out else None  # noqa: SIM115
+
+    def emit(record):
+        line = json.dumps(record)
+        print(line, flush=True)
+        if sink:
+            sink.write(line + "\n")
+            sink.flush()
+
     for name in args.processes:
-        proc = amp.process(name)
-        for dtype in (jnp.float64, jnp.float32):
-            params = jax.tree.map(lambda x, dtype=dtype: x.astype(dtype), params64)
-            fn = jax.jit(proc.__call__)
-            batch = 1
-            while batch <= args.max_batch:
-                u = jax.random.uniform(
-                    jax.random.key(batch), (batch, proc.phase_space_dim), dtype, 0.01, 0.99
-                )
-                momenta = proc.phase_space(u, jnp.asarray(1500.0, dtype), params)[0]
-                compile_s, best = time_compiled(fn, momenta, params, repeats=args.repeats)
-                rate = batch / best
-                record = {
-                    "benchmark": "matrix_elements",
-                    "process": name,
-                    "dtype": jnp.dtype(dtype).name,
-                    "batch": batch,
-                    "me_per_s": rate,
-                    "compile_s": round(compile_s, 3),
-                    "device": jax.devices()[0].platform,
-                    "cores": cores,
-                    "n_helicities": proc.n_helicities,
-                }
-                if dtype == jnp.float64:
-                    for isa, ref in MG4GPU_PER_CORE[name].items():
-                        record[f"ratio_per_core_vs_mg4gpu_{isa}"] = rate / cores / ref
-                print(json.dumps(record), flush=True)
-                batch *= 10
+        anchors = {}
+        for backend in args.backends:
+            rec = anchor_rate(name, backend)
+            if rec is not None:
+                emit(rec)
+                if "evts_per_s_me_only" in rec:
+                    anchors[backend] = rec["evts_per_s_me_only"]
+        if name in PUBLISHED_AVX2 and not anchors:
+            anchors["published_avx2"] = PUBLISHED_AVX2[name]
+        for record in measure(name, args.max_batch, args.repeats, args.budget):
+            for backend, rate in anchors.items():
+                record[f"ratio_per_core_vs_mg4gpu_{backend}"] = record["me_per_cpu_s"] / rate
+            emit(record)
 
 
 if __name__ == "__main__":

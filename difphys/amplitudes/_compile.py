@@ -269,10 +269,9 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
             f"{parent} > {' '.join(names[2 + k] for k in pos)}" for pos, parent in decays
         )
     proc = Process(name, names, amplitude, structure.colour_matrix, _average(names),
-                   resonant_pair=resonant)
+                   resonant_pair=resonant,
+                   decays=tuple((tuple(2 + k for k in pos), parent) for pos, parent in decays))
     proc.plan = structure
-    #: decay chains as ((external leg indices of the products), decaying particle)
-    proc.decays = tuple((tuple(2 + k for k in pos), parent) for pos, parent in decays)
     proc.colour_basis = structure.colour_basis
     return proc
 

@@ -19,6 +19,7 @@ import numpy as np
 from .._checks import is_concrete
 from ..phasespace import (
     RESONANT_PAIR_DIM,
+    decay_tree_from_unit_cube,
     from_unit_cube,
     resonant_pair_from_unit_cube,
     unit_cube_dim,
@@ -27,6 +28,12 @@ from ._dirac import complex_dtype
 from ._params import SMParams
 from ._particles import PARTICLES, Particle
 from ._wavefunctions import polarization_vector, u_spinor, ubar_spinor, v_spinor, vbar_spinor
+
+
+def _leaf_set(child) -> set:
+    if isinstance(child, tuple):
+        return set().union(*(_leaf_set(c) for c in child[1]))
+    return {child}
 
 
 class _External:
@@ -107,9 +114,12 @@ class Process:
         colour_matrix,
         average: float,
         resonant_pair: bool = False,
+        decays: tuple = (),
     ):
         self.name = name
         self.resonant_pair = resonant_pair
+        #: decay chains as ((external leg indices of the products), decaying particle)
+        self.decays = tuple(decays)
         self.particles: tuple[Particle, ...] = tuple(PARTICLES[n] for n in particle_names)
         self.helicities = np.array(
             list(itertools.product(*(p.helicities for p in self.particles))), dtype=np.int32
@@ -166,8 +176,10 @@ class Process:
         """Map ``u`` in [0, 1]^phase_space_dim to all external momenta and the weight.
 
         Incoming momenta are ``(sqrt_s/2)(1, 0, 0, +-1)`` (first along +z, massless beams);
-        the final state comes from :func:`difphys.phasespace.from_unit_cube`, or for
-        ``e+ e- > w+ b w- b~`` from the Breit-Wigner-mapped
+        the final state comes from :func:`difphys.phasespace.from_unit_cube`; for a process
+        with decay chains (``t > w+ b``) from :func:`difphys.phasespace.decay_tree_from_unit_cube`
+        (each decaying particle's mass Breit-Wigner-sampled around its pole, the whole range
+        covered); for ``e+ e- > w+ b w- b~`` from the Breit-Wigner-mapped
         :func:`difphys.phasespace.resonant_pair_from_unit_cube` around the top mass and width.
         ``E_u[weight * |M|^2] / (2 s)`` is the cross section in GeV^-2.
         ``mapping="flat"`` uses :func:`difphys.phasespace.from_unit_cube` for every process
@@ -179,7 +191,16 @@ class Process:
         u = jnp.asarray(u)
         masses = self.final_state_masses(params).astype(u.dtype)
         rs = jnp.asarray(sqrt_s, u.dtype)
-        if self.resonant_pair and mapping == "auto":
+        if self.decays and mapping == "auto":
+            tree, names = self.decay_tree()
+            parts = [PARTICLES[n] for n in names]
+            for part in parts:
+                if part.width is None:
+                    raise ValueError(f"{self.name!r}: the decaying {part.name} has no width")
+            res_m = jnp.stack([getattr(params, p.mass) for p in parts]).astype(u.dtype)
+            res_w = jnp.stack([getattr(params, p.width) for p in parts]).astype(u.dtype)
+            final, weight = decay_tree_from_unit_cube(u, rs, tree, masses, res_m, res_w)
+        elif self.resonant_pair and mapping == "auto":
             final, weight = resonant_pair_from_unit_cube(
                 u, rs, params.MT.astype(u.dtype), params.WT.astype(u.dtype), masses
             )
@@ -190,6 +211,24 @@ class Process:
         p1 = jnp.stack([half, zero, zero, half], axis=-1)
         p2 = jnp.stack([half, zero, zero, -half], axis=-1)
         return jnp.concatenate([p1[..., None, :], p2[..., None, :], final], axis=-2), weight
+
+    def decay_tree(self):
+        """``(tree, resonance names)`` of the decay chains for
+        :func:`difphys.phasespace.decay_tree_from_unit_cube` (final-state indices from 0)."""
+        groups = sorted(((frozenset(k - 2 for k in legs), parent)
+                         for legs, parent in self.decays), key=lambda g: -len(g[0]))
+        names = [parent for _, parent in groups]
+
+        def children(members):
+            inner = [(r, g) for r, (g, _) in enumerate(groups) if g < members]
+            maximal = [(r, g) for r, g in inner if not any(g < h for _, h in inner)]
+            covered = frozenset().union(*(g for _, g in maximal))
+            nodes = [(r, children(g)) for r, g in maximal]
+            nodes += [k for k in sorted(members - covered)]
+            return tuple(sorted(nodes, key=lambda c: min(_leaf_set(c))))
+
+        top = frozenset(range(self.n_external - 2))
+        return children(top), tuple(names)
 
     def _validate(self, momenta):
         momenta = jnp.asarray(momenta)

@@ -5,6 +5,8 @@ Weight convention everywhere: ``E[w f(p)] = int f dPhi_n`` with
 a massless initial state is ``sigma = E[w |M|^2] / (2 s)`` (GeV^-2; times 0.3893794e9 for pb).
 """
 
+from ._decay_tree import decay_tree_dim as decay_tree_dim
+from ._decay_tree import decay_tree_from_unit_cube as decay_tree_from_unit_cube
 from ._integrate import IntegrationResult as IntegrationResult
 from ._integrate import integrate as integrate
 from ._integrate import sample_batch as sample_batch
