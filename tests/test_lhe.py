@@ -255,11 +255,33 @@ def test_hadronic_target_sums_its_subprocesses():
     assert target.dim == 4 and len(target.subprocesses) == 9
     u = jax.random.uniform(jax.random.key(0), (64, 4), jnp.float64, 1e-6, 1 - 1e-6)
     log_p = eqx.filter_jit(lambda t, x: t.log_prob(x))(target, u)
-    parts = [amp.hadronic_integrand(s, pdf, u, 13000.0, amp.SMParams(), 173.0)[1]
-             for s in target.subprocesses]
+    # each subprocess compiled on its own (not through the set's generation-swap groups)
+    parts = [amp.hadronic_integrand(amp.process(s.name), pdf, u, 13000.0, amp.SMParams(),
+                                    173.0)[1] for s in target.subprocesses]
     np.testing.assert_allclose(np.exp(np.asarray(log_p)), np.sum(parts, axis=0), rtol=1e-12)
+    _, split = target.subprocess_weights(u)
+    np.testing.assert_allclose(np.asarray(split), np.stack(parts, -1), rtol=1e-12)
     with pytest.raises(ValueError, match="different final-state masses"):
         flows.matrix_element_target("define q = t b; define qb = t~ b~; g g > q qb", 1000.0, pdf=pdf, scale=100.0)
+
+
+def test_generation_swapped_subprocesses_share_one_matrix_element():
+    """c c~ > t t~ is u u~ > t t~ (massless, CKM = 1): the set compiles one |M|^2 per group,
+    equal to each member compiled alone; u d~ > w+ g pairs with c s~ > w+ g, not u s~."""
+    procs = amp.process("p p > t t~")
+    assert len(procs.groups) == 5
+    wj = amp.process("p p > w+ j")
+    names = [s.name for s in wj]
+    assert "u d~ > w+ g" in names and "c s~ > w+ g" in names and "u s~ > w+ g" not in names
+    checks = [(procs, m) for _, members in procs.groups for m in members]
+    checks.append((wj, names.index("c s~ > w+ g")))
+    for procset, m in checks:
+        sub = procset[m]
+        rep = next(r for r, members in procset.groups if m in members)
+        alone = amp.process(sub.name)
+        p = _points(alone, 3, jax.random.key(m), 2000.0)
+        np.testing.assert_allclose(np.asarray(sub(p)), np.asarray(alone(p)), rtol=1e-13)
+        assert sub._squared_jit is rep._squared_jit
 
 
 @pytest.mark.slow

@@ -52,11 +52,19 @@ class ProcessSpec:
 
 class ProcessSet(tuple):
     """The subprocesses of a multiparticle process (a tuple of :class:`Process`), e.g.
-    ``process("p p > t t~")``; each subprocess's |M|^2 carries its own symmetry factor."""
+    ``process("p p > t t~")``; each subprocess's |M|^2 carries its own symmetry factor.
 
-    def __new__(cls, name, subprocesses):
+    ``groups``: ``((representative, member indices), ...)``: subprocesses related by the
+    generation symmetry of the ``sm`` model (massless ``u c``, ``d s``, ``e mu`` with CKM = 1:
+    ``c c~ > t t~`` is ``u u~ > t t~``) share one compiled |M|^2, as MadGraph groups them;
+    cross sections and sampling targets evaluate it once per group.
+    """
+
+    def __new__(cls, name, subprocesses, groups=None):
         obj = super().__new__(cls, subprocesses)
         obj.name = name
+        obj.groups = groups if groups is not None else tuple(
+            (sub, (k,)) for k, sub in enumerate(subprocesses))
         return obj
 
     def __repr__(self) -> str:
@@ -224,6 +232,25 @@ def _conserved(names) -> str | None:
     return None
 
 
+#: generation swaps that leave every |M|^2 of the sm model unchanged (massless first two
+#: generations, CKM = 1): quarks u <-> c, d <-> s; leptons e <-> mu, ve <-> vm
+_QUARK_SWAP = {"u": "c", "c": "u", "d": "s", "s": "d", "u~": "c~", "c~": "u~", "d~": "s~",
+               "s~": "d~"}
+_LEPTON_SWAP = {"e-": "mu-", "mu-": "e-", "e+": "mu+", "mu+": "e+", "ve": "vm", "vm": "ve",
+                "ve~": "vm~", "vm~": "ve~"}
+_SECOND = frozenset({"c", "c~", "s", "s~", "mu-", "mu+", "vm", "vm~"})
+
+
+def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The representative of ``names`` under the generation swaps (first generation first)."""
+    def swap(table, ns):
+        return tuple(table.get(n, n) for n in ns)
+
+    orbit = {names, swap(_QUARK_SWAP, names), swap(_LEPTON_SWAP, names),
+             swap(_QUARK_SWAP, swap(_LEPTON_SWAP, names))}
+    return min(orbit, key=lambda ns: (tuple(n in _SECOND for n in ns), ns))
+
+
 def _incoming_all(initial, final):
     return tuple(initial) + tuple(PARTICLES[f].anti for f in final)
 
@@ -294,7 +321,7 @@ def process(spec: str, *, define: dict | None = None, widths: str = "all"):
     if all(len(x) == 1 for x in ps.initial + ps.final):
         names = tuple(x[0] for x in ps.initial + ps.final)
         return _compile(names, orders, *opts, widths, ps.decays)
-    subprocesses, seen = [], set()
+    subprocesses, seen, groups = [], set(), {}
     for combo in itertools.product(*(ps.initial + ps.final)):
         key = (combo[:2], tuple(sorted(combo[2:])))
         if key in seen:
@@ -302,10 +329,24 @@ def process(spec: str, *, define: dict | None = None, widths: str = "all"):
         seen.add(key)
         if _conserved(_incoming_all(combo[:2], combo[2:])):
             continue
+        canonical = _canonical(tuple(combo))
         try:
-            subprocesses.append(_compile(tuple(combo), orders, *opts, widths, ps.decays))
+            rep = _compile(canonical, orders, *opts, widths, ps.decays)
         except ValueError:
             continue
+        sub = rep if canonical == tuple(combo) else rep.relabelled(
+            tuple(combo), _compile_name(tuple(combo), ps.decays))
+        groups.setdefault(id(rep), (rep, []))[1].append(len(subprocesses))
+        subprocesses.append(sub)
     if not subprocesses:
         raise ValueError(f"{spec!r} has no subprocess with a tree-level diagram in the sm model")
-    return ProcessSet(ps.text, tuple(subprocesses))
+    return ProcessSet(ps.text, tuple(subprocesses),
+                      tuple((rep, tuple(members)) for rep, members in groups.values()))
+
+
+def _compile_name(names, decays) -> str:
+    name = f"{names[0]} {names[1]} > {' '.join(names[2:])}"
+    if decays:
+        name = name + ", " + ", ".join(
+            f"{parent} > {' '.join(names[2 + k] for k in pos)}" for pos, parent in decays)
+    return name

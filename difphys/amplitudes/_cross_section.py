@@ -12,6 +12,7 @@ import numpy as np
 
 from ..phasespace._montecarlo import batch_moments, streaming_mean
 from ._params import SMParams
+from ._particles import PARTICLES
 from ._process import Process
 
 #: (hbar c)^2 in pb GeV^2 (PDG: 0.3893793721 GeV^2 mbarn).
@@ -166,7 +167,8 @@ def _parton_id(particle, beam: int) -> int:
     return pid if beam > 0 else (21 if pid == 21 else -pid)
 
 
-def hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams=(2212, 2212)):
+def hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams=(2212, 2212), *,
+                       partons=None):
     """The hadron-collider integrand of one subprocess: ``(momenta (..., n, 4), w (...))``.
 
     ``u`` (..., proc.phase_space_dim + 2) on the unit cube: ``u[..., 0]`` maps to
@@ -174,7 +176,10 @@ def hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams=(2212, 2212)):
     the rest to the partonic phase space. ``w`` (pb) includes both PDFs ``f(x, muF) / x``, the
     Jacobian and the partonic flux, so ``E_u[w]`` is the subprocess's cross section; momenta
     are in the lab frame (GeV; incoming partons ``x E_beam`` along +-z). ``scale``: muF in GeV
-    (a number or a function of the momenta); ``sqrt_s`` the beams' energy (GeV)."""
+    (a number or a function of the momenta); ``sqrt_s`` the beams' energy (GeV).
+    ``partons``: ``((a, b), ...)`` incoming particle pairs that share ``proc``'s |M|^2 (the
+    members of a :attr:`ProcessSet.groups` entry); ``w`` then has a trailing axis, one weight
+    per pair, for the price of one |M|^2."""
     dtype = u.dtype
     s = jnp.asarray(sqrt_s, dtype) ** 2
     threshold = jnp.sum(proc.final_state_masses(params)).astype(dtype)
@@ -188,24 +193,30 @@ def hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams=(2212, 2212)):
     momenta, w = sigma_integrand(proc, u[..., 2:], jnp.sqrt(tau * s), params)
     mu = scale(momenta) if callable(scale) else jnp.broadcast_to(jnp.asarray(scale, dtype),
                                                                  x1.shape)
-    a, b = proc.particles[0], proc.particles[1]
-    f1 = pdf.xfx(_parton_id(a, beams[0]), x1, mu) / x1
-    f2 = pdf.xfx(_parton_id(b, beams[1]), x2, mu) / x2
+    pairs = ((proc.particles[0], proc.particles[1]),) if partons is None else tuple(
+        tuple(PARTICLES[x] if isinstance(x, str) else x for x in pair) for pair in partons)
+    lumi = jnp.stack([pdf.xfx(_parton_id(a, beams[0]), x1, mu) / x1
+                      * pdf.xfx(_parton_id(b, beams[1]), x2, mu) / x2 for a, b in pairs], -1)
+    lumi = lumi[..., 0] if partons is None else lumi
     beta = jnp.tanh(y)
     gamma = jnp.cosh(y)
     e, pz = momenta[..., 0], momenta[..., 3]
     lab = momenta.at[..., 0].set(gamma[..., None] * (e + beta[..., None] * pz))
     lab = lab.at[..., 3].set(gamma[..., None] * (pz + beta[..., None] * e))
-    return lab, w * f1 * f2 * jacobian
+    factor = w * jacobian
+    return lab, lumi * (factor if partons is None else factor[..., None])
 
 
-@partial(jax.jit, static_argnames=("proc", "cuts", "batch_size", "scale", "beams"))
-def _hadronic_batch(proc, cuts, batch_size, key, n_valid, sqrt_s, params, pdf, scale, beams):
+@partial(jax.jit, static_argnames=("proc", "cuts", "batch_size", "scale", "beams", "partons"))
+def _hadronic_batch(proc, cuts, batch_size, key, n_valid, sqrt_s, params, pdf, scale, beams,
+                    partons):
     dtype = params.MZ.dtype
     eps = jnp.finfo(dtype).eps
     u = jax.random.uniform(key, (batch_size, proc.phase_space_dim + 2), dtype, minval=eps,
                            maxval=1.0 - eps)
-    momenta, values = hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams)
+    momenta, values = hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams,
+                                         partons=partons)
+    values = jnp.sum(values, axis=-1)
     if cuts is not None:
         values = jnp.where(cuts(momenta), values, 0.0)
     return batch_moments(values, n_valid)
@@ -245,16 +256,19 @@ def _hadronic(proc, sqrt_s, n_points, params, *, key, cuts, batch_size, progress
               scale, beams):
     params = SMParams() if params is None else params
     subprocesses, scale, beams = check_hadronic(proc, sqrt_s, params, pdf, scale, beams)
+    groups = getattr(proc, "groups", None) or tuple((s, (k,)) for k, s in enumerate(subprocesses))
     total, variance = 0.0, 0.0
-    for k, sub in enumerate(subprocesses):
+    for k, (rep, members) in enumerate(groups):
         size = int(min(batch_size, n_points))
+        partons = tuple((subprocesses[m].particles[0].name, subprocesses[m].particles[1].name)
+                        for m in members)
 
-        def batch(kk, n_valid, sub=sub, size=size):
-            return _hadronic_batch(sub, cuts, size, kk, n_valid, sqrt_s, params, pdf, scale,
-                                   beams)
+        def batch(kk, n_valid, rep=rep, size=size, partons=partons):
+            return _hadronic_batch(rep, cuts, size, kk, n_valid, sqrt_s, params, pdf, scale,
+                                   beams, partons)
 
         value, error = streaming_mean(batch, n_points, size, key=jax.random.fold_in(key, k),
-                                      progress=progress, desc=sub.name, loop=loop)
+                                      progress=progress, desc=rep.name, loop=loop)
         total = total + value
         variance = variance + error**2
-    return CrossSection(total, jnp.sqrt(variance), n_points * len(subprocesses))
+    return CrossSection(total, jnp.sqrt(variance), n_points * len(groups))

@@ -9,6 +9,7 @@ colours, the quantity MadGraph's standalone ``check_sa`` prints as the matrix el
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable
 
@@ -131,6 +132,14 @@ class Process:
         # and inside a user's jit these are simply inlined.
         self._amplitudes_jit = jax.jit(self._amplitudes, static_argnums=2)
         self._squared_jit = jax.jit(self._squared)
+
+    def relabelled(self, particle_names: tuple[str, ...], name: str) -> Process:
+        """This process under other names with the same |M|^2 (a generation swap such as
+        ``c c~ > t t~`` for ``u u~ > t t~``): shares the compiled functions and the plan."""
+        other = copy.copy(self)
+        other.name = name
+        other.particles = tuple(PARTICLES[n] for n in particle_names)
+        return other  # decaying particles (t, z, w, h, ta) are never swapped
 
     @property
     def n_external(self) -> int:

@@ -143,9 +143,19 @@ class MatrixElementTarget(eqx.Module):
             momenta, w = sigma_integrand(self.process, u, self.sqrt_s, self.params,
                                          mapping=self.mapping)
             return momenta, w[..., None]
-        parts = [hadronic_integrand(sub, self.pdf, u, self.sqrt_s, self.params, self.scale,
-                                    self.beams) for sub in self.subprocesses]
-        return parts[0][0], jnp.stack([w for _, w in parts], axis=-1)
+        proc = self.process
+        subs = self.subprocesses
+        groups = getattr(proc, "groups", None) or ((subs[0], (0,)),)
+        weights = [None] * len(subs)
+        momenta = None
+        for rep, members in groups:  # one |M|^2 per group of generation-swapped subprocesses
+            partons = tuple((subs[m].particles[0].name, subs[m].particles[1].name)
+                            for m in members)
+            momenta, w = hadronic_integrand(rep, self.pdf, u, self.sqrt_s, self.params,
+                                            self.scale, self.beams, partons=partons)
+            for j, m in enumerate(members):
+                weights[m] = w[..., j]
+        return momenta, jnp.stack(weights, axis=-1)
 
     def momenta_and_weight(self, u):
         if self.pdf is None:
