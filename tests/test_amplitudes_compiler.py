@@ -331,3 +331,21 @@ def _release_compiled_processes():
 
     _compile._compile.cache_clear()
     jax.clear_caches()
+
+
+@pytest.mark.parametrize("name", ["g g > t t~ g", "u d~ > t t~ w+", "e+ e- > z h"])
+def test_helicity_sampling_is_an_unbiased_split_of_the_sum(key, name):
+    """Summing ``per_helicity`` over all configurations is |M|^2 (1e-12); a sampled
+    configuration's value is ``n_helicities`` times its own |M|^2; d/dMT matches FD."""
+    proc = amp.process(name)
+    u = jax.random.uniform(key, (4, proc.phase_space_dim), jnp.float64, 0.05, 0.95)
+    p, _ = proc.phase_space(u, 2000.0)
+    total = sum(proc.per_helicity(p, jnp.full(4, h)) for h in range(proc.n_helicities))
+    np.testing.assert_allclose(np.asarray(total), np.asarray(proc(p)), rtol=1e-12)
+    h, value = proc.sample_helicity(jax.random.key(5), p)
+    np.testing.assert_allclose(np.asarray(value),
+                               proc.n_helicities * np.asarray(proc.per_helicity(p, h)),
+                               rtol=1e-14)
+    assert len(set(np.asarray(h).tolist())) > 1
+    check_grad_fd(lambda mt: proc.per_helicity(p[:1], h[:1], amp.SMParams(MT=mt))[0],
+                  jnp.asarray(173.0), eps=1e-4, rtol=1e-6)

@@ -46,12 +46,13 @@ class _External:
     ``(..., h_0, ..., h_{n-1}, K)``, flattened at the end in ``itertools.product`` order.
     """
 
-    def __init__(self, momenta, params, particles, gauge_leg):
+    def __init__(self, momenta, params, particles, gauge_leg, helicity=None):
         self.p = momenta
         self.params = params
         self.particles = particles
         self.gauge_leg = gauge_leg
         self.n = len(particles)
+        self.helicity = helicity  # (..., n) index of each leg's helicity, or None: all
 
     def _grid(self, x, i, size):
         shape = x.shape[:-2] + tuple(size if k == i else 1 for k in range(self.n)) + x.shape[-1:]
@@ -88,8 +89,17 @@ class _External:
         return polarization_vector(p, m, h, outgoing=not incoming)
 
     def wf(self, i):
-        """Wavefunctions of leg ``i`` on the helicity grid."""
-        return self._grid(self.leg(i), i, len(self.particles[i].helicities))
+        """Wavefunctions of leg ``i`` on the helicity grid (one helicity per event when the
+        helicities are given)."""
+        wf = self.leg(i)
+        if self.helicity is None:
+            return self._grid(wf, i, len(self.particles[i].helicities))
+        index = self.helicity[..., i, None, None]
+        if wf.shape[-2] == 1:  # scalars
+            index = jnp.zeros_like(index)
+        picked = jnp.take_along_axis(wf, jnp.broadcast_to(index, wf.shape[:-2] + (1, 1)),
+                                     axis=-2)
+        return self._grid(picked, i, 1)
 
     def gluon_momentum_in(self, i):
         """Momentum flowing *into* the diagram (incoming: p, outgoing: -p)."""
@@ -132,6 +142,11 @@ class Process:
         # and inside a user's jit these are simply inlined.
         self._amplitudes_jit = jax.jit(self._amplitudes, static_argnums=2)
         self._squared_jit = jax.jit(self._squared)
+        self._per_helicity_jit = jax.jit(self._per_helicity)
+        # (n_helicities, n): each leg's helicity as an index into its own helicities
+        self._helicity_table = np.array(
+            [[list(p.helicities).index(h) for p, h in zip(self.particles, row, strict=True)]
+             for row in self.helicities], dtype=np.int32)
 
     def relabelled(self, particle_names: tuple[str, ...], name: str) -> Process:
         """This process under other names with the same |M|^2 (a generation swap such as
@@ -277,6 +292,32 @@ class Process:
             )
             amps = jnp.broadcast_to(amps, grid)
         return amps.reshape(momenta.shape[:-2] + (self.n_helicities, amps.shape[-1]))
+
+    def per_helicity(self, momenta, helicity, params: SMParams | None = None) -> jax.Array:
+        """|M|^2 of one helicity configuration per event, colour-summed and averaged like
+        ``proc(momenta)``, so that summing over ``helicity = 0 .. n_helicities - 1`` gives
+        ``proc(momenta)``. ``helicity``: ``(...)`` int rows of :attr:`helicities`. Only that
+        configuration's amplitude is computed (``n_helicities`` times less work)."""
+        momenta = self._validate(momenta)
+        params = SMParams() if params is None else params
+        return self._per_helicity_jit(momenta, jnp.asarray(helicity), params)
+
+    def sample_helicity(self, key, momenta, params: SMParams | None = None):
+        """``(helicity (...), value (...))``: a helicity configuration drawn uniformly per
+        event and ``n_helicities x`` its |M|^2 (:meth:`per_helicity`), an unbiased estimate
+        of ``proc(momenta)`` at a fraction of the cost (Monte Carlo over helicities)."""
+        momenta = self._validate(momenta)
+        h = jax.random.randint(key, momenta.shape[:-2], 0, self.n_helicities)
+        return h, self.n_helicities * self.per_helicity(momenta, h, params)
+
+    def _per_helicity(self, momenta, helicity, params):
+        table = jnp.asarray(self._helicity_table)
+        ext = _External(momenta, params, self.particles, None, helicity=table[helicity])
+        amps = self._amplitude_fn(ext, params)
+        amps = amps.reshape(momenta.shape[:-2] + amps.shape[-1:]) if amps.ndim > 1 else amps
+        colour = jnp.asarray(self.colour_matrix, amps.dtype)
+        summed = jnp.einsum("...k,kl,...l->...", amps, colour, jnp.conj(amps))
+        return jnp.real(summed) * self.average
 
     def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
         momenta = self._validate(momenta)
