@@ -179,3 +179,46 @@ def test_hadronic_bad_input(key, nnpdf):
                           scale=173.0)
     with pytest.raises(ValueError, match="beams"):
         amp.cross_section(gg, 13000.0, 100, key=key, pdf=nnpdf, scale=173.0, beams=(2212, 11))
+
+
+def test_alpha_s_table_of_an_info_file(tmp_path):
+    """An ``.info`` with LHAPDF's ``AlphaS_Qs``/``AlphaS_Vals`` (here tabulated from two-loop
+    running with a threshold at MB): the knots are reproduced exactly, values between them
+    within 1e-5 of the function (1e-3 next to the table's ends), d alpha_s / dQ equals finite differences; Q off the table
+    is an error; an explicit alpha_s= still means one-loop running."""
+    import shutil
+
+    pytest.importorskip("pythia8mc")
+    dat, _ = pdf.find(SET)
+    folder = tmp_path / "MySet"
+    folder.mkdir()
+    shutil.copy(dat, folder / "MySet_0000.dat")
+
+    def two_loop(q, nf):
+        b0, b1 = (33 - 2 * nf) / (12 * np.pi), (153 - 19 * nf) / (24 * np.pi**2)
+        lam = 0.2 if nf == 5 else 0.25
+        lg = np.log(q**2 / lam**2)
+        return 1 / (b0 * lg) - b1 * np.log(lg) / (b0**3 * lg**2)
+
+    below = np.geomspace(1.65, 4.7, 12)
+    above = np.geomspace(4.7, 1e4, 40)
+    qs = np.concatenate([below, above])
+    vals = np.concatenate([two_loop(below, 4), two_loop(above, 5)])
+    (folder / "MySet.info").write_text(
+        "SetDesc: test\nAlphaS_MZ: 0.118\nAlphaS_Type: ipol\n"
+        f"AlphaS_Qs: [{', '.join(f'{q:.15e}' for q in qs)}]\n"
+        f"AlphaS_Vals: [{', '.join(f'{v:.15e}' for v in vals)}]\n")
+    s = pdf.load(folder)
+    # the knots; at the threshold itself the lower subgrid holds (as for the PDF grids)
+    expected = vals.copy()
+    expected[12] = vals[11]
+    np.testing.assert_allclose(np.asarray(s.alpha_s(jnp.asarray(qs))), expected, rtol=1e-13)
+    mid = np.sqrt(above[1:] * above[:-1])
+    got = np.asarray(s.alpha_s(jnp.asarray(mid)))
+    np.testing.assert_allclose(got[1:-1], two_loop(mid, 5)[1:-1], rtol=1e-5)
+    np.testing.assert_allclose(got, two_loop(mid, 5), rtol=1e-3)  # one-sided end slopes
+    assert float(s.alpha_s(3.0)) == pytest.approx(two_loop(3.0, 4), rel=1e-5)  # below MB
+    check_grad_fd(lambda q: s.alpha_s(q), jnp.asarray(173.0), eps=1e-3, rtol=1e-6)
+    with pytest.raises(ValueError, match="alpha_s table"):
+        s.alpha_s(2e4)
+    assert float(pdf.load(folder, alpha_s=0.118).alpha_s(91.1876)) == pytest.approx(0.118)

@@ -208,11 +208,9 @@ def colour_flow_weights(proc, momenta, params=None) -> jax.Array:
 def sample_colour_flow(key, proc, momenta, params=None) -> jax.Array:
     """One flow index per event, drawn with probability proportional to its weight
     (:func:`colour_flow_weights`), shape ``momenta.shape[:-2]``; ``colour_flows(proc).tags``
-    turns it into LHE tags."""
+    turns it into LHE tags. Where every weight is zero (|M|^2 = 0) the flow is uniform."""
     w = colour_flow_weights(proc, momenta, params)
-    total = jnp.sum(w, axis=-1, keepdims=True)
-    logits = jnp.log(jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 1.0))
-    logits = jnp.where(w > 0, logits, -jnp.inf)
-    uniform = jnp.full_like(logits, 0.0)
-    logits = jnp.where(total > 0, logits, uniform)  # |M|^2 = 0: any flow (documented)
+    positive = jnp.any(w > 0, axis=-1, keepdims=True)
+    logits = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+    logits = jnp.where(positive, logits, 0.0)  # |M|^2 = 0 at this point: any flow, uniformly
     return jax.random.categorical(key, logits, axis=-1)

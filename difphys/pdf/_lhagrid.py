@@ -138,6 +138,8 @@ class PDFSet(eqx.Module):
     q_range: tuple[float, float] = eqx.field(static=True)
     x_range: tuple[float, float] = eqx.field(static=True)
     alpha_s_mz: float | None = eqx.field(static=True)
+    #: the ``.info`` file's alpha_s table (``AlphaS_Qs``, ``AlphaS_Vals``), when it has one
+    alpha_s_table: tuple | None = eqx.field(static=True, default=None)
 
     def inside(self, x, q):
         """True where (x, Q) lies on the grid."""
@@ -197,27 +199,77 @@ class PDFSet(eqx.Module):
         return result
 
     def alpha_s(self, q) -> Array:
-        """One-loop alpha_s(Q) with five flavours from the set's alpha_s(MZ) (LO sets; MZ =
-        91.1876 GeV)."""
+        """alpha_s(Q), Q in GeV, differentiable in Q.
+
+        With the ``.info`` file's table (``AlphaS_Qs``/``AlphaS_Vals``, LHAPDF's ``ipol``):
+        piecewise cubic Hermite interpolation in ln Q^2 with finite-difference slopes, split at
+        repeated Q (flavour thresholds), as LHAPDF's ``AlphaS_Ipol``; Q outside the table is an
+        error (when concrete). Otherwise one-loop running with five flavours from alpha_s(MZ)
+        (``AlphaS_MZ`` or ``load(..., alpha_s=)``; MZ = 91.1876 GeV)."""
+        q = jnp.asarray(q, dtype=self.log_x.dtype)
+        if self.alpha_s_table is not None:
+            return _alpha_s_ipol(self.name, self.alpha_s_table, q)
         if self.alpha_s_mz is None:
             raise ValueError(f"{self.name} has no alpha_s: pass alpha_s= to difphys.pdf.load")
         b0 = (33 - 2 * 5) / (12 * math.pi)
-        q = jnp.asarray(q, dtype=self.log_x.dtype)
         return self.alpha_s_mz / (1 + self.alpha_s_mz * b0 * jnp.log(q**2 / 91.1876**2))
+
+
+def _alpha_s_ipol(name, table, q):
+    """Cubic Hermite interpolation of ``table = (Qs, values)`` in ln Q^2 (see PDFSet.alpha_s)."""
+    qs, vals = (np.asarray(t, np.float64) for t in table)
+    if is_concrete(q):
+        qa = np.asarray(q)
+        if np.any(~np.isfinite(qa)) or np.any(qa < qs[0]) or np.any(qa > qs[-1]):
+            raise ValueError(f"Q outside the alpha_s table of {name} "
+                             f"[{qs[0]:.4g}, {qs[-1]:.4g}] GeV")
+    t = jnp.log(q**2)
+    knots = np.log(qs**2)
+    cuts = [0] + [k + 1 for k in range(len(qs) - 1) if qs[k + 1] == qs[k]] + [len(qs)]
+    result = jnp.zeros_like(t)
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        x, y = knots[a:b], vals[a:b]
+        if len(x) < 2:
+            continue
+        slope = np.empty_like(y)
+        slope[1:-1] = (y[2:] - y[:-2]) / (x[2:] - x[:-2])
+        slope[0] = (y[1] - y[0]) / (x[1] - x[0])
+        slope[-1] = (y[-1] - y[-2]) / (x[-1] - x[-2])
+        k = jnp.clip(jnp.searchsorted(jnp.asarray(x), t, side="right") - 1, 0, len(x) - 2)
+        x0, x1 = jnp.asarray(x)[k], jnp.asarray(x)[k + 1]
+        h = x1 - x0
+        u = (t - x0) / h
+        h00, h10 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u
+        h01, h11 = -2 * u**3 + 3 * u**2, u**3 - u**2
+        ys, ms = jnp.asarray(y), jnp.asarray(slope)
+        value = h00 * ys[k] + h10 * h * ms[k] + h01 * ys[k + 1] + h11 * h * ms[k + 1]
+        inside = (t >= x[0]) & (t <= x[-1]) if a == 0 else (t > x[0]) & (t <= x[-1])
+        result = jnp.where(inside, value, result)
+    return result
 
 
 def load(name: str | os.PathLike, member: int = 0, *, alpha_s: float | None = None) -> PDFSet:
     """Read member ``member`` of an LHAPDF set: a name (``"NNPDF31_lo_as_0118"``), a set folder
-    or a ``_NNNN.dat`` path. ``alpha_s``: alpha_s(MZ) when the set has no ``.info`` file (the
-    pythia8mc wheel ships grids without them); otherwise the ``.info`` value ``AlphaS_MZ``."""
+    or a ``_NNNN.dat`` path. ``alpha_s``: alpha_s(MZ) for one-loop running, needed when the
+    set has no ``.info`` file (the pythia8mc wheel ships grids without them); otherwise the
+    ``.info`` file's ``AlphaS_Qs``/``AlphaS_Vals`` table is interpolated (an explicit
+    ``alpha_s`` overrides it), and its ``AlphaS_MZ`` is kept."""
     dat, info_path = find(name, member)
     info = _read_info(info_path) if info_path else {}
     subgrids = _read_grid(dat)
     x = subgrids[0][0]
     if np.any(np.diff(x) <= 0) or x[0] <= 0:
         raise ValueError(f"{dat}: x knots must be positive and increasing")
+    explicit = alpha_s
     if alpha_s is None and "AlphaS_MZ" in info:
         alpha_s = float(info["AlphaS_MZ"])
+    table = None
+    if explicit is None and "AlphaS_Qs" in info and "AlphaS_Vals" in info:
+        qs, vals = (_info_list(info[k]) for k in ("AlphaS_Qs", "AlphaS_Vals"))
+        if len(qs) != len(vals) or len(qs) < 2 or np.any(np.diff(qs) < 0):
+            raise ValueError(f"{info_path}: AlphaS_Qs and AlphaS_Vals must be equally long, "
+                             "with Q non-decreasing")
+        table = (tuple(float(v) for v in qs), tuple(float(v) for v in vals))
     return PDFSet(
         name=dat.name.rsplit("_", 1)[0],
         flavours=subgrids[0][2],
@@ -227,4 +279,10 @@ def load(name: str | os.PathLike, member: int = 0, *, alpha_s: float | None = No
         q_range=(float(subgrids[0][1][0]), float(subgrids[-1][1][-1])),
         x_range=(float(x[0]), float(x[-1])),
         alpha_s_mz=None if alpha_s is None else float(alpha_s),
+        alpha_s_table=table,
     )
+
+
+def _info_list(text: str) -> np.ndarray:
+    """A YAML flow list ``[1.0, 2.0, ...]`` of an LHAPDF ``.info`` file."""
+    return np.array([float(v) for v in text.strip().strip("[]").split(",") if v.strip()])
