@@ -66,10 +66,11 @@ def _timed(fn, *args, budget_s: float, repeats: int):
     return best, cpu
 
 
-def measure(name: str, max_batch: int, repeats: int, budget_s: float):
+def measure(name: str, max_batch: int, repeats: int, budget_s: float, chunk: int | None):
     t0 = time.perf_counter()
     proc = amp.process(name)
     plan_s = time.perf_counter() - t0
+    proc.chunk_size = chunk
     params = amp.SMParams()
     squared = jax.jit(proc.__call__)
     amplitudes = jax.jit(proc.helicity_amplitudes)
@@ -94,7 +95,7 @@ def measure(name: str, max_batch: int, repeats: int, budget_s: float):
             "cpu_over_wall": cpu / wall, "plan_s": round(plan_s, 3),
             "compile_s": round(compile_s, 3), "n_helicities": proc.n_helicities,
             "n_colour_basis": int(proc.colour_matrix.shape[0]),
-            "n_currents": len(proc.plan.currents),
+            "n_currents": len(proc.plan.currents), "chunk_size": chunk,
             "flops_per_event": float(cost.get("flops", float("nan"))) / batch,
             "bytes_per_event": float(cost.get("bytes accessed", float("nan"))) / batch,
             "colour_sum_share": max(0.0, 1.0 - amp_wall / wall),
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="*", default=["cppnone", "cppavx2"],
                         help="madgraph4gpu backends to build and time (none to skip)")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--chunk", type=int, default=amp.Process.chunk_size,
+                        help="Process.chunk_size (0: one pass over the whole batch)")
     args = parser.parse_args()
     sink = open(args.out, "a") if args.out else None  # noqa: SIM115
 
@@ -138,7 +141,8 @@ def main() -> None:
                     anchors[backend] = rec["evts_per_s_me_only"]
         if name in PUBLISHED_AVX2 and not anchors:
             anchors["published_avx2"] = PUBLISHED_AVX2[name]
-        for record in measure(name, args.max_batch, args.repeats, args.budget):
+        chunk = args.chunk or None
+        for record in measure(name, args.max_batch, args.repeats, args.budget, chunk):
             for backend, rate in anchors.items():
                 record[f"ratio_per_core_vs_mg4gpu_{backend}"] = record["me_per_cpu_s"] / rate
             emit(record)

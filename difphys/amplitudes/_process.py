@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Callable
 
 import jax
@@ -324,7 +325,26 @@ class Process:
         params = SMParams() if params is None else params
         return self._squared_jit(momenta, params)
 
+    #: events per chunk: larger batches are evaluated chunk by chunk (``lax.map``), so the
+    #: working set of the recursion stays in cache and throughput does not fall with the batch
+    #: (None: one pass)
+    chunk_size: int | None = 2048
+
     def _squared(self, momenta, params):
+        chunk = self.chunk_size
+        batch = momenta.shape[:-2]
+        n = math.prod(batch)
+        if chunk is not None and len(batch) >= 1 and n > chunk:
+            flat = momenta.reshape((n,) + momenta.shape[-2:])
+            pad = -n % chunk
+            if pad:  # repeat the first event: valid momenta, results dropped
+                flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad,) + flat.shape[1:])])
+            blocks = flat.reshape((-1, chunk) + flat.shape[1:])
+            values = jax.lax.map(lambda m: self._squared_once(m, params), blocks)
+            return values.reshape(-1)[:n].reshape(batch)
+        return self._squared_once(momenta, params)
+
+    def _squared_once(self, momenta, params):
         amps = self._amplitudes(momenta, params, None)
         colour = jnp.asarray(self.colour_matrix, amps.dtype)
         summed = jnp.einsum("...hk,kl,...hl->...", amps, colour, jnp.conj(amps))
