@@ -142,7 +142,7 @@ class Process:
         # Compiled once per process and input shape/dtype: eager calls from notebooks are fast,
         # and inside a user's jit these are simply inlined.
         self._amplitudes_jit = jax.jit(self._amplitudes, static_argnums=2)
-        self._squared_jit = jax.jit(self._squared)
+        self._squared_jit = jax.jit(self._squared, static_argnums=2)
         self._per_helicity_jit = jax.jit(self._per_helicity)
         # (n_helicities, n): each leg's helicity as an index into its own helicities
         self._helicity_table = np.array(
@@ -323,15 +323,14 @@ class Process:
     def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
         momenta = self._validate(momenta)
         params = SMParams() if params is None else params
-        return self._squared_jit(momenta, params)
+        return self._squared_jit(momenta, params, self.chunk_size)
 
     #: events per chunk: larger batches are evaluated chunk by chunk (``lax.map``), so the
     #: working set of the recursion stays in cache and throughput does not fall with the batch
     #: (None: one pass)
     chunk_size: int | None = 2048
 
-    def _squared(self, momenta, params):
-        chunk = self.chunk_size
+    def _squared(self, momenta, params, chunk=None):
         batch = momenta.shape[:-2]
         n = math.prod(batch)
         if chunk is not None and len(batch) >= 1 and n > chunk:
