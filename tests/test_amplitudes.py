@@ -329,6 +329,10 @@ def test_gradients_wrt_momenta_and_parameters(key):
     for name in ("MT", "aS"):
         f = lambda x, name=name: tt(p, PARAMS.replace(**{name: x}))  # noqa: E731
         check_grad_fd(f, getattr(PARAMS, name), rtol=1e-7)
+
+
+@pytest.mark.slow  # about 60 s: the full e+ e- > w+ b w- b~ traced three times
+def test_gradients_of_the_full_wbwb_process_wrt_parameters(key):
     wbwb = amp.process("e+ e- > w+ b w- b~")
     p = events(key, wbwb, 500.0, 1)[0]
     for name in ("MT", "WT", "MZ"):

@@ -7,6 +7,7 @@ import pytest
 from difphys.cli import main
 
 
+@pytest.mark.slow  # about 220 s on 2 cores; the library steps are tested in test_train_foundation
 def test_tokenize_pretrain_finetune(zpole_sample, tmp_path, capsys):
     report, _ = zpole_sample
     f = str(report.path)

@@ -335,6 +335,8 @@ class Process:
         n = math.prod(batch)
         if chunk is not None and len(batch) >= 1 and n > chunk:
             flat = momenta.reshape((n,) + momenta.shape[-2:])
+            # a divisor of n near the chunk size avoids copying the batch into a padded one
+            chunk = next((d for d in range(chunk, chunk // 2, -1) if n % d == 0), chunk)
             pad = -n % chunk
             if pad:  # repeat the first event: valid momenta, results dropped
                 flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad,) + flat.shape[1:])])
