@@ -22,6 +22,7 @@ from ._cross_section import check_hadronic as check_hadronic
 from ._cross_section import cross_section as cross_section
 from ._cross_section import dsigma as dsigma
 from ._cross_section import hadronic_integrand as hadronic_integrand
+from ._cross_section import parton_groups as parton_groups
 from ._cross_section import sigma_integrand as sigma_integrand
 from ._dirac import GAMMA as GAMMA
 from ._dirac import GAMMA5 as GAMMA5

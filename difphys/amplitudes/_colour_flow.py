@@ -92,15 +92,11 @@ def _flows(legs):
                 flows.append([("trace", (first, *perm))])
         else:
             flows.append([])
-    else:
-        seen = set()
+    else:  # each (pairing, distribution) is a different flow: no duplicates to remove
         for pairing in itertools.permutations(bras):
             for dist in _ordered_distributions(gluons, len(kets)):
-                lines = tuple(("line", (b, *gs, k))
-                              for k, b, gs in zip(kets, pairing, dist, strict=True))
-                if lines not in seen:
-                    seen.add(lines)
-                    flows.append(list(lines))
+                flows.append([("line", (b, *gs, k))
+                              for k, b, gs in zip(kets, pairing, dist, strict=True)])
     return flows
 
 

@@ -269,15 +269,15 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
              decays=()) -> Process:
     legs = _incoming_all(names[:2], names[2:])
     reason = _conserved(legs)
-    name = f"{names[0]} {names[1]} > {' '.join(names[2:])}"
+    name = _compile_name(names, ())
     if reason:
         raise ValueError(f"{name!r}: {reason}")
     accept, lowest = _order_filter(orders)
+    # decay chains over external leg indices (the final state starts at leg 2)
+    leg_decays = tuple((tuple(2 + k for k in pos), parent) for pos, parent in decays)
     try:
         structure = plan(legs, orders=accept, lowest=lowest, required=required,
-                         excluded=excluded, s_excluded=s_excluded,
-                         decays=tuple((tuple(2 + k for k in pos), parent)
-                                      for pos, parent in decays))
+                         excluded=excluded, s_excluded=s_excluded, decays=leg_decays)
     except ValueError as err:
         if "no tree-level diagram" in str(err):
             raise ValueError(
@@ -291,13 +291,8 @@ def _compile(names: tuple[str, ...], orders, required, excluded, s_excluded, wid
         return evaluate(structure, ext, params, widths=widths)
 
     resonant = names[:2] == ("e+", "e-") and names[2:] == ("w+", "b", "w-", "b~")
-    if decays:
-        name = name + ", " + ", ".join(
-            f"{parent} > {' '.join(names[2 + k] for k in pos)}" for pos, parent in decays
-        )
-    proc = Process(name, names, amplitude, structure.colour_matrix, _average(names),
-                   resonant_pair=resonant,
-                   decays=tuple((tuple(2 + k for k in pos), parent) for pos, parent in decays))
+    proc = Process(_compile_name(names, decays), names, amplitude, structure.colour_matrix,
+                   _average(names), resonant_pair=resonant, decays=leg_decays)
     proc.plan = structure
     proc.colour_basis = structure.colour_basis
     return proc
@@ -345,6 +340,7 @@ def process(spec: str, *, define: dict | None = None, widths: str = "all"):
 
 
 def _compile_name(names, decays) -> str:
+    """MadGraph-style name of a subprocess, with its decay chains (final-state positions)."""
     name = f"{names[0]} {names[1]} > {' '.join(names[2:])}"
     if decays:
         name = name + ", " + ", ".join(

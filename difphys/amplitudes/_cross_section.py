@@ -197,14 +197,13 @@ def hadronic_integrand(proc, pdf, u, sqrt_s, params, scale, beams=(2212, 2212), 
         tuple(PARTICLES[x] if isinstance(x, str) else x for x in pair) for pair in partons)
     lumi = jnp.stack([pdf.xfx(_parton_id(a, beams[0]), x1, mu) / x1
                       * pdf.xfx(_parton_id(b, beams[1]), x2, mu) / x2 for a, b in pairs], -1)
-    lumi = lumi[..., 0] if partons is None else lumi
     beta = jnp.tanh(y)
     gamma = jnp.cosh(y)
     e, pz = momenta[..., 0], momenta[..., 3]
     lab = momenta.at[..., 0].set(gamma[..., None] * (e + beta[..., None] * pz))
     lab = lab.at[..., 3].set(gamma[..., None] * (pz + beta[..., None] * e))
-    factor = w * jacobian
-    return lab, lumi * (factor if partons is None else factor[..., None])
+    weights = lumi * (w * jacobian)[..., None]
+    return lab, weights[..., 0] if partons is None else weights
 
 
 @partial(jax.jit, static_argnames=("proc", "cuts", "batch_size", "scale", "beams", "partons"))
@@ -252,16 +251,24 @@ def check_hadronic(proc, sqrt_s, params, pdf, scale, beams):
     return subprocesses, scale, beams
 
 
+def parton_groups(proc) -> tuple:
+    """``((representative, member indices, incoming parton names of each member), ...)`` of a
+    :class:`Process` (one group of itself) or :class:`ProcessSet` (its ``groups``): what
+    :func:`hadronic_integrand` evaluates with one |M|^2 per group."""
+    subprocesses = tuple(proc) if isinstance(proc, tuple) else (proc,)
+    groups = getattr(proc, "groups", None) or ((subprocesses[0], (0,)),)
+    return tuple((rep, members, tuple(tuple(q.name for q in subprocesses[m].particles[:2])
+                                      for m in members)) for rep, members in groups)
+
+
 def _hadronic(proc, sqrt_s, n_points, params, *, key, cuts, batch_size, progress, loop, pdf,
               scale, beams):
     params = SMParams() if params is None else params
-    subprocesses, scale, beams = check_hadronic(proc, sqrt_s, params, pdf, scale, beams)
-    groups = getattr(proc, "groups", None) or tuple((s, (k,)) for k, s in enumerate(subprocesses))
+    _, scale, beams = check_hadronic(proc, sqrt_s, params, pdf, scale, beams)
+    groups = parton_groups(proc)
     total, variance = 0.0, 0.0
-    for k, (rep, members) in enumerate(groups):
+    for k, (rep, _, partons) in enumerate(groups):
         size = int(min(batch_size, n_points))
-        partons = tuple((subprocesses[m].particles[0].name, subprocesses[m].particles[1].name)
-                        for m in members)
 
         def batch(kk, n_valid, rep=rep, size=size, partons=partons):
             return _hadronic_batch(rep, cuts, size, kk, n_valid, sqrt_s, params, pdf, scale,

@@ -96,8 +96,6 @@ class _External:
         if self.helicity is None:
             return self._grid(wf, i, len(self.particles[i].helicities))
         index = self.helicity[..., i, None, None]
-        if wf.shape[-2] == 1:  # scalars
-            index = jnp.zeros_like(index)
         picked = jnp.take_along_axis(wf, jnp.broadcast_to(index, wf.shape[:-2] + (1, 1)),
                                      axis=-2)
         return self._grid(picked, i, 1)
@@ -315,10 +313,7 @@ class Process:
         table = jnp.asarray(self._helicity_table)
         ext = _External(momenta, params, self.particles, None, helicity=table[helicity])
         amps = self._amplitude_fn(ext, params)
-        amps = amps.reshape(momenta.shape[:-2] + amps.shape[-1:]) if amps.ndim > 1 else amps
-        colour = jnp.asarray(self.colour_matrix, amps.dtype)
-        summed = jnp.einsum("...k,kl,...l->...", amps, colour, jnp.conj(amps))
-        return jnp.real(summed) * self.average
+        return self._colour_summed(amps.reshape(momenta.shape[:-2] + (1, amps.shape[-1])))
 
     def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
         momenta = self._validate(momenta)
@@ -333,7 +328,7 @@ class Process:
     def _squared(self, momenta, params, chunk=None):
         batch = momenta.shape[:-2]
         n = math.prod(batch)
-        if chunk is not None and len(batch) >= 1 and n > chunk:
+        if chunk is not None and n > chunk:
             flat = momenta.reshape((n,) + momenta.shape[-2:])
             # a divisor of n near the chunk size avoids copying the batch into a padded one
             chunk = next((d for d in range(chunk, chunk // 2, -1) if n % d == 0), chunk)
@@ -346,7 +341,11 @@ class Process:
         return self._squared_once(momenta, params)
 
     def _squared_once(self, momenta, params):
-        amps = self._amplitudes(momenta, params, None)
+        return self._colour_summed(self._amplitudes(momenta, params, None))
+
+    def _colour_summed(self, amps):
+        """``sum_h sum_kl A_hk C_kl A_hl^*`` x the spin/colour average, for amplitudes
+        ``(..., n_helicities, K)`` on the colour basis."""
         colour = jnp.asarray(self.colour_matrix, amps.dtype)
         summed = jnp.einsum("...hk,kl,...hl->...", amps, colour, jnp.conj(amps))
         return jnp.real(summed) * self.average

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..kinematics import mass
 from ._particles import PARTICLES
 
 #: MadGraph's default ``bwcutoff``: a propagator is written as a resonance when its invariant
@@ -76,11 +77,10 @@ def select_resonances(proc, momenta, params, cutoff: float = BW_CUTOFF) -> list[
     chosen_all = []
     distance = {}
     for r in candidates:
-        total = p[:, list(r.legs)].sum(axis=1)
-        m = np.sqrt(np.maximum(total[:, 0] ** 2 - np.sum(total[:, 1:] ** 2, axis=-1), 0.0))
+        m = np.asarray(mass(p[:, list(r.legs)].sum(axis=1)))
         part = PARTICLES[r.particle]
-        mass, width = float(getattr(params, part.mass)), float(getattr(params, part.width))
-        distance[r] = np.abs(m - mass) / max(width, 1e-300)
+        pole, width = float(getattr(params, part.mass)), float(getattr(params, part.width))
+        distance[r] = np.abs(m - pole) / max(width, 1e-300)
     for ev in range(p.shape[0]):
         chosen = [r for r in candidates if r.forced]
         optional = sorted((r for r in candidates if not r.forced and distance[r][ev] <= cutoff),

@@ -16,6 +16,7 @@ from ..amplitudes import (
     SMParams,
     check_hadronic,
     hadronic_integrand,
+    parton_groups,
     process,
     sigma_integrand,
 )
@@ -144,13 +145,9 @@ class MatrixElementTarget(eqx.Module):
                                          mapping=self.mapping)
             return momenta, w[..., None]
         proc = self.process
-        subs = self.subprocesses
-        groups = getattr(proc, "groups", None) or ((subs[0], (0,)),)
-        weights = [None] * len(subs)
+        weights = [None] * len(self.subprocesses)
         momenta = None
-        for rep, members in groups:  # one |M|^2 per group of generation-swapped subprocesses
-            partons = tuple((subs[m].particles[0].name, subs[m].particles[1].name)
-                            for m in members)
+        for rep, members, partons in parton_groups(proc):  # one |M|^2 per group
             momenta, w = hadronic_integrand(rep, self.pdf, u, self.sqrt_s, self.params,
                                             self.scale, self.beams, partons=partons)
             for j, m in enumerate(members):

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..amplitudes import colour_flows
+from .. import pdf as pdfs
+from ..amplitudes import SMParams, colour_flows
 from ..flows import (
     TrainConfig,
     flow_from_state,
@@ -168,9 +169,6 @@ def sample_events(
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     params = None
     if pdf is not None:
-        from .. import pdf as pdfs
-        from ..amplitudes import SMParams
-
         pdf = pdfs.load(pdf, alpha_s=alpha_s_mz) if isinstance(pdf, str) else pdf
         if scale is None:
             raise ValueError("a proton-proton sample needs --scale (muF = muR in GeV)")
