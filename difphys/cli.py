@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, KeyError, FloatingPointError,
+            NotImplementedError) as err:
         print(f"difphys: error: {err}", file=sys.stderr)
         return 2
 

@@ -4,7 +4,8 @@ fixed key.
 The key-reuse checker (``jax_debug_key_reuse``) is on for every test module except those in
 ``KEY_REUSE_BY_DESIGN``: there the method itself replays one key (common random numbers for
 gradients and differences of Monte-Carlo estimates, stochastic AD's coupled reruns of a
-program inside its interpreter, the demo that runs them). Elsewhere an intended second use
+program inside its interpreter, the demo that runs them, the bad-input suite that calls
+one function with one key eagerly and under jit to compare). Elsewhere an intended second use
 says so with ``jax.random.clone(key)``."""
 
 import jax
@@ -15,7 +16,7 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 KEY_REUSE_BY_DESIGN = {
     "test_amplitudes", "test_amplitudes_cross_section", "test_analysis", "test_phasespace",
-    "test_phasespace_montecarlo", "test_stochad", "test_sim", "test_cli", "test_jobs_demo_story",
+    "test_phasespace_montecarlo", "test_stochad", "test_sim", "test_cli", "test_jobs_demo_story", "test_bad_input",
 }
 
 

@@ -196,10 +196,17 @@ def matrix_element_target(
     params = SMParams() if params is None else params
     dtype = params.MZ.dtype
     proc = process(process_name)
+    root_s = float(sqrt_s)
+    if not (np.isfinite(root_s) and root_s > 0):
+        raise ValueError(f"sqrt_s must be a finite positive energy (GeV); got {sqrt_s!r}")
     if pdf is None:
         if isinstance(proc, tuple):
             raise ValueError(f"{process_name!r} has {len(proc)} subprocesses: a multiparticle "
                              "process needs a hadron collider (pdf=..., scale=...)")
+        threshold = float(np.sum(np.asarray(proc.final_state_masses(params))))
+        if root_s <= threshold:
+            raise ValueError(f"{process_name!r} is closed at sqrt_s = {root_s} GeV: the final "
+                             f"state needs more than {threshold:.6g} GeV (sum of its masses)")
     else:
         subs, scale, beams = check_hadronic(proc, sqrt_s, params, pdf, scale, beams)
         masses = {tuple(np.asarray(s.final_state_masses(params)).round(12)) for s in subs}

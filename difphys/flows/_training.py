@@ -26,7 +26,10 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from .._checks import is_concrete
 
 from ..train import History, Trainer, training_loop
 from ._ais import ais_init, ais_step
@@ -68,21 +71,42 @@ class FlowState(NamedTuple):
 
 class FlowStepInfo(NamedTuple):
     """One flow-training step: the loss, the global gradient norm, the mean AIS acceptance
-    (NaN for methods without AIS) and the cumulative target-evaluation counters."""
+    (NaN for methods without AIS), the cumulative target-evaluation counters and the
+    cumulative number of skipped updates (non-finite or outlier gradient, or no finite target
+    value in the step)."""
 
     loss: jax.Array
     grad_norm: jax.Array
     acceptance: jax.Array
     n_target_values: jax.Array
     n_target_grads: jax.Array
+    n_skipped: jax.Array
+
+
+def _probe_target(key, flow, log_p, n: int) -> None:
+    """Eagerly refuse a target that is non-finite at every one of ``n`` points drawn from the
+    initial flow (a dead target trains to nothing: below threshold, outside its support)."""
+    x = flow.sample(jax.random.fold_in(key, 0x7A6E7), n)
+    values = np.asarray(jax.vmap(log_p)(x))
+    if not np.any(np.isfinite(values)):
+        kinds = sorted({str(v) for v in values[:8]})
+        raise ValueError(f"the target log density is non-finite at all {n} points drawn from the "
+                         f"initial flow (values {', '.join(kinds)}): nothing to train on; check "
+                         "that the target has support inside the flow's domain (e.g. a process "
+                         "below threshold)")
 
 
 def _guarded_update(optimizer, config, loss_fn, params, static, opt_state, grad_norms):
-    loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static)))(params)
+    """One optimiser update, skipped (parameters and state kept) when the gradient is
+    non-finite, an outlier against the recent median, or the step saw no finite target
+    value at all (``loss_fn`` returns ``(loss, dead)``: a dead step's loss carries no
+    information, masking makes it 0)."""
+    (loss, dead), grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static)),
+                                             has_aux=True)(params)
     norm = optax.tree.norm(grads)
     have = jnp.sum(jnp.isfinite(grad_norms)) >= 5
     median = jnp.nanmedian(grad_norms)
-    skip = ~jnp.isfinite(norm) | (have & (norm > config.skip_factor * median))
+    skip = dead | ~jnp.isfinite(norm) | (have & (norm > config.skip_factor * median))
     scale = jnp.where(have, jnp.minimum(1.0, config.clip_factor * median / norm), 1.0)
     grads = jax.tree_util.tree_map(lambda g: jnp.where(skip, 0.0, g * scale).astype(g.dtype), grads)
     updates, new_opt = optimizer.update(grads, opt_state, params)
@@ -126,7 +150,8 @@ def make_trainer(
         raise ValueError("buffer_capacity must be at least the batch size")
 
     def init(key) -> FlowState:
-        del key
+        if is_concrete(key):
+            _probe_target(key, flow, log_p, max(config.batch, 256))
         return FlowState(
             params=params0,
             opt_state=optimizer.init(params0),
@@ -185,7 +210,8 @@ def make_trainer(
 
                 def loss_fn(f):
                     lq = f.log_prob(x)
-                    return -jnp.sum(jnp.where(w > 0, w * lq, 0.0))
+                    return (-jnp.sum(jnp.where(w > 0, w * lq, 0.0)),
+                            ~jnp.any(jnp.isfinite(res.log_w)))
 
                 state, loss, norm = update(state, loss_fn)
             else:
@@ -198,7 +224,7 @@ def make_trainer(
                     x = st.buffer.x[idx]
 
                     def loss_fn(f):
-                        return -jnp.mean(f.log_prob(x))
+                        return -jnp.mean(f.log_prob(x)), ~jnp.any(jnp.isfinite(st.buffer.log_w[idx]))
 
                     st, loss, norm = update(st, loss_fn)
                     new_lq = eqx.combine(st.params, static).log_prob(x)
@@ -218,7 +244,7 @@ def make_trainer(
                 lp = jax.vmap(log_p)(x)
                 ok = jnp.isfinite(lp) & jnp.isfinite(lq)
                 n_ok = jnp.maximum(jnp.sum(ok), 1)
-                return jnp.sum(jnp.where(ok, lq - jnp.where(ok, lp, 0.0), 0.0)) / n_ok
+                return jnp.sum(jnp.where(ok, lq - jnp.where(ok, lp, 0.0), 0.0)) / n_ok, ~jnp.any(ok)
 
             state, loss, norm = update(state, loss_fn)
             state = count(state, config.batch, config.batch)
@@ -226,10 +252,11 @@ def make_trainer(
             x = target_sampler(key, config.batch)
 
             def loss_fn(f):
-                return -jnp.mean(f.log_prob(x))
+                return -jnp.mean(f.log_prob(x)), ~jnp.all(jnp.isfinite(x))
 
             state, loss, norm = update(state, loss_fn)
-        info = FlowStepInfo(loss, norm, acceptance, state.n_target_values, state.n_target_grads)
+        info = FlowStepInfo(loss, norm, acceptance, state.n_target_values, state.n_target_grads,
+                            state.n_skipped)
         return state._replace(step=state.step + 1), info
 
     def init_std(key):

@@ -46,6 +46,11 @@ SAMPLING_METHODS = ("fab", "rkl", "vegas")
 _CHECKPOINT_META = "difphys_sampling.json"
 
 
+def _short(value, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _save_checkpoint(checkpoint: Path, state, meta: dict) -> None:
     """Save the sampler state in ``checkpoint/state`` without ever losing the last good copy:
     write ``state.new``, then swap it in. Only a folder this job wrote (it holds
@@ -69,7 +74,8 @@ def _save_checkpoint(checkpoint: Path, state, meta: dict) -> None:
         shutil.rmtree(old)
 
 
-def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layers, lr=1e-3):
+def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layers, lr=1e-3, *,
+                run_config=None):
     flow = make_spline_flow(
         jax.random.fold_in(key, 1),
         target.dim,
@@ -94,11 +100,19 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
         meta = checkpoint / _CHECKPOINT_META
         if meta.exists():
             info = json.loads(meta.read_text())
-            if info["method"] != method or info["process"] != target.process_name:
-                raise ValueError(
-                    f"checkpoint {checkpoint} is for {info['method']} / {info['process']}; "
-                    f"not for {method} / {target.process_name}"
-                )
+            recorded = info.get("config", {"method": info.get("method"),
+                                           "process": info.get("process")})
+            wanted = run_config or {"method": method, "process": target.process_name}
+            differ = sorted(k for k in set(recorded) | set(wanted)
+                            if recorded.get(k) != wanted.get(k))
+            if differ:
+                shown = "; ".join(f"{k}: checkpoint {_short(recorded.get(k))} vs this run "
+                                  f"{_short(wanted.get(k))}" for k in differ)
+                raise ValueError(f"checkpoint {checkpoint} was made with a different "
+                                 f"configuration ({shown}); use another --checkpoint folder")
+            if int(info.get("step", 0)) > steps:
+                raise ValueError(f"checkpoint {checkpoint} has {info['step']} steps, more than "
+                                 f"the {steps} requested; ask for at least {info['step']}")
             saved = checkpoint / "state"
             if not saved.exists() and (checkpoint / "state.old").exists():
                 saved = checkpoint / "state.old"  # a save was interrupted between its renames
@@ -111,8 +125,10 @@ def _train_flow(key, method, target, steps, batch, checkpoint, progress, n_layer
     if checkpoint is not None and steps > done:
         checkpoint.mkdir(parents=True, exist_ok=True)
         _save_checkpoint(checkpoint, state,
-                         {"method": method, "process": target.process_name, "step": steps})
-    counts = (float(state.n_target_values), float(state.n_target_grads))
+                         {"method": method, "process": target.process_name, "step": steps,
+                          "config": run_config or {"method": method,
+                                                   "process": target.process_name}})
+    counts = (float(state.n_target_values), float(state.n_target_grads), int(state.n_skipped))
     return flow_from_state(flow, state), counts
 
 
@@ -163,8 +179,11 @@ def sample_events(
     (``"p p > t t~"``) then choose each event's subprocess in proportion to its weight."""
     if method not in SAMPLING_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {SAMPLING_METHODS}")
-    if n_events < 1:
-        raise ValueError("n_events must be >= 1")
+    for name, value, low in (("n_events", n_events, 1), ("train_steps", train_steps, 1),
+                             ("batch", batch, 1), ("flow_layers", flow_layers, 1),
+                             ("calibration", calibration, 100)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     params = None
@@ -191,10 +210,16 @@ def sample_events(
     if method == "vegas":
         budget = train_steps * batch * 4 * 4 + train_steps * batch
         weighted = vegas_sampler(jax.jit(jax.vmap(target.log_prob)), target.dim, budget, key=key)
-        counts = (float(budget), 0.0)
+        counts = (float(budget), 0.0, 0)
     else:
+        run_config = {"method": method, "process": target.process_name, "sqrt_s": float(sqrt_s),
+                      "pdf": None if pdf is None else pdf.name,
+                      "scale": None if scale is None else float(scale),
+                      "params": target.params.param_card_text(), "batch": batch,
+                      "flow_layers": flow_layers, "seed": seed}
         flow, counts = _train_flow(
-            key, method, target, train_steps, batch, checkpoint, progress, flow_layers
+            key, method, target, train_steps, batch, checkpoint, progress, flow_layers,
+            run_config=run_config,
         )
 
         calls = itertools.count(10_000)
@@ -210,8 +235,6 @@ def sample_events(
             return np.concatenate(us)[:n], np.concatenate(lws)[:n]
 
     t_train = time.perf_counter() - t0
-    if calibration < 100:
-        raise ValueError("calibration must be >= 100 weighted events")
     u_cal, lw_cal = weighted(calibration)
     lz = log_z_estimate(jnp.asarray(lw_cal))
     eff = float(sampling_efficiency(jnp.asarray(lw_cal)))
@@ -285,6 +308,7 @@ def sample_events(
         "n_events": int(u_events.shape[0]),
         "n_target_values_training": counts[0],
         "n_target_grads_training": counts[1],
+        "n_skipped_steps": counts[2],
         "train_seconds": t_train,
         "total_seconds": time.perf_counter() - t0,
         "devices": n_dev,
@@ -299,7 +323,8 @@ def sample_events(
         f"unweighting eff.   {v['unweighting_efficiency']:.4f} "
         f"(robust, 0.1% overweight: {v['unweighting_efficiency_robust']:.4f})",
         f"target evaluations {v['n_target_values_training']:.0f} values, "
-        f"{v['n_target_grads_training']:.0f} gradients (training)",
+        f"{v['n_target_grads_training']:.0f} gradients (training), "
+        f"{v['n_skipped_steps']} skipped updates",
         f"wrote {v['n_events']} unweighted events to {v['out']} in {v['total_seconds']:.1f} s",
     )
     return Report("sample", None if out is None else Path(out), values, lines), momenta

@@ -133,13 +133,20 @@ BERNOULLI = Discrete(
 
 # ------------------------------------------------------------------------- Binomial(n, p)
 def _binom_inverse_cdf(u, n, p):
-    q = 1 - p
+    # Search from the more probable end: for p > 1/2 count the failures of Binomial(n, 1 - p)
+    # from v = 1 - u (the same monotone map up to ties, since F'(k) < 1 - u <=> F(n-k-1) > u).
+    # This keeps P(0) = (1 - p)^n away from underflow and makes p = 1 give exactly n.
+    flip = p > 0.5
+    p_small = jnp.where(flip, 1 - p, p)
+    v = jnp.where(flip, 1 - u, u)
+    q = 1 - p_small
     log_pmf0 = n * jnp.log(q)
 
     def log_ratio(k):
-        return jnp.log(n - k) - jnp.log(k + 1) + jnp.log(p) - jnp.log(q)
+        return jnp.log(n - k) - jnp.log(k + 1) + jnp.log(p_small) - jnp.log(q)
 
-    return _count_search(u, log_pmf0, log_ratio, n)
+    k = _count_search(v, log_pmf0, log_ratio, n)
+    return jnp.where(flip, n - k, k)
 
 
 def _binom_alt(x, n, p, dn, dp):
@@ -226,20 +233,41 @@ def _cat_inverse_cdf(u, probs):
 
 
 def _cat_alt(x, probs, dprobs):
+    """Every category j the outcome x can jump to, with the rate at which it does.
+
+    With the CDF boundaries ``c_k`` (``c_{-1} = 0``) moving at ``d_k = dc_k``, the uniforms in
+    x's interval ``[c_{x-1}, c_x)`` that land in j's new interval have measure
+    ``|overlap| = rate_j * dt``. Only categories whose boundaries coincide with one of x's move
+    into it: the neighbour x -+ 1, and past it any run of *empty* categories (p = 0) whose
+    boundaries sit at the same point, so a move of ``c_{x-1}`` can carry x straight to x - 2.
+    Proposing only x -+ 1 (the rule of a category-wise Bernoulli chain) is biased as soon as a
+    category is empty. Rates (divided by p_x) for j < x, where ``c_j = c_{x-1} = L``:
+    ``max(0, d_j - max(a_j, 0))``, ``a_j = d_{j-1}`` if ``c_{j-1} = L`` else ``-inf``; for j > x,
+    where ``c_{j-1} = c_x = U``: ``max(0, min(b_j, 0) - d_{j-1})``, ``b_j = d_j`` if ``c_j = U``
+    else ``+inf``.
+    """
     n = probs.shape[-1]
-    dcdf = jnp.cumsum(dprobs, axis=-1)
+    zero = jnp.zeros(probs.shape[:-1] + (1,), probs.dtype)
+    cdf = jnp.concatenate([zero, jnp.cumsum(probs, axis=-1)], axis=-1)  # c_{-1} .. c_{n-1}
+    dcdf = jnp.concatenate([zero, jnp.cumsum(dprobs, axis=-1)], axis=-1)
     xi = x.astype(jnp.int32)
+    lower = jnp.take_along_axis(cdf, xi[..., None], axis=-1)  # c_{x-1}
+    upper = jnp.take_along_axis(cdf, xi[..., None] + 1, axis=-1)  # c_x
     p_x = jnp.take_along_axis(probs, xi[..., None], axis=-1)[..., 0]
-    # boundary below x (between x-1 and x) moves up -> outcome x becomes x-1
-    d_below = jnp.take_along_axis(dcdf, jnp.maximum(xi - 1, 0)[..., None], axis=-1)[..., 0]
-    down = (xi > 0) & (d_below > 0)
-    # boundary above x (between x and x+1) moves down -> outcome x becomes x+1
-    d_above = jnp.take_along_axis(dcdf, xi[..., None], axis=-1)[..., 0]
-    up = (xi < n - 1) & (d_above < 0)
-    return [
-        (x - 1, _safe_div(d_below, p_x, down)),
-        (x + 1, _safe_div(-d_above, p_x, up)),
-    ]
+    c_lo, c_hi = cdf[..., :-1], cdf[..., 1:]  # c_{j-1}, c_j for j = 0..n-1
+    d_lo, d_hi = dcdf[..., :-1], dcdf[..., 1:]
+    j = jnp.arange(n, dtype=jnp.int32)
+    big = jnp.full_like(d_lo, jnp.inf)
+    below = (j < xi[..., None]) & (c_hi == lower)
+    a = jnp.where((c_lo == lower) & (j > 0), d_lo, -big)
+    rate_below = jnp.maximum(d_hi - jnp.maximum(a, 0), 0)
+    above = (j > xi[..., None]) & (c_lo == upper)
+    b = jnp.where((c_hi == upper) & (j < n - 1), d_hi, big)
+    rate_above = jnp.maximum(jnp.minimum(b, 0) - d_lo, 0)
+    rate = jnp.where(below, rate_below, jnp.where(above, rate_above, jnp.zeros_like(d_lo)))
+    has = rate > 0
+    weights = _safe_div(rate, jnp.broadcast_to(p_x[..., None], rate.shape), has)
+    return [(jnp.full_like(x, k), weights[..., k]) for k in range(n)]
 
 
 def _cat_relaxed(u, x, probs, tau):

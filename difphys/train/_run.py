@@ -117,6 +117,9 @@ def training_loop(
 
     Returns:
       ``(state, history)``: the final state and the :class:`History` of the logged steps.
+
+    Raises ``FloatingPointError`` after a run in which every logged loss was non-finite, or in
+    which every step was skipped (states with an ``n_skipped`` counter).
     """
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
@@ -126,6 +129,7 @@ def training_loop(
     if restored is not None:
         state = restored
     start = int(state.step)
+    skipped_before = _n_skipped(state)
     manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
     source = batches(start) if batches is not None else None
     logged_steps, rows = [], []
@@ -158,4 +162,25 @@ def training_loop(
         if manager is not None:
             manager.wait_until_finished()
             manager.close()
-    return state, History.from_rows(logged_steps, rows)
+    history = History.from_rows(logged_steps, rows)
+    _check_health(state, history, steps - start, skipped_before)
+    return state, history
+
+
+def _n_skipped(state):
+    value = getattr(state, "n_skipped", None)
+    return None if value is None else int(value)
+
+
+def _check_health(state, history: History, n_run: int, skipped_before) -> None:
+    """A run that learned nothing fails loudly: every logged loss non-finite, or (for states
+    that count them, such as :class:`difphys.flows.FlowState`) every step skipped."""
+    if n_run <= 0:
+        return
+    if "loss" in history and history.n_rows and not np.any(np.isfinite(history["loss"])):
+        raise FloatingPointError(f"training failed: the loss was non-finite at every one of the "
+                                 f"{history.n_rows} logged steps (a NaN/inf target, data or "
+                                 "learning rate)")
+    if skipped_before is not None and _n_skipped(state) - skipped_before >= n_run:
+        raise FloatingPointError(f"training failed: all {n_run} steps were skipped (no finite "
+                                 "target value or gradient in any step)")

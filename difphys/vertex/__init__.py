@@ -5,6 +5,7 @@ respect to the origin, ACTS conventions (point of closest approach ``(-d0 sin ph
 """
 
 from ._fit import BeamSpot as BeamSpot
+from ._fit import WEAK_PRIOR_SIGMA as WEAK_PRIOR_SIGMA
 from ._fit import VertexFit as VertexFit
 from ._fit import fit as fit
 from ._helix import C_LIGHT as C_LIGHT

@@ -55,8 +55,10 @@ class VertexFit(NamedTuple):
     ``position (..., 3)`` mm, ``cov (..., 3, 3)`` mm^2, ``chi2``, ``ndf`` (``2 sum w - 3``, +3 with a
     beam spot), ``momenta (..., n, 3)`` GeV at the vertex, ``local (..., n, 3)`` = (phi, theta,
     qoverp) at the vertex, ``n_iter``, ``converged`` (step below ``tol`` within ``max_iter``) and
-    ``valid`` (at least two usable tracks and a well-conditioned vertex information matrix; an
-    invalid fit has finite values and a huge covariance, never NaN).
+    ``valid`` (at least two usable tracks, a well-conditioned vertex information matrix, finite
+    options and a finite result with positive variances). An invalid fit is masked: the vertex
+    at the prior centre (the beam spot, else the origin), ``cov = WEAK_PRIOR_SIGMA**2 * 1``
+    (1e10 mm^2), ``chi2 = 0``; never NaN and never a negative variance.
     """
 
     position: jax.Array
@@ -306,8 +308,12 @@ def fit(
             numba is installed, else ``"xla"``.
 
     Returns :class:`VertexFit`. Outside ``jit``, non-finite inputs and non-positive-definite
-    covariances of tracks with non-zero weight raise ``ValueError``; inside ``jit`` such tracks
-    are dropped (weight 0) and ``valid`` reports whether the fit is still determined.
+    covariances of tracks with non-zero weight, weights outside [0, 1], a non-finite or zero
+    ``bfield``, a non-finite ``start``, ``max_iter < 1``, ``tol <= 0`` and a beam spot that is
+    not finite or whose covariance is not positive definite raise ``ValueError``. Inside
+    ``jit`` such tracks are dropped (weight 0; NaN weights count as 0, weights are clipped to
+    [0, 1]), bad options give ``valid = False``, and every invalid fit is masked as described
+    under :class:`VertexFit`.
     """
     if not isinstance(tracks, Perigee):
         raise TypeError("tracks must be a difphys.vertex.Perigee")
@@ -340,6 +346,9 @@ def fit(
             raise ValueError("a track covariance with weight > 0 is not positive definite")
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
+    _check_options(bfield, start, max_iter, tol, constraint)
+    # inside jit: a NaN weight drops its track, weights outside [0, 1] are clipped (documented)
+    weights = jnp.where(jnp.isfinite(weights), jnp.clip(weights, 0, 1), jnp.zeros_like(weights))
     bfield = jnp.asarray(bfield, dtype)
     if constraint is not None:
         prior_position = jnp.asarray(constraint.position, dtype)
@@ -353,9 +362,74 @@ def fit(
               jnp.asarray(tol, dtype))
     seeded_prior = start is not None and not has_constraint
     if use_kernel:
-        return _fit_kernel(*inputs, int(max_iter), has_constraint, seeded_prior)
-    return _fit_batch(*inputs, max_iter=int(max_iter), has_constraint=has_constraint,
-                      seeded_prior=seeded_prior)
+        out = _fit_kernel(*inputs, int(max_iter), has_constraint, seeded_prior)
+    else:
+        out = _fit_batch(*inputs, max_iter=int(max_iter), has_constraint=has_constraint,
+                         seeded_prior=seeded_prior)
+    return _mask_invalid(out, bfield, prior_position, prior_information, seeds)
+
+
+def _check_options(bfield, start, max_iter, tol, constraint) -> None:
+    """Eager checks of the fit's options (shapes always; values when concrete)."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
+    if is_concrete(tol) and not (np.isfinite(float(tol)) and float(tol) > 0):
+        raise ValueError(f"tol must be a finite positive step (mm); got {tol!r}")
+    if np.ndim(bfield) != 0:
+        raise ValueError(f"bfield must be a scalar (T); got shape {np.shape(bfield)}")
+    if is_concrete(bfield) and not (np.isfinite(float(bfield)) and float(bfield) != 0):
+        raise ValueError(f"bfield must be finite and non-zero (T); got {float(bfield)!r}")
+    if start is not None:
+        if np.shape(start)[-1:] != (3,):
+            raise ValueError(f"start must have trailing dimension 3 (x, y, z in mm); "
+                             f"got shape {np.shape(start)}")
+        if is_concrete(start) and not np.all(np.isfinite(np.asarray(start))):
+            raise ValueError("start (the starting vertex) contains NaN or infinite values")
+    if constraint is not None:
+        if not isinstance(constraint, BeamSpot):
+            raise TypeError("constraint must be a difphys.vertex.BeamSpot")
+        pos, cov = constraint.position, constraint.cov
+        if np.shape(pos) != (3,) or np.shape(cov) != (3, 3):
+            raise ValueError(f"BeamSpot needs position (3,) and cov (3, 3); got "
+                             f"{np.shape(pos)} and {np.shape(cov)}")
+        if is_concrete(pos, cov):
+            if not (np.all(np.isfinite(np.asarray(pos))) and np.all(np.isfinite(np.asarray(cov)))):
+                raise ValueError("BeamSpot position or cov contains NaN or infinite values")
+            c = np.asarray(cov)
+            if not np.allclose(c, c.T, rtol=1e-6, atol=0) or np.linalg.eigvalsh(c)[0] <= 0:
+                raise ValueError(f"BeamSpot cov must be symmetric positive definite (mm^2); "
+                                 f"eigenvalues {np.linalg.eigvalsh(0.5 * (c + c.T))!r}")
+
+
+def _mask_invalid(out: VertexFit, bfield, prior_position, prior_information, seeds) -> VertexFit:
+    """The documented result of a fit that is not determined (``valid = False``): the same
+    finite values in every field (the vertex at the prior centre, a covariance of
+    ``WEAK_PRIOR_SIGMA**2`` per axis, chi2 = 0, the input track directions), never NaN or a
+    negative variance. Inside ``jit`` this is also how a NaN beam spot, field or seed ends."""
+    dtype = out.position.dtype
+    options_ok = (jnp.isfinite(bfield) & (bfield != 0) & jnp.all(jnp.isfinite(prior_position))
+                  & jnp.all(jnp.isfinite(prior_information)))
+    if seeds is not None:
+        options_ok = options_ok & jnp.all(jnp.isfinite(seeds), axis=-1)
+    diag = jnp.diagonal(out.cov, axis1=-2, axis2=-1)
+    sane = (jnp.all(jnp.isfinite(out.cov), axis=(-1, -2)) & jnp.all(diag > 0, axis=-1)
+            & jnp.isfinite(out.chi2) & jnp.all(jnp.isfinite(out.position), axis=-1)
+            & jnp.all(jnp.isfinite(out.local), axis=(-1, -2)))
+    valid = out.valid & options_ok & sane
+    ok = lambda x, extra: jnp.reshape(valid, valid.shape + (1,) * extra)  # noqa: E731
+    fallback_position = jnp.broadcast_to(jnp.where(jnp.isfinite(prior_position), prior_position,
+                                                   0), out.position.shape).astype(dtype)
+    huge = jnp.eye(3, dtype=dtype) * WEAK_PRIOR_SIGMA**2
+    safe = lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))  # noqa: E731
+    return out._replace(
+        position=jnp.where(ok(valid, 1), out.position, fallback_position),
+        cov=jnp.where(ok(valid, 2), out.cov, huge),
+        chi2=jnp.where(valid, out.chi2, jnp.zeros_like(out.chi2)),
+        ndf=safe(out.ndf),
+        momenta=safe(out.momenta),
+        local=safe(out.local),
+        valid=valid,
+    )
 
 
 @eqx.filter_jit
