@@ -5,6 +5,7 @@ Every test states the truth it checks: a clear error naming the problem, an exac
 statistically bounded value, or a documented masked result with finite gradients."""
 
 import json
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -259,3 +260,109 @@ def test_sample_checkpoint_refuses_another_configuration(tmp_path):
     assert sorted(p.name for p in ck.rglob("*")) == before
     meta = json.loads((ck / "difphys_sampling.json").read_text())
     assert meta["config"]["sqrt_s"] == 91.0 and meta["step"] == 2
+
+
+# ------------------------------------------------------------- runs, checkpoints, logs
+class _QS(NamedTuple):
+    step: jax.Array
+    theta: jax.Array
+    opt: object
+
+
+def _quadratic():
+    """SGD on E[(theta - x)^2], x ~ N(3, 1) from the step key, with a step counter."""
+    import optax
+
+    from difphys import train
+
+    opt = optax.sgd(0.05)
+
+    def init(key):
+        del key
+        with jax.numpy_dtype_promotion("standard"):
+            return _QS(jnp.zeros((), jnp.int32), jnp.zeros(()), opt.init(jnp.zeros(())))
+
+    def step(key, state):
+        x = 3.0 + jax.random.normal(key, (8,))
+        loss, g = jax.value_and_grad(lambda t: jnp.mean((t - x) ** 2))(state.theta)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, o = opt.update(g, state.opt)
+        return (_QS(state.step + 1, state.theta + updates, o),
+                train.StepInfo(loss, jnp.zeros((), jnp.int32), None))
+
+    return train.Trainer(init, step)
+
+
+def _loop(trainer, key, steps, ck, **kw):
+    from difphys import train
+
+    return train.training_loop(jax.jit(trainer.step), trainer.init(None), key=key, steps=steps,
+                               progress=False, checkpoint_dir=ck, **kw)
+
+
+def test_resume_refuses_fewer_steps_and_another_key(tmp_path):
+    trainer = _quadratic()
+    ck = tmp_path / "ck"
+    _loop(trainer, jax.random.key(1), 10, ck, checkpoint_every=5)
+    with pytest.raises(ValueError, match="beyond the 5 steps requested"):
+        _loop(trainer, jax.random.key(1), 5, ck)
+    with pytest.raises(ValueError, match="another key"):
+        _loop(trainer, jax.random.key(2), 20, ck)
+    state, _ = _loop(trainer, jax.random.key(1), 12, ck)  # the same key continues
+    assert int(state.step) == 12
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tmp_path):
+    trainer = _quadratic()
+    ck = tmp_path / "ck"
+    full, _ = _loop(trainer, jax.random.key(1), 10, None)
+    _loop(trainer, jax.random.key(1), 10, ck, checkpoint_every=5)
+    newest = ck / "10"
+    assert newest.is_dir() and (ck / "5").is_dir()
+    for f in newest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    with pytest.warns(UserWarning, match="step 10 .* cannot be read"):
+        state, history = _loop(trainer, jax.random.key(1), 10, ck)
+    assert history.step[0] == 10  # steps 6..10 were redone from step 5
+    assert float(state.theta) == float(full.theta)
+
+
+def test_a_loss_that_is_never_finite_fails_the_run():
+    from difphys import train
+
+    class Counter(NamedTuple):
+        step: jax.Array
+
+    def step(key, state):
+        del key
+        return Counter(state.step + 1), train.StepInfo(jnp.asarray(jnp.nan),
+                                                       jnp.ones((), jnp.int32), None)
+
+    with pytest.raises(FloatingPointError, match="non-finite at every one"):
+        train.training_loop(step, Counter(jnp.zeros((), jnp.int32)), key=jax.random.key(0),
+                            steps=3, progress=False, log_every=1)
+
+
+def test_history_is_appended_never_truncated(tmp_path):
+    from difphys.jobs import save_history
+
+    path = tmp_path / "history.jsonl"
+    save_history(path, [{"step": 1, "loss": 2.0}])
+    with pytest.raises(FileExistsError, match="appended only by a resumed run"):
+        save_history(path, [{"step": 2, "loss": 1.0}])
+    save_history(path, [{"step": 2, "loss": 1.0}], append=True)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_train_command_with_a_missing_file_leaves_no_folder(tmp_path):
+    from difphys.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", str(tmp_path / "missing.root"), "--out", str(out), "--steps", "2",
+            "--quiet"]
+    assert main(argv) == 2
+    assert not out.exists()  # so the corrected rerun is not refused as "exists"
+    assert main(["train", str(tmp_path / "missing.root"), "--out", str(out), "--steps", "0",
+                 "--quiet"]) == 2
+    assert not out.exists()

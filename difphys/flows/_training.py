@@ -30,7 +30,6 @@ import numpy as np
 import optax
 
 from .._checks import is_concrete
-
 from ..train import History, Trainer, training_loop
 from ._ais import ais_init, ais_step
 from ._buffer import ReplayBuffer, buffer_add, buffer_adjust, buffer_init, buffer_sample

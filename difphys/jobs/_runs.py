@@ -55,9 +55,12 @@ def config_diff(recorded: Mapping, config: Mapping, may_change: Iterable[str] = 
 
 
 def prepare_run_dir(out, config: Mapping, *, policy: str = "new",
-                    may_change: Iterable[str] = ("steps",)) -> Path:
+                    may_change: Iterable[str] = ("steps",), write: bool = True) -> Path:
     """Apply the run-folder ``policy`` (module docstring) to ``out`` and write
-    ``out/config.json``; returns ``out`` as a :class:`~pathlib.Path`."""
+    ``out/config.json``; returns ``out`` as a :class:`~pathlib.Path`. With ``write=False``
+    only the checks run: a command validates its inputs next and then calls
+    :func:`write_run_config`, so a request that fails validation leaves no folder behind
+    (and a corrected rerun is not refused as "exists")."""
     if policy not in RUN_POLICIES:
         raise ValueError(f"unknown run-folder policy {policy!r}; choose from {RUN_POLICIES}")
     out = Path(out)
@@ -76,15 +79,28 @@ def prepare_run_dir(out, config: Mapping, *, policy: str = "new",
         if diff:
             raise ValueError(f"--resume with a different configuration than "
                              f"{recorded_path}: " + "; ".join(diff))
-    out.mkdir(parents=True, exist_ok=True)
-    recorded_path.write_text(json.dumps(_jsonable(dict(config)), indent=2))
+    if write:
+        write_run_config(out, config)
     return out
 
 
-def save_history(path, history) -> None:
+def write_run_config(out, config: Mapping) -> Path:
+    """Create ``out`` if needed and write ``out/config.json`` (after :func:`prepare_run_dir`
+    with ``write=False`` has checked the policy)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(_jsonable(dict(config)), indent=2))
+    return out
+
+
+def save_history(path, history, *, append: bool = False) -> None:
     """Write logged metrics (a :class:`difphys.train.History`, or a sequence of mappings) as
-    JSON lines, one per logged step."""
+    JSON lines, one per logged step. An existing file is refused unless ``append`` (a resumed
+    run adds its rows after those of the earlier runs); nothing is ever truncated."""
     rows = history.rows() if hasattr(history, "rows") else history
-    with open(path, "w") as fh:
+    path = Path(path)
+    if path.exists() and not append:
+        raise FileExistsError(f"{path} exists; history is appended only by a resumed run")
+    with open(path, "a") as fh:
         for row in rows:
             fh.write(json.dumps(dict(row)) + "\n")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import optax
 from flax import nnx
 
@@ -18,7 +19,13 @@ from ..train._split import _split
 from ._classes import SIGNAL_CLASS
 from ._plots import plot_roc
 from ._report import Report
-from ._runs import prepare_run_dir, save_history
+from ._runs import prepare_run_dir, save_history, write_run_config
+
+
+def _check_counts(**counts) -> None:
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
 
 def train_jet_classifier(
@@ -68,12 +75,18 @@ def train_jet_classifier(
     if bucket is not None:
         config["bucket"] = bucket
     cfg = ParTConfig.named(model_size, num_classes=len(labels))  # refuses unknown sizes
-    out = prepare_run_dir(out, config, policy="resume" if resume else "new")
+    out = prepare_run_dir(out, config, policy="resume" if resume else "new", write=False)
+    _check_counts(steps=steps, batch_size=batch_size, max_particles=max_particles)
+    if not (0.0 < val_fraction < 1.0):
+        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and positive; got {learning_rate!r}")
 
     data = load_jets(config["files"], labels, max_particles=max_particles)
     train_idx, val_idx = _split(len(data["label"]), val_fraction, seed)
     train, val = data.take(train_idx), data.take(val_idx)
     model = ParticleTransformer(cfg, rngs=nnx.Rngs(seed))
+    write_run_config(out, config)  # only a request that passed every check leaves a folder
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(100, steps // 10 + 1),
                                                   steps)
     mesh = make_mesh() if sharded and batch_size % jax.device_count() == 0 else None
@@ -103,7 +116,7 @@ def train_jet_classifier(
         "rejection_lower_bound": roc.rejection_lower_bound,
         "final_train_loss": history.last("loss") if history.n_rows else None,
     }
-    save_history(out / ("history.jsonl" if not resume else "history_resumed.jsonl"), history)
+    save_history(out / "history.jsonl", history, append=resume)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_roc(out / "roc.png", eff_s, eff_b, metrics["val_auc"],
              f"{labels[0]} vs {', '.join(labels[1:])}")

@@ -47,7 +47,7 @@ from ..train import (
 from ..train._split import _split
 from ._classes import SIGNAL_CLASS
 from ._report import Report
-from ._runs import prepare_run_dir
+from ._runs import prepare_run_dir, write_run_config
 
 
 def _read_meta(folder, kind: str) -> dict:
@@ -108,12 +108,13 @@ def fit_tokenizer_files(files, out, *, method: str = "vqvae", codebook_size: int
     if method not in ("vqvae", "kmeans"):
         raise ValueError(f"method must be 'vqvae' or 'kmeans'; got {method!r}")
     files = [str(f) for f in np.atleast_1d(files)]
-    out = prepare_run_dir(out, dict(command="tokenize", files=files, method=method,
-                                    codebook_size=codebook_size, steps=steps,
-                                    max_particles=max_particles, rank_gauss=rank_gauss,
-                                    seed=seed),
-                          policy="overwrite" if overwrite else "new")
+    run_config = dict(command="tokenize", files=files, method=method,
+                      codebook_size=codebook_size, steps=steps,
+                      max_particles=max_particles, rank_gauss=rank_gauss,
+                      seed=seed)
+    out = prepare_run_dir(out, run_config, policy="overwrite" if overwrite else "new", write=False)
     jets = load_jets(files, None, max_particles=max_particles)
+    write_run_config(out, run_config)  # the inputs are readable: now the folder is made
     key = jax.random.key(seed)
     inputs = TokenInputs.fit(jets["features"], jets["mask"], rank_gauss=rank_gauss)
     x = inputs.apply(jets["features"])
@@ -163,17 +164,18 @@ def pretrain_files(files, tokenizer, out, *, model_size: str = "small", steps: i
     tokeniser saved in ``tokenizer``; checkpoints in ``out/checkpoints`` (``resume`` continues
     them), the backbone in ``out``. Returns the metadata with the loss history summary."""
     files = [str(f) for f in np.atleast_1d(files)]
-    out = prepare_run_dir(out, dict(command="pretrain", files=files, tokenizer=str(tokenizer),
-                                    model_size=model_size, steps=steps, batch_size=batch_size,
-                                    fraction=fraction, max_particles=max_particles,
-                                    learning_rate=learning_rate, seed=seed),
-                          policy="resume" if resume else "new")
+    run_config = dict(command="pretrain", files=files, tokenizer=str(tokenizer),
+                      model_size=model_size, steps=steps, batch_size=batch_size,
+                      fraction=fraction, max_particles=max_particles,
+                      learning_rate=learning_rate, seed=seed)
+    out = prepare_run_dir(out, run_config, policy="resume" if resume else "new", write=False)
     cfg = ParTConfig.named(model_size, num_classes=0)
     tok, tok_meta, inputs = load_tokenizer(tokenizer)
     jets = load_jets(files, None, max_particles=max_particles)
     model = MaskedParticleModel(ParticleTransformer(cfg, rngs=nnx.Rngs(seed)),
                                 tok_meta["codebook_size"], token_features=inputs.features,
                                 rngs=nnx.Rngs(seed + 1))
+    write_run_config(out, run_config)
     tokens = _tokens(tok, inputs, jets["features"])
     m, half = jets["mask"], len(jets["mask"]) // 2
     rev = jets["features"][..., list(ANGULAR_FEATURES)]
@@ -211,18 +213,19 @@ def pretrain_supervised_files(files, out, *, labels=("label_b", "label_uds"),
     labels = list(labels)
     if len(labels) < 2:
         raise ValueError(f"supervised pretraining needs at least two labels; got {labels}")
-    out = prepare_run_dir(out, dict(command="pretrain", method="supervised", files=files,
-                                    labels=labels, model_size=model_size, steps=steps,
-                                    batch_size=batch_size, max_particles=max_particles,
-                                    learning_rate=learning_rate, test_fraction=test_fraction,
-                                    seed=seed),
-                          policy="resume" if resume else "new")
+    run_config = dict(command="pretrain", method="supervised", files=files,
+                      labels=labels, model_size=model_size, steps=steps,
+                      batch_size=batch_size, max_particles=max_particles,
+                      learning_rate=learning_rate, test_fraction=test_fraction,
+                      seed=seed)
+    out = prepare_run_dir(out, run_config, policy="resume" if resume else "new", write=False)
     cfg = ParTConfig.named(model_size, num_classes=0)
     data = load_jets(files, labels, max_particles=max_particles)
     train_idx, test_idx = _split(len(data["label"]), test_fraction, seed)
     train, test = data.take(train_idx), data.take(test_idx)
     model = JetClassifier(ParticleTransformer(cfg, rngs=nnx.Rngs(seed)), len(labels),
                           rngs=nnx.Rngs(seed + 1))
+    write_run_config(out, run_config)
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
     _, history = fit(model, train, steps=steps, batch_size=batch_size, key=jax.random.key(seed),
                      optimizer=optax.adamw(schedule), checkpoint_dir=out / "checkpoints",
@@ -257,16 +260,16 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     if strategy != "scratch" and pretrained is None:
         raise ValueError(f"strategy {strategy!r} needs a pretrained backbone (--pretrained)")
     files = [str(f) for f in np.atleast_1d(files)]
-    out = prepare_run_dir(out, dict(command="finetune", files=files, labels=list(labels),
-                                    pretrained=None if pretrained is None else str(pretrained),
-                                    strategy=strategy, event_level=event_level,
-                                    model_size=model_size, budget=budget, steps=steps,
-                                    batch_size=batch_size, learning_rate=learning_rate,
-                                    backbone_lr_factor=backbone_lr_factor,
-                                    frozen_warmup_steps=frozen_warmup_steps,
-                                    test_fraction=test_fraction, max_particles=max_particles,
-                                    seed=seed),
-                          policy="overwrite" if overwrite else "new")
+    run_config = dict(command="finetune", files=files, labels=list(labels),
+                      pretrained=None if pretrained is None else str(pretrained),
+                      strategy=strategy, event_level=event_level,
+                      model_size=model_size, budget=budget, steps=steps,
+                      batch_size=batch_size, learning_rate=learning_rate,
+                      backbone_lr_factor=backbone_lr_factor,
+                      frozen_warmup_steps=frozen_warmup_steps,
+                      test_fraction=test_fraction, max_particles=max_particles,
+                      seed=seed)
+    out = prepare_run_dir(out, run_config, policy="overwrite" if overwrite else "new", write=False)
     if pretrained is not None:
         meta = _read_meta(Path(pretrained) / "backbone", "backbone")
         cfg = ParTConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -289,6 +292,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
         load_module(Path(pretrained) / "backbone", backbone)
     model = (EventClassifier(backbone, 2, rngs=nnx.Rngs(seed + 1)) if event_level
              else JetClassifier(backbone, 2, rngs=nnx.Rngs(seed + 1)))
+    write_run_config(out, run_config)
     _, history = finetune(model, train, strategy, steps=steps,
                           batch_size=min(batch_size, len(train_idx)), key=jax.random.key(seed),
                           learning_rate=learning_rate, backbone_lr_factor=backbone_lr_factor,

@@ -9,6 +9,7 @@ training state (:func:`save_pytree` / :func:`restore_pytree`).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,32 @@ def save_step(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
 
 
 def restore_latest(directory, state: Any) -> Any | None:
-    """The newest step checkpoint in ``directory`` restored into the structure of ``state``,
-    or None when there is none."""
+    """The newest intact step checkpoint in ``directory`` restored into the structure of
+    ``state``, or None when there is none. A step that cannot be read (a save cut short, a
+    truncated file) is skipped with a ``UserWarning`` naming it, and the next older one that
+    orbax kept is used; when none can be read a ``ValueError`` gives the newest one's error."""
     if directory is None or not Path(directory).exists():
         return None
     manager = checkpoint_manager(directory)
-    latest = manager.latest_step()
-    if latest is None:
+    try:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        errors = []
+        for step in steps:
+            try:
+                restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as err:  # noqa: BLE001 - any unreadable step falls back
+                errors.append(f"step {step}: {type(err).__name__}: {err}")
+                warnings.warn(f"checkpoint step {step} in {directory} cannot be read "
+                              f"({type(err).__name__}: {str(err)[:200]}); trying an older one",
+                              stacklevel=2)
+                continue
+            return restored
+        raise ValueError(f"no readable checkpoint in {directory}: " + "; ".join(errors)[:2000])
+    finally:
         manager.close()
-        return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-    manager.close()
-    return restored
 
 
 def save_pytree(directory, tree: Any) -> Path:

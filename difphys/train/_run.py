@@ -12,7 +12,9 @@ callback.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -125,10 +127,16 @@ def training_loop(
         raise ValueError(f"steps must be positive; got {steps}")
     if log_every < 1:
         raise ValueError(f"log_every must be positive; got {log_every}")
+    if checkpoint_dir is not None:
+        _check_run_key(checkpoint_dir, key)
     restored = restore_latest(checkpoint_dir, state) if resume else None
     if restored is not None:
         state = restored
     start = int(state.step)
+    if start > steps:
+        raise ValueError(f"the state is at step {start}, beyond the {steps} steps requested"
+                         + (f" (checkpoint in {checkpoint_dir})" if checkpoint_dir else "")
+                         + f"; ask for at least {start} steps")
     skipped_before = _n_skipped(state)
     manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
     source = batches(start) if batches is not None else None
@@ -165,6 +173,32 @@ def training_loop(
     history = History.from_rows(logged_steps, rows)
     _check_health(state, history, steps - start, skipped_before)
     return state, history
+
+
+_RUN_FILE = "difphys_run.json"
+
+
+def _key_record(key) -> list:
+    data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) \
+        else key
+    return np.asarray(data).ravel().tolist()
+
+
+def _check_run_key(checkpoint_dir, key) -> None:
+    """A checkpoint folder belongs to one run: its root key is recorded in
+    ``difphys_run.json`` on first use, and continuing it with another key (which would draw
+    other batches and dropout masks than the run it resumes) is refused."""
+    path = Path(checkpoint_dir) / _RUN_FILE
+    record = _key_record(key)
+    if path.exists():
+        recorded = json.loads(path.read_text()).get("key")
+        if recorded != record:
+            raise ValueError(f"{checkpoint_dir} holds a run made with another key (recorded "
+                             f"{recorded}, now {record}): resume it with the same key/seed or "
+                             "use a new checkpoint folder")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": record}))
 
 
 def _n_skipped(state):

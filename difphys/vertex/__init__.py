@@ -4,8 +4,8 @@ Units: mm, GeV, Tesla (B along +z). Perigee parameters (d0, z0, phi0, theta, qov
 respect to the origin, ACTS conventions (point of closest approach ``(-d0 sin phi0, d0 cos phi0, z0)``).
 """
 
-from ._fit import BeamSpot as BeamSpot
 from ._fit import WEAK_PRIOR_SIGMA as WEAK_PRIOR_SIGMA
+from ._fit import BeamSpot as BeamSpot
 from ._fit import VertexFit as VertexFit
 from ._fit import fit as fit
 from ._helix import C_LIGHT as C_LIGHT
