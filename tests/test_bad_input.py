@@ -366,3 +366,184 @@ def test_train_command_with_a_missing_file_leaves_no_folder(tmp_path):
     assert main(["train", str(tmp_path / "missing.root"), "--out", str(out), "--steps", "0",
                  "--quiet"]) == 2
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ physics inputs
+CARD = """BLOCK MASS
+    6 1.730000e+02
+   23 9.118800e+01
+BLOCK SMINPUTS
+    1 1.325070e+02
+DECAY 6 1.491500e+00
+"""
+
+
+@pytest.mark.parametrize("edit, match", [
+    (("6 1.730000e+02", "6 nan"), "not finite"),
+    (("6 1.730000e+02", "6 -173.0"), ">= 0"),
+    (("DECAY 6 1.491500e+00", "DECAY 6 -1.0"), ">= 0"),
+    (("1 1.325070e+02", "1 0.0"), "aEWM1 must be > 0"),
+    (("23 9.118800e+01", "23 9.118800e+01\n   23 80.0"), "duplicate entry for MZ"),
+])
+def test_param_cards_with_unphysical_values_are_refused(tmp_path, edit, match):
+    from difphys.amplitudes import SMParams
+
+    path = tmp_path / "param_card.dat"
+    path.write_text(CARD)
+    assert float(SMParams.from_param_card(path).MT) == 173.0
+    path.write_text(CARD.replace(*edit))
+    with pytest.raises(ValueError, match=match):
+        SMParams.from_param_card(path)
+
+
+def test_matrix_element_momenta_are_checked_and_masked():
+    from difphys import amplitudes as amp
+
+    proc = amp.process("e+ e- > t t~")
+    u = jnp.full((2, proc.phase_space_dim), 0.4)
+    p, _ = proc.phase_space(u, 500.0)
+    good = proc(p)
+    assert np.all(np.asarray(good) > 0)
+    with pytest.raises(ValueError, match="do not conserve four-momentum"):
+        proc(p.at[0, 2, 1].add(1.0))
+    with pytest.raises(ValueError, match=r"leg 2 \(t\) has mass"):
+        massless = p.at[..., 2:, 0].set(jnp.linalg.norm(p[..., 2:, 1:], axis=-1))
+        half = massless[..., 2:, 0].sum(-1) / 2  # rebalance the beams: only the masses differ
+        massless = massless.at[..., 0, 0].set(half).at[..., 0, 3].set(half)
+        proc(massless.at[..., 1, 0].set(half).at[..., 1, 3].set(-half))
+    with pytest.raises(ValueError, match="incoming energy must be > 0"):
+        proc(jnp.zeros_like(p))
+    with pytest.raises(ValueError, match="NaN"):
+        proc(p.at[0, 0, 0].set(jnp.nan))
+    np.testing.assert_allclose(proc(p, check=True), good, rtol=1e-14)
+    # inside jit: bad events give 0 with a zero gradient, good ones are untouched
+    bad = p.at[0].set(jnp.nan)
+    vals = jax.jit(proc)(bad)
+    assert float(vals[0]) == 0.0 and float(vals[1]) == pytest.approx(float(good[1]), rel=1e-14)
+    zero = jax.jit(proc)(jnp.zeros_like(p))
+    assert np.all(np.asarray(zero) == 0.0)
+    grad = jax.jit(jax.grad(lambda q: jnp.sum(proc(q))))(bad)
+    assert np.all(np.isfinite(np.asarray(grad))) and np.all(np.asarray(grad[0]) == 0.0)
+
+
+def test_process_strings_must_be_strings():
+    from difphys import amplitudes as amp
+
+    with pytest.raises(TypeError, match="MadGraph process string"):
+        amp.process(None)
+    with pytest.raises(TypeError, match="MadGraph process string"):
+        amp.parse(42)
+
+
+def test_external_wavefunctions_refuse_impossible_helicities():
+    from difphys import amplitudes as amp
+
+    k = jnp.array([10.0, 0.0, 0.0, 10.0])
+    with pytest.raises(ValueError, match="fermion helicity"):
+        amp.u_spinor(k, 0.0, 3)
+    with pytest.raises(ValueError, match="fermion mass"):
+        amp.v_spinor(k, -1.0, 1)
+    with pytest.raises(ValueError, match="needs a massive vector"):
+        amp.polarization_vector(k, 0.0, 0)
+    with pytest.raises(ValueError, match="vector helicity"):
+        amp.polarization_vector(k, 0.0, 2)
+    # the allowed ones still satisfy eps.k = 0 (transversality, massless)
+    eps, kk = np.asarray(amp.polarization_vector(k, 0.0, 1)), np.asarray(k)
+    assert abs(eps[0] * kk[0] - eps[1:] @ kk[1:]) < 1e-12
+
+
+def test_boost_to_a_space_like_frame_is_masked_with_a_finite_gradient():
+    from difphys import kinematics as kin
+
+    p = jnp.array([5.0, 1.0, 2.0, 3.0])
+    space_like = jnp.array([1.0, 2.0, 0.0, 0.0])
+    out = jax.jit(kin.boost_to_rest_frame)(p, space_like)
+    assert np.all(np.asarray(out) == 0.0)
+    g = jax.jit(jax.grad(lambda f: jnp.sum(kin.boost_to_rest_frame(p, f))))(space_like)
+    assert np.all(np.isfinite(np.asarray(g)))
+    with pytest.raises(ValueError, match="time-like"):
+        kin.boost_to_rest_frame(p, space_like)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+@pytest.mark.parametrize("massive", [False, True])
+def test_unit_cube_map_has_finite_gradients_on_the_closed_cube(n, massive):
+    from difphys import phasespace as ps
+
+    masses = jnp.full(n, 1.0 if massive else 0.0)
+    d = ps.unit_cube_dim(n)
+    for u in (jnp.zeros(d), jnp.ones(d), jnp.zeros(d).at[n - 2:].set(0.3)):
+        def f(u):
+            momenta, weight = ps.from_unit_cube(u, 100.0, masses)
+            return jnp.sum(momenta**2) + weight
+
+        assert np.all(np.isfinite(np.asarray(jax.grad(f)(u)))), (n, massive, u)
+        momenta, _ = ps.from_unit_cube(u, 100.0, masses)  # and still conserves momentum
+        np.testing.assert_allclose(np.asarray(momenta.sum(-2)), [100.0, 0, 0, 0], atol=1e-9)
+
+
+# ----------------------------------------------------------------- sampling edges
+def test_importance_metrics_edges():
+    from difphys import flows
+
+    dead = jnp.full(8, -jnp.inf)
+    assert float(flows.sampling_efficiency(dead)) == 0.0
+    assert float(flows.unweighting_efficiency(dead)) == 0.0
+    lz = flows.log_z_estimate(dead)
+    assert float(lz.z) == 0.0 and float(lz.log_z) == -np.inf and float(lz.z_error) == 0.0
+    for bad in (jnp.array([0.0, jnp.inf]), jnp.array([0.0, jnp.nan])):
+        with pytest.raises(ValueError, match="failed weight evaluations"):
+            flows.sampling_efficiency(bad)
+        assert np.isnan(float(jax.jit(flows.sampling_efficiency)(bad)))  # the documented flag
+    with pytest.raises(ValueError, match="non-empty"):
+        flows.log_z_estimate(jnp.zeros(0))
+    # equal weights: efficiency 1, Z = w exactly
+    assert float(flows.sampling_efficiency(jnp.zeros(5))) == pytest.approx(1.0, abs=1e-15)
+    assert float(flows.log_z_estimate(jnp.full(5, 2.0)).log_z) == pytest.approx(2.0, abs=1e-14)
+
+
+def test_buffer_sample_never_draws_an_empty_slot_eagerly(key):
+    from difphys import flows
+
+    buf = flows.buffer_init(8, 2)
+    buf = flows.buffer_add(buf, jnp.ones((3, 2)), jnp.zeros(3), jnp.zeros(3))
+    idx = flows.buffer_sample(key, buf, 3)
+    assert sorted(np.asarray(idx).tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="only 3 with a positive weight"):
+        flows.buffer_sample(key, buf, 4)
+    with pytest.raises(ValueError, match="capacity"):
+        flows.buffer_sample(key, buf, 9)
+
+
+def test_unit_cube_flow_has_no_density_outside_its_support(key):
+    flow = _unit_flow(key)
+    x = jnp.array([[1.5, 0.5], [0.5, 0.5], [-0.1, 0.2], [1.0, 1.0]])
+    lp = np.asarray(flow.log_prob(x))
+    assert lp[0] == -np.inf and lp[2] == -np.inf and np.isfinite(lp[1]) and np.isfinite(lp[3])
+    g = jax.grad(lambda x: jnp.sum(jnp.where(jnp.isfinite(flow.log_prob(x)),
+                                             flow.log_prob(x), 0.0)))(x)
+    assert np.all(np.isfinite(np.asarray(g)))
+    with pytest.raises(ValueError, match="NaN"):
+        flow.log_prob(jnp.array([jnp.nan, 0.5]))
+    assert float(jax.jit(lambda x: flow.log_prob(x))(jnp.array([jnp.nan, 0.5]))) == -np.inf
+
+
+def test_write_lhe_refuses_what_it_cannot_write_honestly(tmp_path):
+    from difphys import amplitudes as amp
+    from difphys import io
+
+    proc = amp.process("e+ e- > mu+ mu-")
+    p, _ = proc.phase_space(jnp.full((2, proc.phase_space_dim), 0.3), 91.0)
+    records = io.process_events(proc, np.asarray(p), key=jax.random.key(0))
+    common = dict(beams=(-11, 11), beam_energies=(45.5, 45.5), error_pb=1.0)
+    path = tmp_path / "x.lhe"
+    with pytest.raises(ValueError, match="no events"):
+        io.write_lhe(path, [], sigma_pb=1.0, **common)
+    with pytest.raises(ValueError, match="sigma_pb must be finite"):
+        io.write_lhe(path, records, sigma_pb=float("nan"), **common)
+    assert not path.exists()
+    io.write_lhe(path, records, sigma_pb=1.0, process="e+ e- > mu+ mu- --> test", **common)
+    import pylhe
+
+    assert len(list(pylhe.LHEFile.fromfile(str(path)).events)) == 2  # the XML is intact
+    assert not list(tmp_path.glob(".*partial*"))

@@ -92,6 +92,11 @@ def _resolve(token, labels, line):
 
 def parse(spec: str, define: dict | None = None) -> ProcessSpec:
     """Parse a process string (``define`` lines separated by newlines or ``;`` may precede it)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"a process is a MadGraph process string such as 'e+ e- > mu+ mu-'; "
+                        f"got {type(spec).__name__} {spec!r}")
+    if define is not None and not isinstance(define, dict):
+        raise TypeError(f"define must be a dict of multiparticle labels; got {type(define).__name__}")
     definitions: dict[str, tuple[str, ...]] = {}
     for name, members in (define or {}).items():
         definitions[name] = tuple(members.split()) if isinstance(members, str) else tuple(members)

@@ -16,6 +16,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from .._checks import is_concrete
+
 #: SLHA blocks: (block, pdg/index) -> field name.
 _CARD_ENTRIES = {
     ("SMINPUTS", 1): "aEWM1",
@@ -54,6 +56,13 @@ _DEFAULTS = {
 }
 
 
+def _set_once(values: dict, seen: dict, name: str, value: float, lineno: int) -> None:
+    if name in seen:
+        raise ValueError(f"duplicate entry for {name} (first given on line {seen[name]})")
+    seen[name] = lineno
+    values[name] = value
+
+
 class SMParams(eqx.Module):
     """Standard Model inputs (GeV units; ``aEWM1 = 1/alpha_EW(MZ)``, ``Gf`` in GeV^-2).
 
@@ -89,6 +98,31 @@ class SMParams(eqx.Module):
             if value.shape != ():
                 raise ValueError(f"SM parameter {name} must be a scalar; got shape {value.shape}")
             setattr(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
+        """Eager physical-range checks (skipped for traced values, e.g. under ``jax.grad``):
+        every input finite; masses, widths and Yukawa masses >= 0; ``aEWM1``, ``Gf``, ``aS``
+        and ``MZ`` > 0; and ``MZ^4/4 >= pi alpha MZ^2 / (sqrt2 Gf)`` so that MW is real."""
+        leaves = [getattr(self, name) for name in _DEFAULTS]
+        if not is_concrete(*leaves):
+            return
+        v = {name: float(getattr(self, name)) for name in _DEFAULTS}
+        bad = [name for name, x in v.items() if not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"SM parameter(s) {bad} are not finite: "
+                             + ", ".join(f"{n} = {v[n]}" for n in bad))
+        negative = [n for n in v if n[0] in "MWy" and v[n] < 0]
+        if negative:
+            raise ValueError("masses, widths and Yukawa masses must be >= 0; got "
+                             + ", ".join(f"{n} = {v[n]}" for n in negative))
+        for name in ("aEWM1", "Gf", "aS", "MZ"):
+            if v[name] <= 0:
+                raise ValueError(f"SM parameter {name} must be > 0; got {v[name]}")
+        mz2 = v["MZ"] ** 2
+        if mz2**2 / 4 < math.pi * mz2 / (v["aEWM1"] * v["Gf"] * math.sqrt(2.0)):
+            raise ValueError(f"no real W mass for MZ = {v['MZ']}, aEWM1 = {v['aEWM1']}, "
+                             f"Gf = {v['Gf']} (MZ^4/4 < pi alpha MZ^2/(sqrt2 Gf))")
 
     def replace(self, **values) -> SMParams:
         """A copy with some inputs changed (e.g. ``params.replace(MZ=91.0)``)."""
@@ -168,11 +202,13 @@ class SMParams(eqx.Module):
     def from_param_card(cls, path: str | Path) -> SMParams:
         """Read a MadGraph/SLHA ``param_card.dat`` (blocks MASS, SMINPUTS, YUKAWA, DECAY).
 
-        Other blocks are ignored; missing entries keep their defaults. A malformed line raises
-        ``ValueError`` naming the file and line number.
+        Other blocks are ignored; missing entries keep their defaults. A malformed line, an
+        entry given twice and an unphysical value (NaN, a negative mass or width,
+        ``aEWM1 <= 0``; see :class:`SMParams`) raise ``ValueError`` naming the file (and line).
         """
         path = Path(path)
         values: dict[str, float] = {}
+        seen: dict[str, int] = {}
         block = None
         for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
             line = raw.split("#", 1)[0].strip()
@@ -192,7 +228,7 @@ class SMParams(eqx.Module):
                     block = "DECAY"
                     key = ("DECAY", abs(int(fields[1])))
                     if key in _CARD_ENTRIES:
-                        values[_CARD_ENTRIES[key]] = float(fields[2])
+                        _set_once(values, seen, _CARD_ENTRIES[key], float(fields[2]), lineno)
                 elif block == "DECAY":
                     [float(x) for x in fields]  # branching-ratio line: BR, NDA, ids
                 elif block is None:
@@ -202,13 +238,16 @@ class SMParams(eqx.Module):
                         raise ValueError(f"expected 'index value' in BLOCK {block}")
                     key = (block, abs(int(fields[0])))
                     if key in _CARD_ENTRIES:
-                        values[_CARD_ENTRIES[key]] = float(fields[1])
+                        _set_once(values, seen, _CARD_ENTRIES[key], float(fields[1]), lineno)
                 else:
                     [float(x) for x in fields[:-1] if x]  # other numeric blocks: syntax check
                     float(fields[-1])
             except ValueError as err:
                 raise ValueError(f"malformed param card line {where}: {err}") from None
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"param card {path}: {err}") from None
 
     def to_param_card(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write a MadGraph-style ``param_card.dat``; refuses to overwrite unless asked."""

@@ -105,6 +105,13 @@ class _External:
         return self.momentum(i) if i < 2 else -self.momentum(i)
 
 
+#: relative tolerances of the eager kinematic checks of |M|^2 inputs, per floating dtype:
+#: ``(conservation, mass)`` = (max |sum p_in - sum p_out| / E_in, |p^2 - m^2| / max(E^2, m^2)
+#: per leg). The mass tolerance admits finite differences in a mass at fixed momenta and
+#: still refuses massless momenta for a massive leg or a wrong mass.
+KINEMATICS_TOLERANCE = {np.dtype("float64"): (1e-6, 1e-3), np.dtype("float32"): (1e-5, 1e-3)}
+
+
 class Process:
     """A tree-level process: callable ``proc(momenta, params=None) -> |M|^2`` (float).
 
@@ -253,18 +260,71 @@ class Process:
         top = frozenset(range(self.n_external - 2))
         return children(top), tuple(names)
 
-    def _validate(self, momenta):
+    def _validate(self, momenta, params=None, check: bool = True):
+        """Shape always; outside ``jit`` (and with ``check``) also the values: finite, positive
+        incoming energy, four-momentum conservation and on-shell external masses within
+        :data:`KINEMATICS_TOLERANCE` (relative to the incoming energy), each violation named."""
         momenta = jnp.asarray(momenta)
         if momenta.ndim < 2 or momenta.shape[-2:] != (self.n_external, 4):
             raise ValueError(
                 f"{self.name!r} needs momenta of shape (..., {self.n_external}, 4) "
                 f"(incoming first, (E, px, py, pz)); got {momenta.shape}"
             )
-        if is_concrete(momenta) and not np.all(np.isfinite(np.asarray(momenta))):
-            raise ValueError(f"momenta for {self.name!r} contain NaN or infinite values")
         if not jnp.issubdtype(momenta.dtype, jnp.floating):
             momenta = momenta.astype(float)
+        if is_concrete(momenta) and not np.all(np.isfinite(np.asarray(momenta))):
+            raise ValueError(f"momenta for {self.name!r} contain NaN or infinite values")
+        if check and momenta.size and is_concrete(momenta, *jax.tree.leaves(params)):
+            self._check_kinematics(np.asarray(momenta, np.float64), params, momenta.dtype)
         return momenta
+
+    def _check_kinematics(self, p, params, dtype) -> None:
+        tol, tol_mass = KINEMATICS_TOLERANCE.get(np.dtype(dtype), (1e-5, 1e-3))
+        e_in = p[..., 0, 0] + p[..., 1, 0]
+        if np.any(~(e_in > 0)):
+            bad = int(np.argmax(~(e_in > 0)))
+            raise ValueError(f"momenta for {self.name!r}: the incoming energy must be > 0 "
+                             f"(event {bad} has {e_in.reshape(-1)[bad]!r} GeV)")
+        scale = e_in[..., None]
+        imbalance = p[..., :2, :].sum(-2) - p[..., 2:, :].sum(-2)
+        rel = np.max(np.abs(imbalance) / scale, axis=-1)
+        if np.any(rel > tol):
+            bad = int(np.argmax(rel.reshape(-1)))
+            raise ValueError(f"momenta for {self.name!r} do not conserve four-momentum: "
+                             f"|sum p_in - sum p_out| / E_in = {rel.reshape(-1)[bad]:.3g} "
+                             f"(event {bad}) > {tol:g}; incoming first, (E, px, py, pz) in GeV")
+        masses = np.asarray(self.external_masses(SMParams() if params is None else params),
+                            np.float64)
+        m2 = p[..., 0] ** 2 - np.sum(p[..., 1:] ** 2, axis=-1)
+        off = np.abs(m2 - masses**2) / np.maximum(np.maximum(p[..., 0] ** 2, masses**2), 1e-300)
+        if np.any(off > tol_mass):
+            flat = off.reshape(-1, self.n_external)
+            event, leg = np.unravel_index(int(np.argmax(flat)), flat.shape)
+            got = np.sqrt(abs(m2.reshape(-1, self.n_external)[event, leg]))
+            raise ValueError(f"momenta for {self.name!r}: leg {leg} ({self.particles[leg].name}) "
+                             f"has mass {got:.6g} GeV in event {event}, expected "
+                             f"{masses[leg]:.6g} GeV (|p^2 - m^2| / E^2 = "
+                             f"{flat[event, leg]:.3g} > {tol_mass:g})")
+
+    def _reference_point(self, params, dtype):
+        """A finite phase-space point of this process (the flat map at u = 1/2, sqrt_s above
+        threshold): what a masked event is evaluated at, so its gradient is finite."""
+        masses = self.external_masses(params).astype(dtype)
+        rs = 2 * jnp.sum(masses) + 100.0
+        u = jnp.full((self.phase_space_dim,), 0.5, dtype)
+        point, _ = self.phase_space(u, rs, params, mapping="flat")
+        return jax.lax.stop_gradient(point)
+
+    def _masked(self, fn, momenta, params):
+        """``fn`` on the events with finite momenta and positive incoming energy; 0 (and a zero
+        gradient) for the others, which are evaluated at :meth:`_reference_point` instead."""
+        ok = jnp.all(jnp.isfinite(momenta), axis=(-2, -1))
+        ok = ok & (momenta[..., 0, 0] + momenta[..., 1, 0] > 0)
+        ref = self._reference_point(params, momenta.dtype)
+        safe = jnp.where(ok[..., None, None], momenta, ref)
+        value = fn(safe)
+        return jnp.where(ok.reshape(ok.shape + (1,) * (value.ndim - ok.ndim)), value,
+                         jnp.zeros_like(value))
 
     def helicity_amplitudes(
         self, momenta, params: SMParams | None = None, gauge_leg: int | None = None
@@ -274,8 +334,8 @@ class Process:
         ``gauge_leg=i`` replaces the polarisation vector of external vector ``i`` by its momentum
         (the Ward-identity check: the result must vanish for a gauge boson).
         """
-        momenta = self._validate(momenta)
         params = SMParams() if params is None else params
+        momenta = self._validate(momenta, params)
         if gauge_leg is not None and self.particles[gauge_leg].kind != "vector":
             raise ValueError(f"leg {gauge_leg} of {self.name!r} is not a vector boson")
         return self._amplitudes_jit(momenta, params, gauge_leg)
@@ -297,27 +357,40 @@ class Process:
         ``proc(momenta)``, so that summing over ``helicity = 0 .. n_helicities - 1`` gives
         ``proc(momenta)``. ``helicity``: ``(...)`` int rows of :attr:`helicities`. Only that
         configuration's amplitude is computed (``n_helicities`` times less work)."""
-        momenta = self._validate(momenta)
         params = SMParams() if params is None else params
+        momenta = self._validate(momenta, params)
         return self._per_helicity_jit(momenta, jnp.asarray(helicity), params)
 
     def sample_helicity(self, key, momenta, params: SMParams | None = None):
         """``(helicity (...), value (...))``: a helicity configuration drawn uniformly per
         event and ``n_helicities x`` its |M|^2 (:meth:`per_helicity`), an unbiased estimate
         of ``proc(momenta)`` at a fraction of the cost (Monte Carlo over helicities)."""
-        momenta = self._validate(momenta)
+        momenta = self._validate(momenta, params)
         h = jax.random.randint(key, momenta.shape[:-2], 0, self.n_helicities)
         return h, self.n_helicities * self.per_helicity(momenta, h, params)
 
     def _per_helicity(self, momenta, helicity, params):
         table = jnp.asarray(self._helicity_table)
-        ext = _External(momenta, params, self.particles, None, helicity=table[helicity])
-        amps = self._amplitude_fn(ext, params)
-        return self._colour_summed(amps.reshape(momenta.shape[:-2] + (1, amps.shape[-1])))
 
-    def __call__(self, momenta, params: SMParams | None = None) -> jax.Array:
-        momenta = self._validate(momenta)
+        def one(m):
+            ext = _External(m, params, self.particles, None, helicity=table[helicity])
+            amps = self._amplitude_fn(ext, params)
+            return self._colour_summed(amps.reshape(m.shape[:-2] + (1, amps.shape[-1])))
+
+        return self._masked(one, momenta, params)
+
+    def __call__(self, momenta, params: SMParams | None = None, *, check: bool = True
+                 ) -> jax.Array:
+        """|M|^2 summed over helicities and colours, averaged over the initial state.
+
+        ``momenta (..., n_external, 4)`` GeV, incoming first. Outside ``jit`` the momenta are
+        validated (finite, positive incoming energy, momentum conservation and on-shell masses
+        to :data:`KINEMATICS_TOLERANCE`; ``check=False`` skips the last two, which cost a
+        pass over the batch in NumPy). Inside ``jit`` an event with non-finite momenta or
+        no incoming energy gives |M|^2 = 0 with a zero gradient (masked, never NaN).
+        """
         params = SMParams() if params is None else params
+        momenta = self._validate(momenta, params, check)
         return self._squared_jit(momenta, params, self.chunk_size)
 
     #: events per chunk: larger batches are evaluated chunk by chunk (``lax.map``), so the
@@ -341,7 +414,8 @@ class Process:
         return self._squared_once(momenta, params)
 
     def _squared_once(self, momenta, params):
-        return self._colour_summed(self._amplitudes(momenta, params, None))
+        return self._masked(
+            lambda m: self._colour_summed(self._amplitudes(m, params, None)), momenta, params)
 
     def _colour_summed(self, amps):
         """``sum_h sum_kl A_hk C_kl A_hl^*`` x the spin/colour average, for amplitudes

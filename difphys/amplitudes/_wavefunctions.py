@@ -23,7 +23,9 @@ conjugate. Summed over helicities, ``sum u ubar = pslash + m``, ``sum v vbar = p
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
+from .._checks import is_concrete
 from .._numerics import safe_norm, safe_sqrt
 from ._dirac import bar, complex_dtype
 
@@ -93,8 +95,18 @@ def _components(p, m, hel):
     dtype = _complex_dtype(p)
     big, small = _big_small(p, jnp.asarray(m, p.dtype))
     big, small = big.astype(dtype)[..., None], small.astype(dtype)[..., None]
-    hel = jnp.asarray(hel)
+    hel = _check_helicity(hel, (-1, 1), "fermion helicity")
+    if is_concrete(m) and np.any(np.asarray(m) < 0):
+        raise ValueError(f"fermion mass must be >= 0 (GeV); got {np.asarray(m)!r}")
     return big, small, hel, (hel > 0)[..., None]
+
+
+def _check_helicity(hel, allowed, what):
+    """``hel`` as an array; outside ``jit`` every value must be in ``allowed``."""
+    hel = jnp.asarray(hel)
+    if is_concrete(hel) and not np.all(np.isin(np.asarray(hel), allowed)):
+        raise ValueError(f"{what} must be one of {allowed}; got {np.asarray(hel)!r}")
+    return hel
 
 
 def u_spinor(p, m, hel):
@@ -157,11 +169,18 @@ def polarization_vector(k, m, hel, outgoing: bool = False):
 
     Transverse states are ``eps(+-) = (-+eps_1 - i eps_2) / sqrt2`` up to a phase (rational,
     smooth form); ``hel = 0`` (longitudinal, ``m > 0`` only) is ``(|k|, E k_hat) / m``.
-    ``outgoing=True`` returns ``eps*``.
+    ``outgoing=True`` returns ``eps*``. Outside ``jit`` a helicity outside {-1, 0, 1}, a
+    negative mass or ``hel = 0`` with ``m = 0`` raises ``ValueError``.
     """
     k = jnp.asarray(k)
     dtype = _complex_dtype(k)
-    hel = jnp.asarray(hel)
+    hel = _check_helicity(hel, (-1, 0, 1), "vector helicity")
+    if is_concrete(m, hel):
+        m_np, h_np = np.broadcast_arrays(np.asarray(m), np.asarray(hel))
+        if np.any(m_np < 0):
+            raise ValueError(f"vector mass must be >= 0 (GeV); got {np.asarray(m)!r}")
+        if np.any((h_np == 0) & (m_np == 0)):
+            raise ValueError("hel = 0 (longitudinal) needs a massive vector boson (m > 0)")
     transverse = _transverse(k, hel, dtype)
     m = jnp.asarray(m, k.dtype)
     m_safe = jnp.where(m > 0, m, jnp.ones_like(m))

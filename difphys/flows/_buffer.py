@@ -14,6 +14,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from .._checks import is_concrete
 
 
 class ReplayBuffer(NamedTuple):
@@ -56,7 +59,20 @@ def buffer_add(buf: ReplayBuffer, x, log_w, log_q) -> ReplayBuffer:
 
 
 def buffer_sample(key, buf: ReplayBuffer, n: int):
-    """Indices (n,) drawn without replacement with probability proportional to w."""
+    """Indices (n,) drawn without replacement with probability proportional to w.
+
+    Outside ``jit`` asking for more entries than the buffer holds with a positive weight
+    raises ``ValueError``. Inside ``jit`` the draw then also returns empty or dropped slots
+    (``log_w = -inf``, after every usable one): test ``buf.log_w[idx] > -inf`` to mask them
+    (FAB's trainer counts a step whose draw is all empty as skipped)."""
+    capacity = buf.log_w.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= capacity:
+        raise ValueError(f"n must be an integer in [1, capacity = {capacity}]; got {n!r}")
+    if is_concrete(buf.log_w):
+        usable = int(np.sum(np.isfinite(np.asarray(buf.log_w))))
+        if n > usable:
+            raise ValueError(f"asked for {n} entries without replacement but the buffer holds "
+                             f"only {usable} with a positive weight")
     gumbel = jax.random.gumbel(key, buf.log_w.shape, buf.log_w.dtype)
     _, idx = jax.lax.top_k(buf.log_w + gumbel, n)
     return idx

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import is_concrete
+
 
 def coupling_masks(dim: int, n_layers: int) -> np.ndarray:
     """(n_layers, dim) 0/1 masks (1 = kept): alternating halves and parities, each coordinate
@@ -236,9 +238,21 @@ class SplineFlow(eqx.Module):
         )
 
     def log_prob(self, x):
-        """log q(x), shape ``x.shape[:-1]`` (-inf outside the unit cube for that support)."""
-        z, ld = self.inverse_and_log_det(x)
-        return self.base_log_prob(z) + ld
+        """log q(x), shape ``x.shape[:-1]``. For the unit-cube support, -inf outside
+        ``[0, 1]^dim``; a point with a NaN coordinate raises outside ``jit`` and gives -inf
+        inside it. Points that give -inf have a zero gradient (they are evaluated at the
+        cube's centre)."""
+        x = self._check(x)
+        if is_concrete(x) and np.any(np.isnan(np.asarray(x))):
+            raise ValueError("log_prob: x contains NaN")
+        if self.support == "unit_cube":
+            inside = jnp.all((x >= 0) & (x <= 1), axis=-1)
+        else:
+            inside = jnp.all(jnp.isfinite(x), axis=-1)
+        x_safe = jnp.where(inside[..., None], x, jnp.full_like(x, 0.5))
+        z, ld = self.inverse_and_log_det(x_safe)
+        value = self.base_log_prob(z) + ld
+        return jnp.where(inside, value, jnp.full_like(value, -jnp.inf))
 
     def sample_and_log_prob(self, key, n: int, dtype=None):
         """``n`` samples (n, dim) and their log q (n,); reparameterised (differentiable)."""

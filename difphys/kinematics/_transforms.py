@@ -48,10 +48,24 @@ def _frame_mass(frame, frame_mass):
     if frame_mass is not None:
         return jnp.asarray(frame_mass)
     energy, vec = frame[..., 0], frame[..., 1:]
-    return jnp.sqrt(jnp.maximum((energy - safe_norm(vec)) * (energy + safe_norm(vec)), 0.0))
+    m2 = (energy - safe_norm(vec)) * (energy + safe_norm(vec))
+    # double where: a light-like or space-like frame gives mass 0 with a zero (not NaN) gradient
+    time_like = m2 > 0
+    return jnp.where(time_like, jnp.sqrt(jnp.where(time_like, m2, jnp.ones_like(m2))),
+                     jnp.zeros_like(m2))
 
 
-def _check_frame(frame) -> None:
+def _check_frame(frame, frame_mass=None) -> None:
+    """Outside ``jit``: a finite time-like frame (E > |p|), or, when its mass is given (as
+    phase-space maps do, where E and |p| may agree to rounding), a finite frame with E > 0
+    and mass > 0."""
+    if frame_mass is not None:
+        if is_concrete(frame, frame_mass):
+            f, m = np.asarray(frame), np.asarray(frame_mass)
+            if not (np.all(np.isfinite(f)) and np.all(np.isfinite(m))) or np.any(f[..., 0] <= 0) \
+                    or np.any(m <= 0):
+                raise ValueError("frame must be finite with E > 0 and frame_mass > 0")
+        return
     if is_concrete(frame):
         f = np.asarray(frame)
         if not np.all(np.isfinite(f)) or np.any(f[..., 0] <= np.linalg.norm(f[..., 1:], axis=-1)):
@@ -73,7 +87,7 @@ def boost_from_rest_frame(
     outside ``jit`` and gives zeros inside.
     """
     p, frame = _four(p), _four(frame, "frame")
-    _check_frame(frame)
+    _check_frame(frame, frame_mass)
     big_m = _frame_mass(frame, frame_mass)
     energy_q, q = frame[..., 0], frame[..., 1:]
     valid = (big_m > 0) & (energy_q > 0)

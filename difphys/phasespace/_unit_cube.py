@@ -30,8 +30,8 @@ def two_body_decay(parent, parent_mass, ma, mb, u_cos, u_phi):
     azim = 2.0 * jnp.pi * u_phi
     direction = jnp.stack([sin_t * jnp.cos(azim), sin_t * jnp.sin(azim), cos_t], axis=-1)
     vec = pstar[..., None] * direction
-    e_a = jnp.sqrt(ma**2 + pstar**2)
-    e_b = jnp.sqrt(mb**2 + pstar**2)
+    e_a = safe_sqrt(ma**2 + pstar**2)  # zero-energy massless daughter: gradient 0, not NaN
+    e_b = safe_sqrt(mb**2 + pstar**2)
     daughter_a = jnp.concatenate([e_a[..., None], vec], axis=-1)
     daughter_b = jnp.concatenate([e_b[..., None], -vec], axis=-1)
     p_a = boost_from_rest_frame(daughter_a, parent, parent_mass)
@@ -66,7 +66,10 @@ def from_unit_cube(
     ``w = [prod_k 2 M_k T / (2 pi)] / (n-2)! * prod_k lambda^(1/2)(M_k^2, m_k^2, M_{k+1}^2)
     / (8 pi M_k^2)``, so ``E_u[w f] = int f dPhi_n`` in the convention of
     :func:`difphys.phasespace.rambo`. The map is smooth in ``u`` (on the open cube), in
-    ``sqrt_s`` and in ``masses``; gradients flow to all of them.
+    ``sqrt_s`` and in ``masses``; gradients flow to all of them. On the faces ``u_k = 0`` of
+    the mass coordinates (n >= 4), where ``u^(1/j)`` has an infinite slope, the gradient with
+    respect to that ``u_k`` is 0 (the point is evaluated at ``u_k = eps``, machine epsilon),
+    so it is finite everywhere on the closed cube.
 
     Args:
         u: points of shape ``(..., 3n - 4)``.
@@ -101,7 +104,11 @@ def from_unit_cube(
     big_m = [roots]
     weight = jnp.full_like(roots, 1.0 / math.factorial(n - 2))
     for k in range(1, n - 1):
-        t_k = t_prev * u[..., k - 1] ** (1.0 / (n - 1 - k))
+        # u = 0 is a singular face (u^(1/j) has an infinite slope; for massless particles the
+        # subsystem mass vanishes): clamp to machine epsilon, a change of the size of u's own
+        # rounding, so the gradient there is 0 instead of NaN
+        u_k = jnp.maximum(u[..., k - 1], jnp.finfo(u.dtype).eps)
+        t_k = t_prev * u_k ** (1.0 / (n - 1 - k))
         m_k = suffix[k] + kinetic * t_k
         big_m.append(m_k)
         weight = weight * (2.0 * m_k * kinetic / (2.0 * jnp.pi))
