@@ -547,3 +547,1024 @@ def test_write_lhe_refuses_what_it_cannot_write_honestly(tmp_path):
 
     assert len(list(pylhe.LHEFile.fromfile(str(path)).events)) == 2  # the XML is intact
     assert not list(tmp_path.glob(".*partial*"))
+
+
+# =============================================================================== fuzz suite
+# One case per public name of every library subpackage (listed from the ``__init__``s): bad
+# arguments (NaN, inf, empty, wrong shape, out of range, wrong type) must raise a clear error
+# naming the problem, or give the documented finite result. Result records (NamedTuples the
+# library returns) are listed in RESULT_TYPES and checked to be plain NamedTuples.
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+
+SUBPACKAGES = ("kinematics", "phasespace", "amplitudes", "pdf", "vertex", "stochad", "sim",
+               "flows", "nn", "io", "data", "train", "analysis", "jobs")
+BAD = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError)
+NAN4 = jnp.array([jnp.nan, 1.0, 2.0, 3.0])
+P4 = jnp.array([5.0, 1.0, 2.0, 3.0])
+
+
+def _public():
+    names = {}
+    for sub in SUBPACKAGES:
+        mod = importlib.import_module(f"difphys.{sub}")
+        for name in getattr(mod, "__all__", [n for n in dir(mod) if not n.startswith("_")]):
+            obj = getattr(mod, name)
+            if callable(obj):
+                names[f"{sub}.{name}"] = obj
+    return names
+
+
+def _raises(fn, *args, exc=BAD, match=None, **kwargs):
+    with pytest.raises(exc, match=match):
+        fn(*args, **kwargs)
+
+
+def _all_finite(tree):
+    return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(x).dtype, np.number))
+
+
+def _mod(sub):
+    return importlib.import_module(f"difphys.{sub}")
+
+
+CASES = {}
+
+
+def case(*names):
+    def register(fn):
+        for name in names:
+            assert name not in CASES, name
+            CASES[name] = fn
+        return fn
+
+    return register
+
+
+# ----------------------------------------------------------------------- kinematics
+_ONE_VECTOR = ("eta", "mass", "mass2", "p3", "p_abs", "phi", "pt", "rapidity")
+
+
+@case(*(f"kinematics.{n}" for n in _ONE_VECTOR))
+def _kin_one(name):
+    f = getattr(_mod("kinematics"), name.split(".")[1])
+    _raises(f, P4[:3], match="trailing dimension 4")
+    _raises(f, NAN4, match="NaN")
+    assert _all_finite(f(jnp.zeros(4)))  # the documented value at the singular point
+    assert _all_finite(jax.grad(lambda p: jnp.sum(f(p)))(jnp.zeros(4)))
+
+
+@case("kinematics.dot", "kinematics.delta_phi", "kinematics.delta_r")
+def _kin_two(name):
+    f = getattr(_mod("kinematics"), name.split(".")[1])
+    _raises(f, P4, P4[:3], match="trailing dimension 4")
+    _raises(f, NAN4, P4, match="NaN")
+    assert _all_finite(jax.grad(lambda p: jnp.sum(f(p, jnp.zeros(4))))(jnp.zeros(4)))
+
+
+@case("kinematics.boost")
+def _kin_boost(name):
+    kin = _mod("kinematics")
+    _raises(kin.boost, P4, jnp.array([1.0, 0.0, 0.0]), match=r"\|beta\| < 1")
+    _raises(kin.boost, P4, jnp.array([0.1, 0.0]), match="trailing dimension 3")
+    _raises(kin.boost, NAN4, jnp.zeros(3), match="NaN")
+
+
+@case("kinematics.boost_from_rest_frame", "kinematics.boost_to_rest_frame")
+def _kin_rest(name):
+    f = getattr(_mod("kinematics"), name.split(".")[1])
+    _raises(f, P4, jnp.array([1.0, 2.0, 0.0, 0.0]), match="time-like")
+    _raises(f, P4, NAN4)
+    g = jax.jit(jax.grad(lambda fr: jnp.sum(f(P4, fr))))(jnp.array([1.0, 2.0, 0.0, 0.0]))
+    assert _all_finite(g)
+
+
+@case("kinematics.from_pt_eta_phi_m")
+def _kin_from(name):
+    kin = _mod("kinematics")
+    _raises(kin.from_pt_eta_phi_m, jnp.nan, 0.0, 0.0, 0.0, match="NaN")
+    _raises(kin.from_pt_eta_phi_m, -1.0, 0.0, 0.0, 0.0, match="pt")
+    _raises(kin.from_pt_eta_phi_m, 1.0, 0.0, 0.0, -1.0, match="m")
+
+
+@case("kinematics.rotate")
+def _kin_rotate(name):
+    kin = _mod("kinematics")
+    _raises(kin.rotate, P4, jnp.zeros(3), 0.3, match="non-zero")
+    _raises(kin.rotate, P4, jnp.ones(2), 0.3, match="trailing dimension 3")
+    _raises(kin.rotate, P4, jnp.ones(3), jnp.nan, match="NaN")
+
+
+@case("kinematics.pairwise_features", "io.pairwise_features")
+def _kin_pairs(name):
+    f = _mod("kinematics").pairwise_features
+    _raises(f, jnp.ones((3, 3)), match="trailing dimension 4")
+    _raises(f, jnp.ones((3, 4)), partners=np.zeros((2, 1), int))
+    _raises(f, jnp.ones((3, 4)).at[0, 0].set(jnp.nan), match="NaN")
+    assert _all_finite(f(jnp.zeros((3, 4))))  # all-zero (padding) particles: floored, finite
+
+
+# ----------------------------------------------------------------------- phasespace
+@case("phasespace.from_unit_cube")
+def _ps_cube(name):
+    ps = _mod("phasespace")
+    _raises(ps.from_unit_cube, jnp.full(4, 0.5), 100.0, jnp.zeros(3), match="trailing")
+    _raises(ps.from_unit_cube, jnp.full(5, 1.5), 100.0, jnp.zeros(3), match="unit cube")
+    _raises(ps.from_unit_cube, jnp.full(5, 0.5), 1.0, jnp.ones(3))  # below threshold
+    _raises(ps.from_unit_cube, jnp.full(5, 0.5), 100.0, -jnp.ones(3))
+    momenta, weight = jax.jit(ps.from_unit_cube)(jnp.full(5, 0.5), 1.0, jnp.ones(3))
+    assert float(weight) == 0.0 and _all_finite(momenta)  # the documented mask inside jit
+
+
+@case("phasespace.unit_cube_dim", "phasespace.massless_volume")
+def _ps_dims(name):
+    ps = _mod("phasespace")
+    _raises(ps.unit_cube_dim, 1)
+    _raises(ps.massless_volume, 1, 100.0)
+    if name.endswith("volume"):
+        _raises(ps.massless_volume, 3, -1.0)
+
+
+@case("phasespace.rambo", "phasespace.sample_batch", "phasespace.integrate")
+def _ps_rambo(name):
+    ps = _mod("phasespace")
+    key = jax.random.key(0)
+    if name.endswith("rambo"):
+        _raises(ps.rambo, key, 1.0, jnp.ones(3))
+        _raises(ps.rambo, key, jnp.nan, jnp.zeros(3))
+    elif name.endswith("sample_batch"):
+        _raises(ps.sample_batch, key, 0, 100.0, jnp.zeros(3))
+    else:
+        _raises(ps.integrate, lambda p: jnp.ones(p.shape[0]), 0, 100.0, jnp.zeros(3), key=key)
+        _raises(ps.integrate, lambda p: jnp.ones(p.shape[0]), 100, 1.0, jnp.ones(3), key=key)
+
+
+@case("phasespace.two_body_decay", "phasespace.two_body_volume")
+def _ps_two(name):
+    ps = _mod("phasespace")
+    if name.endswith("volume"):
+        assert float(ps.two_body_volume(1.0, 1.0, 1.0)) == 0.0  # closed channel: documented 0
+        _raises(ps.two_body_volume, jnp.nan, 0.0, 0.0, match="NaN")
+        _raises(ps.two_body_volume, 10.0, -1.0, 0.0, match="m1")
+    else:
+        parent = jnp.array([10.0, 0.0, 0.0, 0.0])
+        _raises(ps.two_body_decay, parent, 10.0, 6.0, 6.0, 0.5, 0.5)
+        _raises(ps.two_body_decay, parent, 10.0, 1.0, 1.0, 1.5, 0.5)
+
+
+@case("phasespace.breit_wigner_map")
+def _ps_bw(name):
+    ps = _mod("phasespace")
+    _raises(ps.breit_wigner_map, 0.5, 91.0, -2.0, 50.0, 150.0, match="width")
+    _raises(ps.breit_wigner_map, 0.5, 91.0, 2.0, 150.0, 50.0)
+    _raises(ps.breit_wigner_map, 1.5, 91.0, 2.0, 50.0, 150.0)
+
+
+@case("phasespace.decay_tree_dim", "phasespace.decay_tree_from_unit_cube")
+def _ps_tree(name):
+    ps = _mod("phasespace")
+    _raises(ps.decay_tree_dim, ((0, 1, 2),))  # a node must have two children
+    if name.endswith("unit_cube"):
+        tree = ((0, (0, 1)), 2)
+        d = ps.decay_tree_dim(tree)
+        _raises(ps.decay_tree_from_unit_cube, jnp.full(d + 1, 0.5), 500.0, tree, jnp.zeros(3),
+                jnp.array([80.0]), jnp.array([2.0]))
+
+
+@case("phasespace.resonant_pair_from_unit_cube")
+def _ps_pair(name):
+    ps = _mod("phasespace")
+    _raises(ps.resonant_pair_from_unit_cube, jnp.full(7, 0.5), 500.0, 173.0, 1.5, jnp.zeros(4))
+    _raises(ps.resonant_pair_from_unit_cube, jnp.full(8, 0.5), 500.0, 173.0, -1.5, jnp.zeros(4))
+
+
+@case("phasespace.hit_or_miss")
+def _ps_hit(name):
+    ps = _mod("phasespace")
+    _raises(ps.hit_or_miss, jax.random.key(0), jnp.array([0.0, jnp.nan]), 0.0, match="NaN")
+    _raises(ps.hit_or_miss, jax.random.key(0), jnp.zeros(3), jnp.inf)
+
+
+# ----------------------------------------------------------------------- amplitudes
+@case("amplitudes.process", "amplitudes.parse")
+def _amp_parse(name):
+    amp = _mod("amplitudes")
+    f = getattr(amp, name.split(".")[1])
+    _raises(f, None, exc=TypeError, match="process string")
+    _raises(f, "e+ e- > zz", match="zz")
+    _raises(f, "e+ e- mu+ mu-")  # no '>'
+
+
+@case("amplitudes.Process")
+def _amp_process_call(name):
+    amp = _mod("amplitudes")
+    proc = amp.process("e+ e- > mu+ mu-")
+    _raises(proc, jnp.ones((4, 3)), match=r"\(\.\.\., 4, 4\)")
+    p, _ = proc.phase_space(jnp.full((1, proc.phase_space_dim), 0.3), 91.0)
+    _raises(proc, p.at[0, 2, 0].add(1.0), match="conserve")
+    _raises(proc.phase_space, jnp.full((1, proc.phase_space_dim), 0.3), 91.0, mapping="x")
+    g = jax.grad(lambda q: jnp.sum(jax.jit(proc)(q)))(p.at[0, 0, 0].set(jnp.nan))
+    assert _all_finite(g)
+
+
+@case("amplitudes.ProcessSet")
+def _amp_set(name):
+    amp = _mod("amplitudes")
+    procs = amp.process("p p > mu+ mu-")
+    assert isinstance(procs, amp.ProcessSet) and len(procs) > 1
+    _raises(amp.cross_section, procs, 91.0, 100, key=jax.random.key(0))  # needs a pdf
+
+
+@case("amplitudes.SMParams")
+def _amp_params(name):
+    amp = _mod("amplitudes")
+    _raises(amp.SMParams, MZ=-1.0, match=">= 0|> 0")
+    _raises(amp.SMParams, WT=jnp.nan, match="not finite")
+    _raises(amp.SMParams, QQ=1.0, match="unknown")
+    _raises(amp.SMParams, MZ=jnp.ones(2), match="scalar")
+    _raises(amp.SMParams.from_param_card, "/nonexistent/param_card.dat")
+
+
+@case("amplitudes.cross_section", "amplitudes.dsigma", "amplitudes.sigma_integrand")
+def _amp_sigma(name):
+    amp = _mod("amplitudes")
+    proc = amp.process("e+ e- > mu+ mu-")
+    key = jax.random.key(0)
+    if name.endswith("cross_section"):
+        _raises(amp.cross_section, proc, 91.0, 0, key=key)
+        _raises(amp.cross_section, proc, jnp.nan, 100, key=key)
+        _raises(amp.cross_section, amp.process("e+ e- > t t~"), 300.0, 100, key=key)
+    elif name.endswith("dsigma"):
+        _raises(amp.dsigma, proc, lambda p: p[..., 2, 3], jnp.array([1.0, 0.0]), 91.0, 100,
+                key=key)
+        _raises(amp.dsigma, proc, lambda p: p[..., 2, 3], jnp.array([0.0, 1.0]), 91.0, 0,
+                key=key)
+    else:
+        _raises(amp.sigma_integrand, proc, jnp.full(3, 0.5), 91.0, amp.SMParams())
+
+
+@case("amplitudes.hadronic_integrand", "amplitudes.check_hadronic", "amplitudes.parton_groups")
+def _amp_hadronic(name):
+    amp = _mod("amplitudes")
+    procs = amp.process("p p > mu+ mu-")
+    if name.endswith("parton_groups"):
+        _raises(amp.parton_groups, "p p > mu+ mu-", exc=TypeError)
+        return
+    pdf = _mod("pdf").load("NNPDF23_lo_as_0130_qed", alpha_s=0.130)
+    _raises(amp.check_hadronic, procs, 13000.0, amp.SMParams(), pdf, None, (2212, 2212),
+            match="scale")
+    _raises(amp.check_hadronic, procs, 13000.0, amp.SMParams(), pdf, 91.0, (11, 2212),
+            match="protons")
+    if name.endswith("integrand"):
+        sub = procs[0]
+        _raises(amp.hadronic_integrand, sub, pdf, jnp.full(3, 0.5), 13000.0, amp.SMParams(),
+                91.0)
+
+
+@case("amplitudes.colour_flows", "amplitudes.colour_flow_weights",
+      "amplitudes.sample_colour_flow", "amplitudes.resonances")
+def _amp_colour(name):
+    amp = _mod("amplitudes")
+    f = getattr(amp, name.split(".")[1])
+    if name.endswith(("colour_flows", "resonances")):
+        _raises(f, "u u~ > d d~", exc=TypeError)
+        return
+    proc = amp.process("u u~ > d d~")
+    args = (jax.random.key(0),) if name.endswith("sample_colour_flow") else ()
+    _raises(f, *args, proc, jnp.ones((2, 3, 4)))
+    p, _ = proc.phase_space(jnp.full((1, proc.phase_space_dim), 0.3), 91.0)
+    _raises(f, *args, proc, p.at[0, 0, 0].set(jnp.nan), match="NaN")
+
+
+@case("amplitudes.u_spinor", "amplitudes.v_spinor", "amplitudes.ubar_spinor",
+      "amplitudes.vbar_spinor", "amplitudes.polarization_vector")
+def _amp_wavefunctions(name):
+    f = getattr(_mod("amplitudes"), name.split(".")[1])
+    _raises(f, P4, 0.0, 5, match="helicity")
+    _raises(f, P4[:3], 0.0, 1, match="trailing dimension 4")
+    _raises(f, P4, -1.0, 1, match="mass")
+    _raises(f, NAN4, 0.0, 1, match="NaN")
+
+
+@case("amplitudes.mdot", "amplitudes.slash", "amplitudes.fermion_current",
+      "amplitudes.ffv_amplitude", "amplitudes.ffs_amplitude", "amplitudes.vvv_vertex",
+      "amplitudes.vvvv_vertex")
+def _amp_helas(name):
+    f = getattr(_mod("amplitudes"), name.split(".")[1])
+    n_args = {"mdot": 2, "slash": 1, "fermion_current": 2, "ffv_amplitude": 3,
+              "ffs_amplitude": 2, "vvv_vertex": 4, "vvvv_vertex": 3}[name.split(".")[1]]
+    extra = {"fermion_current": (1.0, 1.0), "ffv_amplitude": (1.0, 1.0),
+             "ffs_amplitude": (1.0, 1.0)}.get(name.split(".")[1], ())
+    c4 = P4.astype(jnp.complex128)
+    _raises(f, *([c4[:3]] + [c4] * (n_args - 1)), *extra, match="trailing dimension 4")
+    _raises(f, *([c4.at[0].set(jnp.nan)] + [c4] * (n_args - 1)), *extra, match="NaN")
+
+
+@case("amplitudes.vector_propagator", "amplitudes.scalar_propagator",
+      "amplitudes.fermion_propagator")
+def _amp_props(name):
+    amp = _mod("amplitudes")
+    c4 = P4.astype(jnp.complex128)
+    first = {"vector_propagator": (c4,), "scalar_propagator": (1.0 + 0j,),
+             "fermion_propagator": ()}[name.split(".")[1]]
+    last = (jnp.complex128,) if name.endswith("fermion_propagator") else ()
+    f = getattr(amp, name.split(".")[1])
+    _raises(f, *first, P4, 91.0, -1.0, *last, match="width")
+    _raises(f, *first, P4, -91.0, 1.0, *last, match="mass")
+    _raises(f, *first, P4[:3], 91.0, 1.0, *last, match="trailing dimension 4")
+
+
+@case("amplitudes.gluon_amplitude", "amplitudes.quark_line_amplitude")
+def _amp_bg(name):
+    amp = _mod("amplitudes")
+    c4 = P4.astype(jnp.complex128)
+    if name.endswith("gluon_amplitude"):
+        _raises(amp.gluon_amplitude, [P4, P4], [c4], match="as many polarisations")
+        _raises(amp.gluon_amplitude, [P4, P4, P4[:3]], [c4, c4, c4], match="trailing")
+    else:
+        _raises(amp.quark_line_amplitude, c4, c4, P4, 0.0, [P4], [], match="polarisations")
+        _raises(amp.quark_line_amplitude, c4[:3], c4, P4, 0.0, [P4], [c4], match="trailing")
+
+
+# ------------------------------------------------------------------------------ pdf
+@case("pdf.load", "pdf.find", "pdf.PDFSet", "pdf.search_path")
+def _pdf(name):
+    pdf = _mod("pdf")
+    if name.endswith("search_path"):
+        paths = pdf.search_path()
+        assert isinstance(paths, list) and all(hasattr(p, "exists") for p in paths)
+        return
+    f = pdf.find if name.endswith("find") else pdf.load
+    _raises(f, "no_such_pdf_set", match="no_such_pdf_set")
+    _raises(f, "NNPDF23_lo_as_0130_qed", member=999)
+    if not name.endswith("find"):
+        s = pdf.load("NNPDF23_lo_as_0130_qed", alpha_s=0.130)
+        _raises(s.xfx, 21, 1.5, 100.0, match="x")
+        _raises(s.xfx, 21, 0.1, jnp.nan, match="NaN|Q")
+        _raises(s.xfx, 99, 0.1, 100.0, match="99")
+        assert float(s.xfx(6, 0.1, 100.0)) == 0.0  # no top in a 5-flavour set: documented 0
+
+
+# --------------------------------------------------------------------------- vertex
+@case("vertex.fit", "vertex.BeamSpot", "vertex.Perigee")
+def _vx_fit(name):
+    tracks = _tracks(jax.random.key(0))
+    _raises(vx.fit, tracks, bfield=jnp.nan, match="bfield")
+    _raises(vx.fit, "tracks", bfield=B, exc=TypeError)
+    _raises(vx.Perigee, jnp.zeros((3, 4)), jnp.zeros((3, 5, 5)), match=r"n, 5")
+    _raises(vx.fit, tracks, bfield=B, constraint=vx.BeamSpot(jnp.zeros(2), jnp.eye(3)),
+            match="BeamSpot")
+
+
+@case("vertex.TrackResolution", "vertex.simulate_tracks")
+def _vx_sim(name):
+    _raises(vx.simulate_tracks, jax.random.key(0), jnp.zeros(3), jnp.ones((2, 3)),
+            jnp.array([1.0, 0.0]), B, match="charge")
+    _raises(vx.simulate_tracks, jax.random.key(0), jnp.zeros(3), jnp.ones((2, 3)),
+            jnp.array([1.0, -1.0]), 0.0, match="bfield")
+    _raises(vx.TrackResolution, d0_a=-1.0, match="d0_a")
+
+
+@case("vertex.curvature", "vertex.local_to_momentum", "vertex.momentum_to_local",
+      "vertex.perigee_from_local", "vertex.perigee_from_state", "vertex.perigee_jacobians",
+      "vertex.state_at_vertex")
+def _vx_helix(name):
+    f = getattr(vx, name.split(".")[1])
+    args = {
+        "curvature": (0.1, 1.0, jnp.nan),
+        "local_to_momentum": (0.0, 1.0, 0.0),  # q/p = 0: no momentum
+        "momentum_to_local": (jnp.ones(3), 0.0),  # neutral
+        "perigee_from_local": (jnp.zeros(3), 0.0, 0.0, 0.1, B),  # theta = 0
+        "perigee_from_state": (jnp.zeros(3), jnp.ones(3), 1.0, jnp.nan),
+        "perigee_jacobians": (jnp.zeros(3), jnp.array([0.0, 1.0, 0.0]), B),
+        "state_at_vertex": (jnp.zeros((2, 4)), jnp.zeros((1, 3)), B),
+    }[name.split(".")[1]]
+    _raises(f, *args)
+
+
+# -------------------------------------------------------------------------- stochad
+@case("stochad.bernoulli", "stochad.binomial", "stochad.categorical", "stochad.exponential",
+      "stochad.geometric", "stochad.normal", "stochad.poisson", "stochad.uniform")
+def _sd_samplers(name):
+    f = getattr(sd, name.split(".")[1])
+    key = jax.random.key(0)
+    bad = {"bernoulli": (2.0,), "binomial": (3.0, -0.1), "categorical": (jnp.array([0.2, 0.2]),),
+           "exponential": (-1.0,), "geometric": (1.5,), "normal": (0.0, jnp.nan),
+           "poisson": (1e4,), "uniform": (1.0, 0.0)}[name.split(".")[1]]
+    _raises(f, key, *bad)
+    _runtime_error(jax.jit(lambda k: f(k, *bad)), key, match="must")
+
+
+@case("stochad.derivative_estimate")
+def _sd_estimate(name):
+    def f(t, k):
+        return sd.bernoulli(k, t)
+
+    key = jax.random.key(0)
+    _raises(sd.derivative_estimate, f, 0.3, key=key, method="magic", match="unknown method")
+    _raises(sd.derivative_estimate, f, jnp.nan, key=key, match="NaN")
+    _raises(sd.derivative_estimate, f, 0.3, key=key, n_alternatives=0)
+    _raises(sd.derivative_estimate, f, 0.3, key=key, method="gumbel", temperature=0.0)
+    _raises(sd.derivative_estimate, f, 0.3, key=key, method="fd", wrong=1, match="unknown option")
+
+
+# ------------------------------------------------------------------------------ sim
+@case("sim.simulate", "sim.objective", "sim.density", "sim.mean_interaction_radius",
+      "sim.DetectorConfig", "sim.optimize_detector", "sim.Shower")
+def _sim(name):
+    sim = _mod("sim")
+    key = jax.random.key(0)
+    short = name.split(".")[1]
+    if short in ("simulate", "objective"):
+        _raises(getattr(sim, short), jnp.nan, key, match="theta")
+        _raises(getattr(sim, short), -1.0, key, match="theta")
+    elif short == "density":
+        _raises(sim.density, 1.0, 2.0, -1.0, 0.05, match="thickness")
+    elif short == "mean_interaction_radius":
+        _raises(sim.mean_interaction_radius, "shower", exc=(TypeError, AttributeError))
+    elif short == "DetectorConfig":
+        _raises(sim.DetectorConfig, thickness=-1.0, match="thickness")
+        _raises(sim.DetectorConfig, step=0.0, match="step")
+    elif short == "optimize_detector":
+        _raises(sim.optimize_detector, key, method="magic", match="method")
+        _raises(sim.optimize_detector, key, steps=0, match="steps")
+    else:
+        shower = sim.simulate(2.5, key)
+        assert isinstance(shower, sim.Shower) and _all_finite(shower)
+
+
+# ---------------------------------------------------------------------------- flows
+@case("flows.make_spline_flow", "flows.SplineFlow", "flows.flow_from_state",
+      "flows.rational_quadratic_spline", "flows.coupling_masks")
+def _fl_flow(name):
+    fl = _mod("flows")
+    key = jax.random.key(0)
+    short = name.split(".")[1]
+    if short in ("make_spline_flow", "SplineFlow"):
+        _raises(fl.make_spline_flow, key, 0, match="dim")
+        _raises(fl.make_spline_flow, key, 2, n_layers=0, match="n_layers")
+        _raises(fl.make_spline_flow, key, 2, support="sphere", match="support")
+        flow = fl.make_spline_flow(key, 2, n_layers=2, hidden=8)
+        _raises(flow.log_prob, jnp.ones(3), match="last axis 2")
+    elif short == "flow_from_state":
+        flow = fl.make_spline_flow(key, 2, n_layers=2, hidden=8)
+        _raises(fl.flow_from_state, flow, "state", exc=(TypeError, AttributeError))
+    elif short == "rational_quadratic_spline":
+        _raises(fl.rational_quadratic_spline, jnp.zeros(2), jnp.zeros((2, 5)), 1.0, -1.0,
+                identity_tails=True, match="lo < hi")
+    else:
+        _raises(fl.coupling_masks, 1, 2, match="dim")
+        _raises(fl.coupling_masks, 2, 0, match="n_layers")
+
+
+@case("flows.GaussianMixture", "flows.ManyWell", "flows.gmm40")
+def _fl_targets(name):
+    fl = _mod("flows")
+    if name.endswith("GaussianMixture"):
+        _raises(fl.GaussianMixture, jnp.zeros((3, 2)), jnp.array(-1.0), match="std")
+        _raises(fl.GaussianMixture, jnp.full((3, 2), jnp.nan), jnp.array(1.0), match="NaN")
+    elif name.endswith("ManyWell"):
+        _raises(fl.ManyWell, dim=3, match="even")
+    else:
+        _raises(fl.gmm40, jax.random.key(0), n_modes=0, match="n_modes")
+
+
+@case("flows.MatrixElementTarget", "flows.matrix_element_target")
+def _fl_me(name):
+    fl = _mod("flows")
+    _raises(fl.matrix_element_target, "e+ e- > t t~", 300.0, match="closed")
+    _raises(fl.matrix_element_target, "e+ e- > mu+ mu-", 91.0, mapping="weird")
+    target = fl.matrix_element_target("e+ e- > mu+ mu-", 91.0)
+    _raises(target.log_prob, jnp.full(3, 0.5), match="last axis|trailing")
+    assert float(target.log_prob(jnp.full(target.dim, 1.5))) == -np.inf  # outside the cube
+
+
+@case("flows.TrainConfig", "flows.make_trainer", "flows.train_flow", "flows.FlowState")
+def _fl_train(name):
+    import optax
+
+    fl = _mod("flows")
+    flow = _unit_flow(jax.random.key(0))
+    _raises(fl.make_trainer, "magic", flow, lambda x: -jnp.sum(x**2), optax.adam(1e-3),
+            match="method")
+    _raises(fl.make_trainer, "fab", flow, lambda x: -jnp.sum(x**2), optax.adam(1e-3),
+            fl.TrainConfig(batch=64, buffer_capacity=8), match="buffer_capacity")
+    _raises(fl.make_trainer, "fkl", flow, lambda x: -jnp.sum(x**2), optax.adam(1e-3),
+            match="target_sampler")
+    _raises(fl.train_flow, jax.random.key(0), "rkl", flow, lambda x: -jnp.sum(x**2), steps=0,
+            progress=False, match="steps")
+    _raises(fl.make_trainer, "rkl", flow, lambda x: -jnp.sum(x**2), optax.adam(1e-3),
+            fl.TrainConfig(batch=0), match="batch")
+
+
+@case("flows.ais_init", "flows.ais_step", "flows.beta_ladder", "flows.AISState",
+      "flows.AISResult")
+def _fl_ais(name):
+    fl = _mod("flows")
+    _raises(fl.beta_ladder, 0, match="n_levels")
+    _raises(fl.beta_ladder, 4, "cubic", match="schedule")
+    _raises(fl.ais_init, 4, -0.1, match="step_size")
+    flow = _unit_flow(jax.random.key(0))
+    _raises(fl.ais_step, jax.random.key(0), fl.ais_init(2), flow, lambda x: -jnp.sum(x**2), 0,
+            match="n")
+    _raises(fl.ais_step, jax.random.key(0), fl.ais_init(2), flow, lambda x: -jnp.sum(x**2), 8,
+            transition="gibbs", match="transition")
+
+
+@case("flows.buffer_init", "flows.buffer_add", "flows.buffer_adjust", "flows.buffer_sample",
+      "flows.ReplayBuffer")
+def _fl_buffer(name):
+    fl = _mod("flows")
+    _raises(fl.buffer_init, 0, 2, match="capacity")
+    buf = fl.buffer_init(4, 2)
+    _raises(fl.buffer_add, buf, jnp.ones((5, 2)), jnp.zeros(5), jnp.zeros(5), match="capacity")
+    _raises(fl.buffer_add, buf, jnp.ones((2, 3)), jnp.zeros(2), jnp.zeros(2), match="dim")
+    _raises(fl.buffer_adjust, buf, jnp.array([0]), jnp.zeros(1), max_adjust=0.5,
+            match="max_adjust")
+    _raises(fl.buffer_sample, jax.random.key(0), buf, 1, match="positive weight")
+
+
+@case("flows.sampling_efficiency", "flows.unweighting_efficiency", "flows.log_z_estimate",
+      "flows.LogZ")
+def _fl_metrics(name):
+    fl = _mod("flows")
+    f = {"LogZ": fl.log_z_estimate}.get(name.split(".")[1], getattr(fl, name.split(".")[1], None))
+    _raises(f, jnp.array([0.0, jnp.nan]), match="NaN")
+    _raises(f, jnp.zeros((2, 2)), match="1-d")
+    assert _all_finite(f(jnp.zeros(4)))
+    if name.endswith("unweighting_efficiency"):
+        _raises(f, jnp.zeros(4), robust_quantile=1.5, match="robust_quantile")
+
+
+@case("flows.importance_log_weights", "flows.vegas_sampler", "flows.FlowStepInfo")
+def _fl_misc(name):
+    fl = _mod("flows")
+    flow = _unit_flow(jax.random.key(0))
+    if name.endswith("vegas_sampler"):
+        pytest.importorskip("vegas")
+        _raises(fl.vegas_sampler, lambda x: -jnp.sum(x**2, -1), 2, 0, key=jax.random.key(0),
+                match="train_evals")
+        _raises(fl.vegas_sampler, lambda x: -jnp.sum(x**2, -1), 0, 100, key=jax.random.key(0),
+                match="dim")
+    else:
+        _raises(fl.importance_log_weights, jax.random.key(0), flow, lambda x: -jnp.sum(x**2), 0,
+                match="n")
+
+
+# ------------------------------------------------------------------------------- io
+@case("io.read_jetclass", "io.iterate_jetclass", "io.load_jets", "io.load_events",
+      "io.load_tracks")
+def _io_read(name, tmp_path):
+    io = _mod("io")
+    f = getattr(io, name.split(".")[1])
+    args = (None,) if name.endswith("load_jets") else ()
+    missing = tmp_path / "missing.root"
+    call = (lambda *a, **k: list(f(*a, **k))) if name.endswith("iterate_jetclass") else f
+    _raises(call, [missing], *args, exc=FileNotFoundError, match="missing.root")
+    garbage = tmp_path / "garbage.root"
+    garbage.write_text("not a ROOT file")
+    _raises(call, [garbage], *args, exc=BAD + (OSError,), match="garbage.root")
+    _raises(call, [], *args, match="no input files")
+
+
+@case("io.write_jetclass")
+def _io_write(name, tmp_path):
+    io = _mod("io")
+    path = tmp_path / "x.root"
+    path.write_text("precious")
+    _raises(io.write_jetclass, path, {}, {}, exc=FileExistsError)
+    assert path.read_text() == "precious"
+    _raises(io.write_jetclass, tmp_path / "y.root", {"part_px": [[1.0]]}, {"jet_pt": [1.0, 2.0]},
+            match="jets")
+
+
+@case("io.batches", "io.epoch_batches", "io.epoch_order", "io.Table", "io.concatenate")
+def _io_batches(name):
+    io = _mod("io")
+    key = jax.random.key(0)
+    t = io.Table(x=np.zeros((10, 2)), label=np.zeros(10, int))
+    _raises(lambda: next(io.batches(t, 0, key=key)), match="batch_size")
+    _raises(lambda: next(io.batches(t, 11, key=key)), match="batch_size")
+    _raises(io.epoch_order, key, -1, 10, match="epoch")
+    _raises(io.epoch_batches, key, 0, 10, 0, match="batch_size")
+    _raises(io.Table, x=np.zeros((3, 2)), label=np.zeros(4), match="label: 4")
+    _raises(io.concatenate, [], match="no tables|at least one")
+    _raises(io.concatenate, [t, io.Table(y=np.zeros(2))], match="columns")
+
+
+@case("io.trim_padding", "io.part_features", "io.part_p4", "io.jet_axis", "io.jet_tracks")
+def _io_arrays(name):
+    io = _mod("io")
+    short = name.split(".")[1]
+    if short == "trim_padding":
+        batch = {"mask": np.ones((2, 4), bool), "features": np.zeros((2, 4, 3))}
+        _raises(io.trim_padding, batch, 0, match="multiple")
+        _raises(io.trim_padding, {"features": np.zeros((2, 4, 3))}, 4, exc=KeyError)
+        _raises(io.trim_padding, batch, 4, quantile=1.5, match="quantile")
+    elif short in ("part_features", "part_p4"):
+        _raises(getattr(io, short), {"part_px": np.zeros((1, 2))}, exc=KeyError)
+    elif short == "jet_axis":
+        _raises(io.jet_axis, np.array([np.nan]), np.array([0.0]), match="NaN")
+    else:
+        _raises(io.jet_tracks, {}, exc=KeyError)
+        _raises(io.jet_tracks, {"mask": np.ones((1, 2), bool)}, max_tracks=0, match="max_tracks")
+
+
+@case("io.process_events", "io.write_lhe", "io.EventRecord")
+def _io_lhe(name, tmp_path):
+    amp, io = _mod("amplitudes"), _mod("io")
+    proc = amp.process("e+ e- > mu+ mu-")
+    p, _ = proc.phase_space(jnp.full((2, proc.phase_space_dim), 0.3), 91.0)
+    _raises(io.process_events, proc, np.asarray(p)[:, :3], key=jax.random.key(0))
+    bad = np.array(p)
+    bad[0, 0, 0] = np.nan
+    _raises(io.process_events, proc, bad, key=jax.random.key(0), match="NaN")
+    records = io.process_events(proc, np.asarray(p), key=jax.random.key(0))
+    assert isinstance(records[0], io.EventRecord)
+    _raises(io.write_lhe, tmp_path / "a.lhe", records, beams=(-11, 11),
+            beam_energies=(45.5, -1.0), sigma_pb=1.0, error_pb=0.1, match="beam_energies")
+
+
+# ------------------------------------------------------------------------------- nn
+def _part_config(num_classes=2, **kw):
+    nn = _mod("nn")
+    return nn.ParTConfig(input_dim=17, num_classes=num_classes, embed_dims=(8,),
+                         pair_embed_dims=(8,), num_heads=2, num_layers=1, num_cls_layers=1,
+                         **kw)
+
+
+@case("nn.ParTConfig", "nn.ParticleTransformer", "nn.count_params")
+def _nn_part(name):
+    from flax import nnx
+
+    nn = _mod("nn")
+    _raises(nn.ParTConfig.named, "galactic", num_classes=2, match="galactic")
+    _raises(_part_config, num_heads=3, match="num_heads")
+    _raises(_part_config, dropout=1.5, match="dropout")
+    model = nn.ParticleTransformer(_part_config(), rngs=nnx.Rngs(0))
+    assert nn.count_params(model) > 0
+    x, p4, mask = jnp.zeros((2, 5, 17)), jnp.ones((2, 5, 4)), jnp.ones((2, 5), bool)
+    _raises(model, x[..., :6], p4, mask, match="17")
+    _raises(model, x.at[0, 0, 0].set(jnp.nan), p4, mask, match="NaN")
+    _raises(nn.count_params, "model", exc=(TypeError, AttributeError))
+    # padded particles with NaN features are ignored, not propagated
+    out = model(x.at[0, 4, 0].set(jnp.nan), p4, mask.at[0, 4].set(False))
+    assert _all_finite(out)
+
+
+@case("nn.JetClassifier", "nn.EventClassifier", "nn.DeepSetsHead")
+def _nn_heads(name):
+    from flax import nnx
+
+    nn = _mod("nn")
+    backbone = nn.ParticleTransformer(_part_config(num_classes=0), rngs=nnx.Rngs(0))
+    _raises(nn.JetClassifier, backbone, 0, rngs=nnx.Rngs(1), match="num_classes")
+    _raises(nn.EventClassifier, backbone, 0, rngs=nnx.Rngs(1), match="num_classes")
+    _raises(nn.DeepSetsHead, 8, 0, rngs=nnx.Rngs(1), match="num_classes")
+    _raises(nn.DeepSetsHead, 8, 2, pooling="median", rngs=nnx.Rngs(1), match="pooling")
+
+
+@case("nn.Dropout", "nn.dropout_keep_mask")
+def _nn_dropout(name):
+    nn = _mod("nn")
+    _raises(nn.dropout_keep_mask, jax.random.key(0), (3,), 1.5, match="keep")
+    _raises(nn.Dropout, 1.0, match="rate")
+    _raises(nn.Dropout, -0.1, match="rate")
+
+
+@case("nn.MaskedParticleModel", "nn.mpm_loss", "nn.MPMMetrics", "nn.check_token_features")
+def _nn_mpm(name):
+    from flax import nnx
+
+    nn = _mod("nn")
+    _raises(nn.check_token_features, (3, 5), (5,), match="revealed")
+    _raises(nn.check_token_features, (), (5,), match="empty")
+    backbone = nn.ParticleTransformer(_part_config(num_classes=0), rngs=nnx.Rngs(0))
+    _raises(nn.MaskedParticleModel, backbone, 0, rngs=nnx.Rngs(1), match="codebook")
+    if name.endswith("mpm_loss"):
+        model = nn.MaskedParticleModel(backbone, 8, rngs=nnx.Rngs(1))
+        batch = {"features": jnp.zeros((2, 5, 17)), "p4": jnp.ones((2, 5, 4)),
+                 "mask": jnp.ones((2, 5), bool), "tokens": jnp.zeros((2, 5), jnp.int32)}
+        _raises(nn.mpm_loss, model, batch, key=jax.random.key(0), fraction=1.5,
+                match="fraction")
+        _raises(nn.mpm_loss, model, {**batch, "tokens": jnp.full((2, 5), 9, jnp.int32)},
+                key=jax.random.key(0), match="token")
+
+
+@case("nn.KMeansTokenizer", "nn.VQVAE", "nn.VQMetrics")
+def _nn_tokenizers(name):
+    from flax import nnx
+
+    nn = _mod("nn")
+    x, mask = jnp.ones((4, 3, 2)), jnp.ones((4, 3), bool)
+    _raises(nn.KMeansTokenizer.fit, jax.random.key(0), x, mask, codebook_size=0,
+            match="codebook")
+    _raises(nn.KMeansTokenizer.fit, jax.random.key(0), x.at[0, 0, 0].set(jnp.nan), mask,
+            codebook_size=2, match="NaN")
+    _raises(nn.KMeansTokenizer.fit, jax.random.key(0), x, jnp.zeros((4, 3), bool),
+            codebook_size=2, match="no real particles")
+    _raises(nn.VQVAE, 2, codebook_size=0, rngs=nnx.Rngs(0), match="codebook")
+
+
+@case("nn.VertexTagger", "nn.tagger_loss", "nn.TaggerOutput", "nn.TaggerMetrics")
+def _nn_tagger(name):
+    from flax import nnx
+
+    nn = _mod("nn")
+    _raises(nn.VertexTagger, vertex="magic", rngs=nnx.Rngs(0), match="vertex")
+    _raises(nn.VertexTagger, dim=0, rngs=nnx.Rngs(0), match="dim")
+    _raises(nn.VertexTagger, bfield=0.0, rngs=nnx.Rngs(0), match="bfield")
+
+
+# ----------------------------------------------------------------------------- data
+@case("data.generate", "data.GenerationReport", "jobs.generate")
+def _data_generate(name, tmp_path):
+    f = _mod("jobs").generate if name.startswith("jobs") else _mod("data").generate
+    _raises(f, "nosuchsample", 10, 0, tmp_path / "x.root", match="nosuchsample")
+    _raises(f, "zpole", 0, 0, tmp_path / "x.root", match="events")
+    _raises(f, "zpole", 10, 0, tmp_path / "x.root", workers=0, match="workers")
+    (tmp_path / "y.root").write_text("precious")
+    _raises(f, "zpole", 10, 0, tmp_path / "y.root", exc=FileExistsError)
+    assert (tmp_path / "y.root").read_text() == "precious"
+
+
+@case("data.cluster", "data.softdrop_mass", "data.heavy_flavour")
+def _data_jets(name):
+    data = _mod("data")
+    short = name.split(".")[1]
+    if short == "heavy_flavour":
+        _raises(data.heavy_flavour, "b", exc=TypeError)
+        return
+    pytest.importorskip("fastjet")
+    p4 = np.array([[10.0, 1.0, 2.0, 3.0], [np.nan, 1.0, 2.0, 3.0]])
+    if short == "cluster":
+        _raises(data.cluster, p4, "antikt", match="NaN")
+        _raises(data.cluster, p4[:1], "magic", match="algorithm")
+        _raises(data.cluster, p4[:1], "antikt", radius=-1.0, match="radius")
+    else:
+        _raises(data.softdrop_mass, p4, match="NaN")
+        _raises(data.softdrop_mass, p4[:1], zcut=1.5, match="zcut")
+
+
+# ---------------------------------------------------------------------------- train
+@case("train.roc_auc", "train.roc_curve", "train.binary_metrics", "train.background_rejection",
+      "train.BinaryMetrics")
+def _tr_roc(name):
+    tr = _mod("train")
+    f = {"BinaryMetrics": tr.binary_metrics}.get(name.split(".")[1],
+                                                 getattr(tr, name.split(".")[1], None))
+    extra = (0.5,) if name.endswith("background_rejection") else ()
+    scores, sig = np.array([0.1, 0.9, 0.4]), np.array([False, True, True])
+    _raises(f, np.array([0.1, np.nan, 0.4]), sig, *extra, match="NaN")
+    _raises(f, scores, sig[:2], *extra, match="shape|length")
+    _raises(f, scores, np.ones(3, bool), *extra, match="background")
+    if extra:
+        _raises(f, scores, sig, 1.5, match="signal_efficiency")
+
+
+@case("train.accuracy", "train.class_logit", "train.b_discriminant", "train.flavour_metrics",
+      "train.FlavourMetrics")
+def _tr_logits(name):
+    tr = _mod("train")
+    short = name.split(".")[1]
+    logits = np.zeros((4, 3))
+    if short == "accuracy":
+        _raises(tr.accuracy, logits, np.array([0, 1, 5, 0]), match="label")
+        _raises(tr.accuracy, logits, np.zeros(3, int), match=r"labels \(n,\)")
+    elif short == "class_logit":
+        _raises(tr.class_logit, logits, 3, match="class")
+    elif short == "b_discriminant":
+        _raises(tr.b_discriminant, logits, f_c=1.5, match="f_c")
+        _raises(tr.b_discriminant, logits[:, :2], match="3")
+    else:
+        _raises(tr.flavour_metrics, logits, np.array([0, 1, 2, 0]), b_efficiency=0.0,
+                match="efficiency")
+
+
+@case("train.fit", "train.init_state", "train.make_train_step", "train.TrainState",
+      "train.StepInfo", "train.classifier_loss", "train.predict", "train.ClassifierMetrics")
+def _tr_fit(name):
+    from flax import nnx
+
+    nn, tr, io = _mod("nn"), _mod("train"), _mod("io")
+    model = nn.JetClassifier(nn.ParticleTransformer(_part_config(num_classes=0),
+                                                    rngs=nnx.Rngs(0)), 2, rngs=nnx.Rngs(1))
+    data = io.Table(features=np.zeros((8, 5, 7), np.float32), p4=np.zeros((8, 5, 4), np.float32),
+                    mask=np.ones((8, 5), bool), label=np.zeros(8, np.int32))
+    _raises(tr.fit, model, data, steps=0, batch_size=4, key=jax.random.key(0), progress=False,
+            match="steps")
+    _raises(tr.fit, model, data, steps=2, batch_size=0, key=jax.random.key(0), progress=False,
+            match="batch_size")
+    _raises(tr.predict, model, {k: v for k, v in data.items() if k != "p4"}, exc=KeyError)
+    _raises(tr.fit, model, data.replace(label=np.full(8, 7, np.int32)), steps=1, batch_size=4,
+            key=jax.random.key(0), progress=False, match="label")
+
+
+@case("train.finetune", "train.strategy_optimizer")
+def _tr_finetune(name):
+    tr = _mod("train")
+    _raises(tr.strategy_optimizer, "magic", learning_rate=1e-3, steps=10, match="strategy")
+    _raises(tr.strategy_optimizer, "finetune", learning_rate=-1.0, steps=10,
+            match="learning_rate")
+    _raises(tr.finetune, None, {}, "magic", steps=1, batch_size=1, key=jax.random.key(0),
+            match="strategy")
+
+
+@case("train.pretrain_mpm", "train.masked_loss", "train.fit_vqvae", "train.codebook_utilisation",
+      "train.token_entropy", "train.token_r2", "train.context_free_baseline",
+      "train.ContextFreeBaseline")
+def _tr_foundation(name):
+    tr = _mod("train")
+    short = name.split(".")[1]
+    tokens, mask = np.zeros((2, 3), int), np.ones((2, 3), bool)
+    if short == "token_entropy":
+        _raises(tr.token_entropy, tokens, mask[:, :2], match="shape")
+        _raises(tr.token_entropy, tokens, np.zeros((2, 3), bool), match="no real")
+    elif short == "token_r2":
+        _raises(tr.token_r2, tokens, np.zeros((2, 3, 2)), mask[:, :2], match="shape")
+    elif short in ("context_free_baseline", "ContextFreeBaseline"):
+        _raises(tr.context_free_baseline, np.zeros((4, 2)), np.zeros(4, int), np.zeros((4, 2)),
+                np.zeros(4, int), codebook_size=0, match=r"codebook_size|\[0, 0\)")
+        _raises(tr.context_free_baseline, np.zeros((4, 2)), np.zeros(4, int), np.zeros((4, 2)),
+                np.zeros(4, int), codebook_size=4, bins=0, match="bins")
+    elif short == "fit_vqvae":
+        _raises(tr.fit_vqvae, None, np.zeros((2, 3, 2)), mask, key=jax.random.key(0), steps=0,
+                match="steps")
+    elif short == "codebook_utilisation":
+        _raises(tr.codebook_utilisation, None, np.zeros((2, 3, 2)), mask[:, :2], match="mask")
+    elif short == "masked_loss":
+        _raises(tr.masked_loss, None, {}, key=jax.random.key(0), fraction=0.0, match="fraction")
+    else:
+        _raises(tr.pretrain_mpm, None, {}, steps=0, batch_size=1, key=jax.random.key(0),
+                match="steps")
+
+
+@case("train.TokenInputs", "train.RankGauss", "train.neutral_impact_mask")
+def _tr_tokens(name):
+    tr = _mod("train")
+    _raises(tr.TokenInputs.fit, np.zeros((2, 3, 5)), np.ones((2, 3), bool), match="17|features")
+    _raises(tr.TokenInputs.fit, np.full((2, 3, 17), np.nan), np.ones((2, 3), bool), match="NaN")
+    _raises(tr.neutral_impact_mask, np.zeros((2, 3, 2)), match="17|features")
+
+
+@case("train.train_flavour_tagger", "train.evaluate_tagger", "train.vertex_performance",
+      "train.TaggerResult", "train.VertexBin")
+def _tr_flavour(name):
+    tr = _mod("train")
+    short = name.split(".")[1]
+    if short in ("vertex_performance", "VertexBin"):
+        _raises(tr.vertex_performance, np.zeros((2, 3)), np.zeros((2, 3, 3)), np.ones(2, bool),
+                np.zeros((2, 3)), np.ones(2, bool), edges=(1.0, 0.0), match="edges")
+    elif short == "evaluate_tagger":
+        _raises(tr.evaluate_tagger, None, {}, batch_size=0, match="batch_size")
+    else:
+        _raises(tr.train_flavour_tagger, {}, vertex="magic", key=jax.random.key(0),
+                match="vertex|lacks")
+
+
+@case("train.training_loop", "train.Trainer", "train.History")
+def _tr_loop(name):
+    tr = _mod("train")
+    trainer = _quadratic()
+    _raises(tr.training_loop, jax.jit(trainer.step), trainer.init(None), key=jax.random.key(0),
+            steps=0, progress=False, match="steps")
+    _raises(tr.History, {"loss": np.zeros(3), "step": np.zeros(2)}, match="loss: 3|step: 2")
+
+
+@case("train.save_pytree", "train.restore_pytree", "train.restore_latest", "train.save_module",
+      "train.load_module")
+def _tr_ckpt(name, tmp_path):
+    from flax import nnx
+
+    nn, tr = _mod("nn"), _mod("train")
+    (tmp_path / "taken").mkdir()
+    _raises(tr.save_pytree, tmp_path / "taken", {"x": jnp.ones(2)}, exc=FileExistsError)
+    _raises(tr.restore_pytree, tmp_path / "none", {"x": jnp.ones(2)}, exc=FileNotFoundError)
+    assert tr.restore_latest(tmp_path / "none", {"x": jnp.ones(2)}) is None
+    model = nn.ParticleTransformer(_part_config(), rngs=nnx.Rngs(0))
+    _raises(tr.load_module, tmp_path / "none", model, exc=FileNotFoundError)
+    target = tmp_path / "saved"
+    target.mkdir()
+    (target / "state").mkdir()
+    (target / "state" / "mine.txt").write_text("precious")
+    _raises(tr.save_module, target, model, {}, exc=FileExistsError)
+    assert (target / "state" / "mine.txt").read_text() == "precious"
+
+
+# ------------------------------------------------------------------------- analysis
+@case("analysis.fit_scan", "analysis.pseudo_data", "analysis.scan_nll",
+      "analysis.unweighted_events", "analysis.ScanPoint", "analysis.FitResult")
+def _an(name):
+    amp, an = _mod("amplitudes"), _mod("analysis")
+    proc = amp.process("e+ e- > mu+ mu-")
+    key = jax.random.key(0)
+    short = name.split(".")[1]
+    if short == "unweighted_events":
+        _raises(an.unweighted_events, proc, 91.0, 0, key=key, match="n_events")
+        _raises(an.unweighted_events, proc, -1.0, 10, key=key, match="sqrt_s")
+    elif short in ("pseudo_data", "ScanPoint"):
+        _raises(an.pseudo_data, proc, [91.0, 92.0], [1.0], key=key, match="luminosit")
+        _raises(an.pseudo_data, proc, [91.0], [-1.0], key=key, match="luminosit")
+    elif short == "scan_nll":
+        _raises(an.scan_nll, jnp.array([91.0]), ["MZ"], [], proc, key=key, match="data")
+    else:
+        _raises(an.fit_scan, [], proc, {"MZ": 91.0}, key=key, match="at least one event")
+
+
+# ----------------------------------------------------------------------------- jobs
+@case("jobs.train_jet_classifier", "jobs.pretrain_files", "jobs.pretrain_supervised_files",
+      "jobs.finetune_files", "jobs.fit_tokenizer_files", "jobs.load_tokenizer")
+def _jobs_files(name, tmp_path):
+    jobs = _mod("jobs")
+    short = name.split(".")[1]
+    missing = [str(tmp_path / "missing.root")]
+    out = tmp_path / "run"
+    call = {
+        "train_jet_classifier": lambda: jobs.train_jet_classifier(missing, ["label_b", "label_uds"],
+                                                                 out, steps=1, progress=False),
+        "pretrain_files": lambda: jobs.pretrain_files(missing, tmp_path / "tok", out, steps=1,
+                                                      progress=False),
+        "pretrain_supervised_files": lambda: jobs.pretrain_supervised_files(missing, out, steps=1,
+                                                                            progress=False),
+        "finetune_files": lambda: jobs.finetune_files(missing, out, strategy="scratch", steps=1,
+                                                      progress=False),
+        "fit_tokenizer_files": lambda: jobs.fit_tokenizer_files(missing, out, steps=1,
+                                                                progress=False),
+        "load_tokenizer": lambda: jobs.load_tokenizer(tmp_path / "tok"),
+    }[short]
+    _raises(call, exc=(FileNotFoundError, ValueError))
+    assert not out.exists()  # validation failed before the run folder was made
+
+
+@case("jobs.prepare_run_dir", "jobs.new_run_dir", "jobs.save_history")
+def _jobs_runs(name, tmp_path):
+    jobs = _mod("jobs")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "mine.txt").write_text("precious")
+    _raises(jobs.prepare_run_dir, tmp_path / "used", {}, exc=FileExistsError)
+    _raises(jobs.prepare_run_dir, tmp_path / "used", {}, policy="overwrite", exc=FileExistsError)
+    _raises(jobs.prepare_run_dir, tmp_path / "x", {}, policy="magic", match="policy")
+    assert (tmp_path / "used" / "mine.txt").read_text() == "precious"
+    a, b = jobs.new_run_dir(tmp_path, "r"), jobs.new_run_dir(tmp_path, "r")
+    assert a != b
+    jobs.save_history(tmp_path / "h.jsonl", [{"step": 1}])
+    _raises(jobs.save_history, tmp_path / "h.jsonl", [{"step": 2}], exc=FileExistsError)
+
+
+@case("jobs.sample_events", "jobs.run_demo", "jobs.detector_study")
+def _jobs_long(name, tmp_path):
+    jobs = _mod("jobs")
+    short = name.split(".")[1]
+    if short == "sample_events":
+        _raises(jobs.sample_events, "e+ e- > mu+ mu-", 91.0, batch=0, progress=False,
+                match="batch")
+        _raises(jobs.sample_events, "e+ e- > t t~", 300.0, progress=False, match="closed")
+    elif short == "run_demo":
+        _raises(jobs.run_demo, tmp_path, n_points=0, match="n_points")
+        _raises(jobs.run_demo, tmp_path, sqrt_s=-1.0, match="sqrt_s")
+    else:
+        _raises(jobs.detector_study, tmp_path, methods=("magic",), match="magic")
+        _raises(jobs.detector_study, tmp_path, steps=0, match="steps")
+    assert not [p for p in tmp_path.iterdir()]  # nothing written before the checks
+
+
+@case("jobs.Report", "jobs.format_report")
+def _jobs_report(name):
+    jobs = _mod("jobs")
+    _raises(jobs.format_report, "not a report", match="formats the report of difphys demo")
+    report = jobs.Report("sample", None, {"x": 1.0}, ("line",))
+    _raises(jobs.format_report, report, match="'sample'")
+    assert report.summary() == "line" and report["x"] == 1.0
+
+
+#: NamedTuple records the library returns (no input to validate: built by difphys itself);
+#: checked to stay plain records so that nothing with an input hides here.
+RESULT_TYPES = {
+    "phasespace.IntegrationResult", "amplitudes.ColourFlows", "amplitudes.CrossSection",
+    "amplitudes.Histogram", "amplitudes.Resonance", "vertex.VertexFit", "sim.DesignResult",
+}
+
+
+def test_every_public_function_has_a_fuzz_case():
+    public = _public()
+    missing = sorted(set(public) - set(CASES) - RESULT_TYPES)
+    assert not missing, f"public names without a bad-input case: {missing}"
+    stale = sorted((set(CASES) | RESULT_TYPES) - set(public))
+    assert not stale, f"cases for names that are no longer public: {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(RESULT_TYPES))
+def test_result_types_are_plain_records(name):
+    sub, attr = name.split(".")
+    obj = getattr(_mod(sub), attr)
+    assert inspect.isclass(obj) and issubclass(obj, tuple) and hasattr(obj, "_fields")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fuzz(name, tmp_path):
+    fn = CASES[name]
+    if "tmp_path" in inspect.signature(fn).parameters:
+        fn(name, tmp_path)
+    else:
+        fn(name)

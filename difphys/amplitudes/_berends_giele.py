@@ -20,7 +20,7 @@ import math
 
 import jax.numpy as jnp
 
-from ._dirac import mdot, slash
+from ._dirac import lorentz, mdot, slash
 from ._vertices import vvv_vertex, vvvv_vertex
 
 _SQRT2 = math.sqrt(2.0)
@@ -68,8 +68,18 @@ def gluon_currents(momenta, polarisations, propagate_full: bool = True):
     return cur, amp, mom
 
 
+def _check_legs(momenta, polarisations, minimum: int) -> None:
+    if len(momenta) != len(polarisations) or len(momenta) < minimum:
+        raise ValueError(f"need as many polarisations as momenta, at least {minimum}; got "
+                         f"{len(momenta)} momenta and {len(polarisations)} polarisations")
+    for i, (k, e) in enumerate(zip(momenta, polarisations, strict=True)):
+        lorentz(k, f"momenta[{i}]")
+        lorentz(e, f"polarisations[{i}]")
+
+
 def gluon_amplitude(momenta, polarisations):
     """Colour-ordered pure-gluon amplitude ``A(1, ..., n)`` (all incoming), couplings stripped."""
+    _check_legs(momenta, polarisations, 3)
     n = len(momenta)
     _, amp, _ = gluon_currents(momenta[:-1], polarisations[:-1], propagate_full=False)
     return mdot(amp[(0, n - 2)], polarisations[-1])
@@ -86,6 +96,9 @@ def quark_line_amplitude(ubar, v, quark_momentum, mass, gluon_momenta, polarisat
         gluon_momenta: incoming gluon momenta in colour order (gluon 1 next to the quark).
         polarisations: their polarisation vectors.
     """
+    _check_legs(gluon_momenta, polarisations, 1)
+    ubar, v = lorentz(ubar, "ubar"), lorentz(v, "v")
+    quark_momentum = lorentz(quark_momentum, "quark_momentum")
     n = len(gluon_momenta)
     cur, _, mom = gluon_currents(gluon_momenta, polarisations)
     dtype = ubar.dtype

@@ -167,7 +167,8 @@ def colour_flows(proc) -> ColourFlows:
         return cached
     plan = getattr(proc, "plan", None)
     if plan is None:
-        raise TypeError(f"{proc.name!r} was not built by difphys.amplitudes.process")
+        raise TypeError(f"{getattr(proc, 'name', proc)!r} is not a Process built by "
+                        "difphys.amplitudes.process")
     legs = plan.legs
     coloured = [i for i, f in enumerate(legs) if _role(f) is not None]
     flows = _flows(legs)

@@ -255,6 +255,9 @@ def parton_groups(proc) -> tuple:
     """``((representative, member indices, incoming parton names of each member), ...)`` of a
     :class:`Process` (one group of itself) or :class:`ProcessSet` (its ``groups``): what
     :func:`hadronic_integrand` evaluates with one |M|^2 per group."""
+    if not (isinstance(proc, tuple) or hasattr(proc, "particles")):
+        raise TypeError(f"expected a difphys.amplitudes.Process or ProcessSet; got "
+                        f"{type(proc).__name__}")
     subprocesses = tuple(proc) if isinstance(proc, tuple) else (proc,)
     groups = getattr(proc, "groups", None) or ((subprocesses[0], (0,)),)
     return tuple((rep, members, tuple(tuple(q.name for q in subprocesses[m].particles[:2])

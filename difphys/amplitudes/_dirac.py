@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_finite, check_trailing_dim
+
 _SIGMA = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=np.complex128)
 _I2 = np.eye(2, dtype=np.complex128)
 _Z2 = np.zeros((2, 2), dtype=np.complex128)
@@ -32,8 +34,18 @@ def complex_dtype(dtype):
     return jnp.dtype(jnp.complex64) if dtype == jnp.float32 else jnp.dtype(jnp.complex128)
 
 
+def lorentz(x, name: str, what: str = "four-vector (E, px, py, pz) or Dirac spinor"):
+    """``x`` as an array with trailing dimension 4, finite when concrete (the one input check
+    of the HELAS building blocks; free under ``jit``, where shapes are static)."""
+    x = jnp.asarray(x)
+    check_trailing_dim(x, 4, name, what)
+    check_finite(x, name)
+    return x
+
+
 def mdot(a, b):
     """Minkowski product of (complex) four-vectors, no conjugation: ``a^0 b^0 - a.b``."""
+    a, b = lorentz(a, "a"), lorentz(b, "b")
     return a[..., 0] * b[..., 0] - jnp.sum(a[..., 1:] * b[..., 1:], axis=-1)
 
 
@@ -44,6 +56,7 @@ def lower(v):
 
 def slash(v):
     """``gamma^mu v_mu`` as a ``(..., 4, 4)`` matrix."""
+    v = lorentz(v, "v")
     v_low = lower(v)
     gamma = jnp.asarray(GAMMA, dtype=complex_dtype(v.dtype))
     return jnp.einsum("...m,mij->...ij", v_low.astype(gamma.dtype), gamma)

@@ -35,7 +35,8 @@ def resonances(proc) -> tuple[Resonance, ...]:
     """The resonance candidates of a compiled :class:`Process`, largest groups first."""
     plan = getattr(proc, "plan", None)
     if plan is None:
-        raise TypeError(f"{proc.name!r} was not built by difphys.amplitudes.process")
+        raise TypeError(f"{getattr(proc, 'name', proc)!r} is not a Process built by "
+                        "difphys.amplitudes.process")
     n = len(plan.legs)
     finals = frozenset(range(2, n))
     found: dict[tuple, bool] = {}

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._dirac import GAMMA, chiral, complex_dtype, mdot, slash
+from .._checks import check_nonnegative
+from ._dirac import GAMMA, chiral, complex_dtype, lorentz, mdot, slash
 
 
 def fermion_current(bra, ket, cl, cr):
     """``J^mu = bra gamma^mu (cl P_L + cr P_R) ket``, shape (..., 4)."""
+    bra, ket = lorentz(bra, "bra"), lorentz(ket, "ket")
     dtype = jnp.result_type(bra.dtype, ket.dtype)
     gamma = jnp.asarray(GAMMA, dtype)
     coupled = chiral(cl, cr, dtype) @ ket[..., None]
@@ -36,15 +38,22 @@ def ffv_amplitude(bra, ket, eps, cl, cr):
 
 def ffs_amplitude(bra, ket, cl, cr, scalar=1.0):
     """FFS vertex ``bra (cl P_L + cr P_R) ket * S``."""
+    bra, ket = lorentz(bra, "bra"), lorentz(ket, "ket")
     dtype = jnp.result_type(bra.dtype, ket.dtype)
     vertex = chiral(cl, cr, dtype)
     return jnp.einsum("...i,...ij,...j->...", bra, vertex, ket) * scalar
 
 
+def _check_mass_width(mass, width) -> None:
+    check_nonnegative(mass, "propagator mass")
+    check_nonnegative(width, "propagator width")
+
+
 def vector_propagator(current, q, mass, width):
     """Propagate an off-shell vector current with momentum ``q`` (see module docstring)."""
+    current, q = lorentz(current, "current"), lorentz(q, "q")
+    _check_mass_width(mass, width)
     dtype = current.dtype
-    q = jnp.asarray(q)
     mass = jnp.asarray(mass, q.dtype)
     width = jnp.asarray(width, q.dtype)
     q2 = q[..., 0] ** 2 - jnp.sum(q[..., 1:] ** 2, axis=-1)
@@ -62,7 +71,8 @@ def vector_propagator(current, q, mass, width):
 
 def scalar_propagator(value, q, mass, width):
     """``value / (q^2 - M^2 + i M Gamma)``."""
-    q = jnp.asarray(q)
+    q = lorentz(q, "q")
+    _check_mass_width(mass, width)
     dtype = complex_dtype(q.dtype)
     q2 = q[..., 0] ** 2 - jnp.sum(q[..., 1:] ** 2, axis=-1)
     mass, width = jnp.asarray(mass, q.dtype), jnp.asarray(width, q.dtype)
@@ -71,7 +81,8 @@ def scalar_propagator(value, q, mass, width):
 
 def fermion_propagator(q, mass, width, dtype):
     """``(qslash + m) / (q^2 - m^2 + i m Gamma)`` as a (..., 4, 4) matrix."""
-    q = jnp.asarray(q)
+    q = lorentz(q, "q")
+    _check_mass_width(mass, width)
     mass = jnp.asarray(mass, q.dtype)
     width = jnp.asarray(width, q.dtype)
     q2 = q[..., 0] ** 2 - jnp.sum(q[..., 1:] ** 2, axis=-1)
@@ -88,6 +99,8 @@ def vvv_vertex(j1, j2, k1, k2):
     the ``g^{nu rho}(k1 - k2)^mu + g^{rho mu}(k2 - k3)^nu + g^{mu nu}(k3 - k1)^rho`` structure with
     ``k3 = -k1 - k2`` (multiply by the coupling, e.g. ``g f^{abc}`` or ``1/sqrt(2)`` colour-ordered).
     """
+    j1, j2 = lorentz(j1, "j1"), lorentz(j2, "j2")
+    k1, k2 = lorentz(k1, "k1"), lorentz(k2, "k2")
     k1c, k2c = k1.astype(j1.dtype), k2.astype(j1.dtype)
     return (
         mdot(j1, j2)[..., None] * (k1c - k2c)
@@ -98,6 +111,7 @@ def vvv_vertex(j1, j2, k1, k2):
 
 def vvvv_vertex(j1, j2, j3):
     """Quartic Lorentz structure ``2 j2 (j1.j3) - j1 (j2.j3) - j3 (j1.j2)`` (colour-ordered QCD)."""
+    j1, j2, j3 = lorentz(j1, "j1"), lorentz(j2, "j2"), lorentz(j3, "j3")
     return (
         2 * j2 * mdot(j1, j3)[..., None]
         - j1 * mdot(j2, j3)[..., None]

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._checks import is_concrete
 from .._numerics import safe_norm, safe_sqrt
-from ._dirac import bar, complex_dtype
+from ._dirac import bar, complex_dtype, lorentz
 
 
 def _complex_dtype(p):
@@ -91,7 +91,7 @@ def _big_small(p, m):
 def _components(p, m, hel):
     """``(sqrt(E - |p|) or sqrt(E + |p|) per chirality, the 2-spinor, hel > 0)`` shared by
     ``u`` and ``v`` (complex, ``(..., 1)``, ``(..., 2)``, ``(..., 1)``)."""
-    p = jnp.asarray(p)
+    p = lorentz(p, "p", "four-momentum (E, px, py, pz)")
     dtype = _complex_dtype(p)
     big, small = _big_small(p, jnp.asarray(m, p.dtype))
     big, small = big.astype(dtype)[..., None], small.astype(dtype)[..., None]
@@ -172,7 +172,7 @@ def polarization_vector(k, m, hel, outgoing: bool = False):
     ``outgoing=True`` returns ``eps*``. Outside ``jit`` a helicity outside {-1, 0, 1}, a
     negative mass or ``hel = 0`` with ``m = 0`` raises ``ValueError``.
     """
-    k = jnp.asarray(k)
+    k = lorentz(k, "k", "four-momentum (E, px, py, pz)")
     dtype = _complex_dtype(k)
     hel = _check_helicity(hel, (-1, 0, 1), "vector helicity")
     if is_concrete(m, hel):

@@ -140,6 +140,10 @@ def scan_nll(values, names: Sequence[str], data: Sequence[ScanPoint], proc: Proc
     (array ``(k,)`` for the SMParams fields ``names``); pure and jittable, differentiable in
     ``values``. The cross sections use ``n_points`` fixed unit-cube points per scan point drawn
     from ``key`` (common random numbers for every ``values``)."""
+    if not data:
+        raise ValueError("scan_nll needs at least one scan point (data is empty)")
+    if len(names) != np.shape(values)[0]:
+        raise ValueError(f"values {np.shape(values)} must have one entry per name {list(names)}")
     params = SMParams() if params is None else params
     p = params.replace(**{n: values[i] for i, n in enumerate(names)})
     momenta, mask, sqrt_s, lumi = _stack(data)

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from .._checks import check_finite
+
 _BANNER_SHOWN = False
 
 
@@ -50,6 +52,15 @@ def _p4(pj) -> np.ndarray:
     return np.array([pj.e(), pj.px(), pj.py(), pj.pz()])
 
 
+def _particles(p4) -> np.ndarray:
+    p4 = np.asarray(p4, np.float64)
+    if p4.ndim != 2 or p4.shape[-1] != 4:
+        raise ValueError(f"particles must be (n, 4) four-momenta (E, px, py, pz); got shape "
+                         f"{p4.shape}")
+    check_finite(p4, "particle four-momenta")
+    return p4
+
+
 def cluster(
     p4: np.ndarray,
     algorithm: str,
@@ -68,6 +79,10 @@ def cluster(
     indices in descending pT)`` per jet.
     """
     import fastjet
+
+    p4 = _particles(p4)
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be finite and > 0; got {radius!r}")
 
     if algorithm == "ee_kt":
         if n_exclusive is None or len(p4) < n_exclusive:
@@ -104,6 +119,12 @@ def softdrop_mass(p4: np.ndarray, *, zcut: float = 0.1, beta: float = 0.0, r0: f
     The defaults (zcut = 0.1, beta = 0: modified mass-drop) are those of JetClass.
     """
     import fastjet
+
+    p4 = _particles(p4)
+    if not 0.0 <= zcut < 1.0:
+        raise ValueError(f"zcut must lie in [0, 1); got {zcut!r}")
+    if not (np.isfinite(r0) and r0 > 0):
+        raise ValueError(f"r0 must be finite and > 0; got {r0!r}")
 
     if len(p4) == 0:
         raise ValueError("soft drop of an empty jet")

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_count, check_positive
+
 
 class AISState(NamedTuple):
     """Per-level step sizes (n_levels,), adapted between passes."""
@@ -61,6 +63,9 @@ def beta_ladder(n_levels: int, schedule: str = "geometric", dtype=None):
 
 
 def ais_init(n_levels: int, step_size: float = 0.1, dtype=None) -> AISState:
+    """Per-level HMC/RWM step sizes (log, adapted by :func:`ais_step`), all ``step_size``."""
+    check_count(n_levels, "n_levels")
+    check_positive(step_size, "step_size")
     dtype = jnp.result_type(float) if dtype is None else dtype
     return AISState(log_step_size=jnp.full((n_levels,), jnp.log(step_size), dtype))
 
@@ -120,6 +125,7 @@ def ais_step(
     """
     if transition not in ("hmc", "rwm"):
         raise ValueError(f"transition must be 'hmc' or 'rwm'; got {transition!r}")
+    check_count(n, "n")
     n_levels = state.log_step_size.shape[0]
     flow = jax.lax.stop_gradient(flow)
     target_acceptance = (

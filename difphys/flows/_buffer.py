@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import is_concrete
+from .._checks import check_count, is_concrete
 
 
 class ReplayBuffer(NamedTuple):
@@ -28,6 +28,9 @@ class ReplayBuffer(NamedTuple):
 
 
 def buffer_init(capacity: int, dim: int, dtype=None) -> ReplayBuffer:
+    """An empty buffer of ``capacity`` points of dimension ``dim``."""
+    check_count(capacity, "capacity")
+    check_count(dim, "dim")
     dtype = jnp.result_type(float) if dtype is None else dtype
     return ReplayBuffer(
         x=jnp.zeros((capacity, dim), dtype),
@@ -42,6 +45,11 @@ def buffer_add(buf: ReplayBuffer, x, log_w, log_q) -> ReplayBuffer:
     """Append a batch (FIFO: the oldest entries are overwritten)."""
     capacity = buf.log_w.shape[0]
     n = x.shape[0]
+    if x.ndim != 2 or x.shape[1] != buf.x.shape[1]:
+        raise ValueError(f"points must be (n, dim = {buf.x.shape[1]}); got shape {x.shape}")
+    if np.shape(log_w) != (n,) or np.shape(log_q) != (n,):
+        raise ValueError(f"log_w and log_q must be ({n},); got {np.shape(log_w)} and "
+                         f"{np.shape(log_q)}")
     if n > capacity:
         raise ValueError(f"batch of {n} does not fit a buffer of capacity {capacity}")
     ok = jnp.isfinite(log_w) & jnp.isfinite(log_q) & jnp.all(jnp.isfinite(x), axis=-1)
@@ -80,6 +88,9 @@ def buffer_sample(key, buf: ReplayBuffer, n: int):
 
 def buffer_adjust(buf: ReplayBuffer, idx, log_q_new, max_adjust: float = 10.0) -> ReplayBuffer:
     """Re-weight entries ``idx`` for the new flow: ``log_w += min(log q_old - log q_new, log max_adjust)``."""
+    if not float(max_adjust) >= 1.0:
+        raise ValueError(f"max_adjust must be >= 1 (a cap on the weight increase); got "
+                         f"{max_adjust!r}")
     log_q_new = jnp.asarray(log_q_new, buf.log_q.dtype)
     delta = jnp.minimum(
         buf.log_q[idx] - log_q_new, jnp.log(jnp.asarray(max_adjust, buf.log_q.dtype))

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import is_concrete
+from .._checks import check_count, is_concrete
 
 
 def _clean(log_w):
@@ -62,6 +62,8 @@ def unweighting_efficiency(log_w, robust_quantile: float | None = None):
     (the usual "max reduction": a fraction ``r`` of events keep weights above one); this
     variant does not collapse because of one outlier.
     """
+    if robust_quantile is not None and not 0.0 < float(robust_quantile) < 1.0:
+        raise ValueError(f"robust_quantile must lie in (0, 1); got {robust_quantile!r}")
     log_w = _clean(log_w)
     lw = log_w - _finite_or_zero_shift(log_w)
     w = jnp.where(jnp.isfinite(lw), jnp.exp(jnp.where(jnp.isfinite(lw), lw, 0.0)), 0.0)
@@ -101,6 +103,7 @@ def log_z_estimate(log_w) -> LogZ:
 
 def importance_log_weights(key, flow, log_p, n: int):
     """Samples ``x ~ q`` (n, dim) and ``log w = log p(x) - log q(x)`` (n,)."""
+    check_count(n, "n")
     x, log_q = flow.sample_and_log_prob(key, n)
     log_p_x = jax.vmap(log_p)(x)
     return x, _clean(log_p_x - log_q)

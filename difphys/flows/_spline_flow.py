@@ -21,14 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import is_concrete
+from .._checks import check_count, is_concrete
 
 
 def coupling_masks(dim: int, n_layers: int) -> np.ndarray:
     """(n_layers, dim) 0/1 masks (1 = kept): alternating halves and parities, each coordinate
     is transformed by at least every other layer."""
-    if dim < 2:
-        raise ValueError(f"a coupling flow needs dim >= 2; got {dim}")
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
+        raise ValueError(f"a coupling flow needs an integer dim >= 2; got {dim!r}")
+    check_count(n_layers, "n_layers")
     idx = np.arange(dim)
     patterns = [idx < dim // 2, idx % 2 == 0]
     masks = []
@@ -63,6 +64,8 @@ def rational_quadratic_spline(x, params, lo, hi, *, identity_tails, inverse=Fals
     selected with one-hot sums rather than gathers.
     """
     k = (params.shape[-1] - 1) // 3
+    if is_concrete(lo, hi) and not np.all(np.asarray(lo) < np.asarray(hi)):
+        raise ValueError(f"the spline interval needs lo < hi; got lo = {lo!r}, hi = {hi!r}")
     dtype = x.dtype
     width = hi - lo
     w = _MIN_BIN + (1 - _MIN_BIN * k) * jax.nn.softmax(params[..., :k], axis=-1)
@@ -288,7 +291,10 @@ def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8,
         raise ValueError("ActNorm would leave the unit cube; use it with support='real'")
     if scale <= 0:
         raise ValueError(f"scale must be positive; got {scale}")
-    coupling_masks(dim, n_layers)  # validates dim
+    coupling_masks(dim, n_layers)  # validates dim and n_layers
+    check_count(hidden, "hidden")
+    check_count(depth, "depth", 0)
+    check_count(n_bins, "n_bins")
     dtype = jnp.result_type(float) if dtype is None else dtype
     keys = jax.random.split(key, depth + 1)
     sizes = [dim] + [hidden] * depth + [dim * (3 * n_bins + 1)]

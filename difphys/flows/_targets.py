@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_count, check_finite, check_positive
 from ..amplitudes import (
     SMParams,
     check_hadronic,
@@ -32,6 +33,12 @@ class GaussianMixture(eqx.Module):
     means: jax.Array
     std: jax.Array
     support: str = eqx.field(static=True, default="real")
+
+    def __check_init__(self):
+        if np.ndim(self.means) != 2:
+            raise ValueError(f"means must be (n_modes, dim); got shape {np.shape(self.means)}")
+        check_finite(self.means, "means")
+        check_positive(self.std, "std")
 
     @property
     def dim(self) -> int:
@@ -64,6 +71,9 @@ class GaussianMixture(eqx.Module):
 
 def gmm40(key=None, *, n_modes: int = 40, dim: int = 2, loc_scale: float = 40.0, dtype=None):
     """The FAB paper's 40-mode mixture (fixed seed 0 unless ``key`` is given)."""
+    check_count(n_modes, "n_modes")
+    check_count(dim, "dim")
+    check_positive(loc_scale, "loc_scale")
     key = jax.random.key(0) if key is None else key
     dtype = jnp.result_type(float) if dtype is None else dtype
     means = jax.random.uniform(key, (n_modes, dim), dtype, -loc_scale, loc_scale)
@@ -86,6 +96,12 @@ class ManyWell(eqx.Module):
 
     dim: int = eqx.field(static=True, default=32)
     support: str = eqx.field(static=True, default="real")
+
+    def __check_init__(self):
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 2 \
+                or self.dim % 2:
+            raise ValueError(f"ManyWell needs an even dim >= 2 (pairs of double wells); "
+                             f"got {self.dim!r}")
 
     @property
     def log_z(self) -> float:

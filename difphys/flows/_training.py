@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._checks import is_concrete
+from .._checks import check_count, check_positive, is_concrete
 from ..train import History, Trainer, training_loop
 from ._ais import ais_init, ais_step
 from ._buffer import ReplayBuffer, buffer_add, buffer_adjust, buffer_init, buffer_sample
@@ -80,6 +80,17 @@ class FlowStepInfo(NamedTuple):
     n_target_values: jax.Array
     n_target_grads: jax.Array
     n_skipped: jax.Array
+
+
+def _check_config(config: TrainConfig) -> None:
+    """Every count of a :class:`TrainConfig` an integer in range, every factor positive."""
+    for name in ("batch", "n_levels", "n_leapfrog", "n_mcmc", "updates_per_ais", "history"):
+        check_count(getattr(config, name), f"TrainConfig.{name}")
+    check_count(config.buffer_capacity, "TrainConfig.buffer_capacity", 0)
+    for name in ("step_size", "clip_factor", "skip_factor"):
+        check_positive(getattr(config, name), f"TrainConfig.{name}")
+    if not float(config.max_adjust) >= 1.0:
+        raise ValueError(f"TrainConfig.max_adjust must be >= 1; got {config.max_adjust!r}")
 
 
 def _probe_target(key, flow, log_p, n: int) -> None:
@@ -144,6 +155,7 @@ def make_trainer(
         raise ValueError("forward KL needs target_sampler(key, n) -> samples of the target")
     params0, static = eqx.partition(flow, eqx.is_inexact_array)
     dtype = jax.tree_util.tree_leaves(params0)[0].dtype
+    _check_config(config)
     use_buffer = method == "fab" and config.buffer_capacity > 0
     if use_buffer and config.buffer_capacity < config.batch:
         raise ValueError("buffer_capacity must be at least the batch size")

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_count
+
 
 def vegas_sampler(log_p, dim: int, train_evals: int, *, key, box=(0.0, 1.0), nitn: int = 10):
     """Adapt a VEGAS grid (the ``vegas`` package) on ``box^dim`` with ``train_evals`` evaluations
@@ -18,6 +20,8 @@ def vegas_sampler(log_p, dim: int, train_evals: int, *, key, box=(0.0, 1.0), nit
     ``E[w]`` is the integral. ``key`` seeds the NumPy generator that ``vegas`` draws from
     (VEGAS runs outside JAX). Needs the ``vegas`` package (the ``bench`` extra).
     """
+    check_count(dim, "dim")
+    check_count(train_evals, "train_evals")
     try:
         import vegas
     except ModuleNotFoundError as err:

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 import jax
 import numpy as np
 
+from .._checks import check_count
 from ..sharding import shard_batch
 from ._table import Table
 
@@ -22,6 +23,8 @@ def _size(arrays: Mapping) -> int:
 
 def epoch_order(key, epoch: int, n: int) -> np.ndarray:
     """The permutation of ``n`` examples used in ``epoch`` (a function of ``key`` only)."""
+    check_count(epoch, "epoch", 0)
+    check_count(n, "n")
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
 
 
@@ -99,6 +102,10 @@ def epoch_batches(key, epoch: int, n: int, batch_size: int, *,
     :func:`trim_padding` cuts it close to them (length bucketing, as used for padded
     sequences in NLP); the pools keep the batches random within a length range.
     """
+    check_count(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"batch_size must lie in [1, {n}] (the number of examples); "
+                         f"got {batch_size}")
     per_epoch = n // batch_size
     order = epoch_order(key, epoch, n)[:per_epoch * batch_size]
     if bucket is not None:

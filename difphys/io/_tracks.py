@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._checks import check_finite
 from ._jetclass import read_jetclass
 from ._table import Table
 
@@ -48,6 +49,8 @@ _DUMMY = np.array([0.0, 0.0, 0.0, np.pi / 2, 0.1])
 def jet_axis(eta, phi) -> np.ndarray:
     """Unit vectors ``(n, 3)`` along jets of pseudorapidity ``eta`` and azimuth ``phi``."""
     eta, phi = np.asarray(eta, np.float64), np.asarray(phi, np.float64)
+    check_finite(eta, "eta")
+    check_finite(phi, "phi")
     return np.stack([np.cos(phi), np.sin(phi), np.sinh(eta)], axis=-1) / np.cosh(eta)[..., None]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -209,7 +210,12 @@ def run_demo(
 
 
 def format_report(report) -> str:
-    """Human-readable summary of a demo report."""
+    """Human-readable summary of a demo report (:func:`run_demo`)."""
+    needed = ("massless_3body_volume", "bbg_volume", "gradient", "cross_section")
+    if not isinstance(report, Mapping) or any(k not in report for k in needed):
+        command = getattr(report, "command", type(report).__name__)
+        raise ValueError(f"format_report formats the report of difphys demo (run_demo); got "
+                         f"{command!r} without {[k for k in needed if k not in report] if isinstance(report, Mapping) else list(needed)}")
     v, b, g = report["massless_3body_volume"], report["bbg_volume"], report["gradient"]
     x = report["cross_section"]
     lines = [

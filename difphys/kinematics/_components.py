@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import check_finite, check_nonnegative
 from .._numerics import safe_norm, safe_sqrt
 from ._invariants import _four
 
@@ -89,8 +90,14 @@ def from_pt_eta_phi_m(
     phi_: Float[ArrayLike, "*batch"],
     m: Float[ArrayLike, "*batch"],
 ) -> Float[Array, "*batch 4"]:
-    """Four-momentum ``(E, px, py, pz)`` from ``(pt [GeV], eta, phi [rad], m [GeV])``."""
+    """Four-momentum ``(E, px, py, pz)`` from ``(pt [GeV], eta, phi [rad], m [GeV])``.
+
+    Outside ``jit`` NaN or infinite inputs and negative ``pt`` or ``m`` raise ``ValueError``."""
     pt_, eta_, phi_, m = (jnp.asarray(x) for x in (pt_, eta_, phi_, m))
+    for value, label in ((pt_, "pt"), (eta_, "eta"), (phi_, "phi"), (m, "m")):
+        check_finite(value, label)
+    check_nonnegative(pt_, "pt")
+    check_nonnegative(m, "m")
     px = pt_ * jnp.cos(phi_)
     py = pt_ * jnp.sin(phi_)
     pz = pt_ * jnp.sinh(eta_)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_trailing_dim
+from .._checks import check_finite, check_trailing_dim
 from .._numerics import safe_norm, signed_sqrt
 
 _WHAT = "four-momentum ordered (E, px, py, pz)"
@@ -17,6 +17,7 @@ _WHAT = "four-momentum ordered (E, px, py, pz)"
 def _four(p: ArrayLike, name: str = "p") -> Array:
     p = jnp.asarray(p)
     check_trailing_dim(p, 4, name, _WHAT)
+    check_finite(p, name)  # eager only: inside jit NaN components propagate to what uses them
     return p
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_trailing_dim, is_concrete
+from .._checks import check_finite, check_trailing_dim, is_concrete
 from .._numerics import safe_norm
 from ._invariants import _four
 
@@ -130,6 +130,8 @@ def rotate(
     axis = jnp.asarray(axis)
     angle = jnp.asarray(angle)
     check_trailing_dim(axis, 3, "axis", "rotation axis (x, y, z)")
+    check_finite(axis, "axis")
+    check_finite(angle, "angle")
     n2 = jnp.sum(axis * axis, axis=-1)
     if is_concrete(axis) and np.any(np.asarray(n2) <= 0):
         raise ValueError("rotation axis must be a non-zero 3-vector")

@@ -7,8 +7,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from .._checks import check_count, is_concrete
 from ._part import ParticleTransformer
 
 #: Indices in the ParT features (``difphys.io.PART_FEATURES``) of Delta R, Delta eta and
@@ -53,6 +55,7 @@ class MaskedParticleModel(nnx.Module):
     def __init__(self, backbone: ParticleTransformer, codebook_size: int, *,
                  reveal: tuple[int, ...] = ANGULAR_FEATURES,
                  token_features: tuple[int, ...] = TOKEN_FEATURES, rngs: nnx.Rngs):
+        check_count(codebook_size, "codebook_size", 2)
         dim = backbone.config.embed_dim
         self.backbone = backbone
         self.token_features = check_token_features(token_features, reveal)
@@ -86,6 +89,12 @@ def mpm_loss(model: MaskedParticleModel, batch, *, key, fraction: float = 0.4
     """Cross-entropy of the tokens (``batch["tokens"] (B, n)`` int) of a random ``fraction``
     of the real particles, hidden from the backbone. Every jet keeps at least one visible
     particle. Reports the token accuracy on hidden particles."""
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"fraction (of particles hidden) must lie in (0, 1); got {fraction!r}")
+    tokens_in = batch["tokens"]
+    if is_concrete(tokens_in) and np.any((np.asarray(tokens_in) < 0)
+                                         | (np.asarray(tokens_in) >= model.head.out_features)):
+        raise ValueError(f"tokens must lie in [0, codebook_size = {model.head.out_features})")
     k_mask, k_drop = jax.random.split(key)
     mask = batch["mask"].astype(bool)
     u = jax.random.uniform(k_mask, mask.shape)
@@ -110,6 +119,7 @@ class JetClassifier(nnx.Module):
     ``head`` are the two parameter groups of the fine-tuning strategies)."""
 
     def __init__(self, backbone: ParticleTransformer, num_classes: int, *, rngs: nnx.Rngs):
+        check_count(num_classes, "num_classes", 2)
         self.backbone = backbone
         self.head = nnx.Linear(backbone.config.embed_dim, num_classes, rngs=rngs)
 
@@ -125,6 +135,8 @@ class DeepSetsHead(nnx.Module):
                  pooling: str = "mean", rngs: nnx.Rngs):
         if pooling not in ("mean", "sum"):
             raise ValueError(f"pooling must be 'mean' or 'sum'; got {pooling!r}")
+        check_count(in_dim, "in_dim")
+        check_count(num_classes, "num_classes", 2)
         self.pooling = pooling
         dims, phi = in_dim, []
         for d in phi_dims:
@@ -162,6 +174,7 @@ class EventClassifier(nnx.Module):
 
     def __init__(self, backbone: ParticleTransformer | None, num_classes: int = 2, *,
                  jet_inputs: int = 0, rngs: nnx.Rngs, **head_options):
+        check_count(num_classes, "num_classes", 2)
         if backbone is None and jet_inputs < 1:
             raise ValueError("an EventClassifier without a backbone needs jet_inputs >= 1")
         self.backbone = backbone

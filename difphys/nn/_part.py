@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .._checks import is_concrete
+from .._checks import check_count, is_concrete
 from ._dropout import Dropout
 from ._layers import _apply_norm, _Block, _layer_norm, _PairEmbed, _ParticleEmbed
 
@@ -61,6 +61,20 @@ class ParTConfig:
     attn_dropout: float = 0.1
     activation_dropout: float = 0.1
     fc_dropout: float = 0.1
+
+    def __post_init__(self):
+        for name in ("input_dim", "pair_input_dim", "num_heads", "ffn_ratio"):
+            check_count(getattr(self, name), name)
+        for name in ("num_classes", "num_layers", "num_cls_layers"):
+            check_count(getattr(self, name), name, 0)
+        if not self.embed_dims or not all(isinstance(d, int) and d > 0 for d in self.embed_dims):
+            raise ValueError(f"embed_dims must be positive integers; got {self.embed_dims!r}")
+        if self.embed_dims[-1] % self.num_heads:
+            raise ValueError(f"num_heads = {self.num_heads} must divide the embedding "
+                             f"dimension {self.embed_dims[-1]}")
+        for name in ("dropout", "attn_dropout", "activation_dropout", "fc_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1); got {getattr(self, name)!r}")
 
     @classmethod
     def small(cls, **overrides) -> ParTConfig:
@@ -209,4 +223,6 @@ class ParticleTransformer(nnx.Module):
 
 def count_params(model: nnx.Module) -> int:
     """Number of trainable parameters (``nnx.Param`` leaves; BatchNorm statistics excluded)."""
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"count_params needs a flax.nnx Module; got {type(model).__name__}")
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -12,7 +12,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from .._checks import check_count, check_finite
 
 
 def _nearest(z, codebook):
@@ -42,6 +45,10 @@ class VQVAE(nnx.Module):
 
     def __init__(self, input_dim: int = 17, *, codebook_size: int = 512, latent_dim: int = 8,
                  hidden: int = 64, commitment: float = 0.25, rngs: nnx.Rngs):
+        check_count(input_dim, "input_dim")
+        check_count(codebook_size, "codebook_size", 2)
+        check_count(latent_dim, "latent_dim")
+        check_count(hidden, "hidden")
         self.input_dim, self.codebook_size, self.commitment = input_dim, codebook_size, commitment
         self.enc1 = nnx.Linear(input_dim, hidden, rngs=rngs)
         self.enc2 = nnx.Linear(hidden, latent_dim, rngs=rngs)
@@ -108,6 +115,14 @@ class KMeansTokenizer(nnx.Module):
             max_points: int = 200_000) -> KMeansTokenizer:
         """Fit to the real particles (``mask``) of ``x (..., d)``; at most ``max_points``
         random particles are used."""
+        check_count(codebook_size, "codebook_size", 2)
+        check_count(iterations, "iterations")
+        if np.shape(mask) != np.shape(x)[:-1]:
+            raise ValueError(f"mask {np.shape(mask)} must match x {np.shape(x)} without its "
+                             "feature axis")
+        if not np.any(np.asarray(mask)):
+            raise ValueError("K-means got no real particles (the mask is all False)")
+        check_finite(np.asarray(x)[np.asarray(mask)], "x (real particles)")
         pts = jnp.asarray(x, jnp.float32).reshape(-1, x.shape[-1])[jnp.asarray(mask).reshape(-1)]
         if pts.shape[0] < codebook_size:
             raise ValueError(f"K-means needs at least codebook_size={codebook_size} particles; "

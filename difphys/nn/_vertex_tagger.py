@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .._checks import is_concrete
+from .._checks import check_count, is_concrete
 from ..vertex import Perigee, fit
 
 #: Vertex modes: no vertex layer (baseline), learned track weights, or true b/c-decay tracks.
@@ -89,6 +89,12 @@ class VertexTagger(nnx.Module):
                  max_iter: int = 20, tol: float = 1e-6, rngs: nnx.Rngs, param_dtype=jnp.float32):
         if vertex not in VERTEX_MODES:
             raise ValueError(f"vertex must be one of {VERTEX_MODES}; got {vertex!r}")
+        for name, value in (("num_features", num_features), ("dim", dim), ("heads", heads),
+                            ("layers", layers), ("max_iter", max_iter)):
+            check_count(value, name)
+        check_count(num_classes, "num_classes", 2)
+        if not (np.isfinite(bfield) and bfield != 0):
+            raise ValueError(f"bfield must be finite and non-zero (T); got {bfield!r}")
         self.vertex = vertex
         self.bfield = float(bfield)
         self.max_iter = int(max_iter)

@@ -163,7 +163,14 @@ class PDFSet(eqx.Module):
                                  f"{qa.max():.4g}] GeV not within [{lo:.4g}, {hi:.4g}] GeV")
 
     def xfx(self, pid: int, x, q) -> Array:
-        """``x f_pid(x, Q)`` (dimensionless), interpolated (see the module docstring)."""
+        """``x f_pid(x, Q)`` (dimensionless), interpolated (see the module docstring).
+
+        ``pid``: a parton's PDG id (quarks -6..6, 21 or 0 for the gluon, 22 for the photon);
+        a parton the set does not have (the top in a 5-flavour set) gives 0; anything else
+        raises ``ValueError``."""
+        if isinstance(pid, bool) or not isinstance(pid, (int, np.integer)) or not (
+                -6 <= int(pid) <= 6 or int(pid) in (21, 22)):
+            raise ValueError(f"pid must be a parton's PDG id (-6..6, 21, 22); got {pid!r}")
         pid = 21 if pid == 0 else int(pid)
         self._check(x, q)
         x = jnp.asarray(x, dtype=self.log_x.dtype)

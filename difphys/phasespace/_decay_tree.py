@@ -16,17 +16,25 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import is_concrete
-from ._resonant import breit_wigner_map
-from ._unit_cube import two_body_decay, unit_cube_dim
+from ._resonant import _breit_wigner_map
+from ._unit_cube import _two_body_decay, unit_cube_dim
 
 
 def _leaves(children) -> list[int]:
+    """Final-state indices of a tree, checking its structure (clear errors, not IndexError)."""
+    if not isinstance(children, (tuple, list)) or len(children) < 2:
+        raise ValueError(f"a decay node needs at least two children (indices or (r, children) "
+                         f"resonances); got {children!r}")
     out = []
     for child in children:
         if isinstance(child, tuple):
+            if len(child) != 2 or isinstance(child[0], tuple):
+                raise ValueError(f"a resonance is (index r, children); got {child!r}")
             out.extend(_leaves(child[1]))
-        else:
+        elif isinstance(child, (int, np.integer)) and not isinstance(child, bool):
             out.append(int(child))
+        else:
+            raise ValueError(f"a tree leaf is a final-state index; got {child!r}")
     return out
 
 
@@ -104,7 +112,7 @@ def decay_tree_from_unit_cube(
             if isinstance(child, tuple):
                 low = floors[j]
                 high = parent_mass - sum(child_m) - sum(floors[j + 1:])
-                m2, jac = breit_wigner_map(u[..., next(columns)], res_m[child[0]],
+                m2, jac = _breit_wigner_map(u[..., next(columns)], res_m[child[0]],
                                            res_w[child[0]], low, high)
                 weight = weight * jac / (2 * jnp.pi)
                 child_m.append(jnp.sqrt(m2))
@@ -121,7 +129,7 @@ def decay_tree_from_unit_cube(
                 weight = weight * 2 * rest_mass * (high - low) / (2 * jnp.pi)
             else:
                 rest_mass = child_m[c - 1]
-            pa, rest, w2 = two_body_decay(system, system_mass, child_m[k], rest_mass,
+            pa, rest, w2 = _two_body_decay(system, system_mass, child_m[k], rest_mass,
                                           u[..., next(columns)], u[..., next(columns)])
             weight = weight * w2
             momenta.append(pa)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import check_count
 from ._montecarlo import batch_moments, streaming_mean
 from ._rambo import rambo
 from ._unit_cube import from_unit_cube, unit_cube_dim
@@ -41,6 +42,7 @@ def sample_batch(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    check_count(batch_size, "batch_size")
     sqrt_s, masses, _ = prepare(sqrt_s, masses)
     if sampler == "rambo":
         keys = jax.random.split(key, batch_size)

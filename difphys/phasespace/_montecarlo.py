@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .._checks import is_concrete
 from ..progress import progress_bar
 
 LOOPS = ("python", "scan")
@@ -98,10 +100,17 @@ def hit_or_miss(key, log_w, log_w_max):
     with probability ``min(1, w / w_max)``, and ``overweight (n,)`` flags the points above
     ``w_max`` (kept once: the unweighted sample is then biased by their excess, which the
     caller reports). Log weights keep the ratio finite over many orders of magnitude;
-    a non-finite ``log_w`` (``-inf``: zero weight, outside cuts; NaN) is never kept and never
-    counted as overweight. The one unweighting rule of
+    ``log_w = -inf`` (zero weight, outside cuts) is never kept and never counted as
+    overweight; NaN or ``+inf`` raise outside ``jit`` and are dropped inside it. The one unweighting rule of
     difphys (``difphys sample``, :func:`difphys.analysis.unweighted_events`)."""
     log_w = jnp.asarray(log_w)
+    if is_concrete(log_w, log_w_max):
+        a = np.asarray(log_w)
+        if np.any(np.isnan(a) | (a == np.inf)):
+            raise ValueError(f"log_w has {int(np.sum(np.isnan(a)))} NaN and "
+                             f"{int(np.sum(a == np.inf))} +inf entries: failed weight evaluations")
+        if not np.isfinite(float(log_w_max)):
+            raise ValueError(f"log_w_max must be finite; got {float(log_w_max)!r}")
     finite = jnp.isfinite(log_w)
     log_ratio = jnp.where(finite, log_w - log_w_max, -jnp.inf)
     u = jax.random.uniform(key, log_w.shape, log_w.dtype)

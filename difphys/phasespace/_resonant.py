@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_trailing_dim, is_concrete
-from ._unit_cube import two_body_decay
+from .._checks import check_positive, check_trailing_dim, check_unit_interval, is_concrete
+from ._unit_cube import _two_body_decay
 
 RESONANT_PAIR_DIM = 8
 
@@ -17,7 +17,23 @@ def breit_wigner_map(u, mass, width, low, high):
 
     ``m^2 = M^2 + M Gamma tan(x)``, ``x`` uniform between the arctan images of the limits.
     Returns ``(m2, jacobian)`` with ``jacobian = d m^2 / d u``. Smooth in all arguments.
+    Outside ``jit``: ``mass`` and ``width`` must be finite and > 0, ``0 <= low < high``
+    (GeV) and ``u`` in [0, 1].
     """
+    check_positive(mass, "Breit-Wigner mass")
+    check_positive(width, "Breit-Wigner width")
+    check_unit_interval(u, "u")
+    if is_concrete(low, high):
+        lo, hi = np.asarray(low), np.asarray(high)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo >= 0)
+                and np.all(lo < hi)):
+            raise ValueError(f"the mass range needs 0 <= low < high (GeV); got {lo!r}, {hi!r}")
+    return _breit_wigner_map(u, mass, width, low, high)
+
+
+def _breit_wigner_map(u, mass, width, low, high):
+    """:func:`breit_wigner_map` without the eager checks (the maps call it per event, where a
+    closed range at the edge of phase space is a valid, masked point)."""
     mg = mass * width
     x_lo = jnp.arctan((low**2 - mass**2) / mg)
     x_hi = jnp.arctan((high**2 - mass**2) / mg)
@@ -47,6 +63,8 @@ def resonant_pair_from_unit_cube(
     """
     u = jnp.asarray(u)
     check_trailing_dim(u, RESONANT_PAIR_DIM, "u", "unit-cube coordinates of the resonant-pair map")
+    check_positive(resonance_mass, "resonance_mass")
+    check_positive(resonance_width, "resonance_width")
     masses = jnp.asarray(daughter_masses, u.dtype)
     if masses.shape != (4,):
         raise ValueError(f"daughter_masses must have shape (4,); got {masses.shape}")
@@ -58,13 +76,13 @@ def resonant_pair_from_unit_cube(
         raise ValueError("sqrt_s is not above the production threshold of the four daughters")
     mass = jnp.asarray(resonance_mass, u.dtype)
     width = jnp.asarray(resonance_width, u.dtype)
-    m1sq, jac1 = breit_wigner_map(u[..., 0], mass, width, ma + mb, rs - mc - md)
+    m1sq, jac1 = _breit_wigner_map(u[..., 0], mass, width, ma + mb, rs - mc - md)
     m1 = jnp.sqrt(m1sq)
-    m2sq, jac2 = breit_wigner_map(u[..., 1], mass, width, mc + md, rs - m1)
+    m2sq, jac2 = _breit_wigner_map(u[..., 1], mass, width, mc + md, rs - m1)
     m2 = jnp.sqrt(m2sq)
     centre = jnp.stack([rs, *([jnp.zeros_like(rs)] * 3)], axis=-1)
-    r1, r2, w_prod = two_body_decay(centre, rs, m1, m2, u[..., 2], u[..., 3])
-    pa, pb, w1 = two_body_decay(r1, m1, ma, mb, u[..., 4], u[..., 5])
-    pc, pd, w2 = two_body_decay(r2, m2, mc, md, u[..., 6], u[..., 7])
+    r1, r2, w_prod = _two_body_decay(centre, rs, m1, m2, u[..., 2], u[..., 3])
+    pa, pb, w1 = _two_body_decay(r1, m1, ma, mb, u[..., 4], u[..., 5])
+    pc, pd, w2 = _two_body_decay(r2, m2, mc, md, u[..., 6], u[..., 7])
     weight = w_prod * w1 * w2 * jac1 * jac2 / (2 * jnp.pi) ** 2
     return jnp.stack([pa, pb, pc, pd], axis=-2), weight

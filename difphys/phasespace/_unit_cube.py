@@ -8,7 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import check_trailing_dim, is_concrete
+from .._checks import (
+    check_finite,
+    check_nonnegative,
+    check_positive,
+    check_trailing_dim,
+    check_unit_interval,
+    is_concrete,
+)
 from .._numerics import kallen, safe_sqrt
 from ..kinematics import boost_from_rest_frame
 from ._validate import prepare
@@ -21,7 +28,27 @@ def two_body_decay(parent, parent_mass, ma, mb, u_cos, u_phi):
     ``phi = 2 pi u_phi``. Returns ``(p_a, p_b, weight)`` with the lab momenta and the two-body
     phase-space factor ``lambda^(1/2)(M^2, ma^2, mb^2) / (8 pi M^2)`` (the angular average
     ``dOmega / 4 pi`` is the Jacobian of the map, so ``E_u[weight] = Phi_2``).
+    Outside ``jit``: a finite parent with ``parent_mass > 0``, daughter masses >= 0 with
+    ``ma + mb <= parent_mass`` (an open channel) and ``u`` in [0, 1], or ``ValueError``.
     """
+    for value, label in ((parent_mass, "parent_mass"), (ma, "ma"), (mb, "mb")):
+        check_finite(value, label)
+        check_nonnegative(value, label)
+    check_positive(parent_mass, "parent_mass")
+    check_unit_interval(u_cos, "u_cos")
+    check_unit_interval(u_phi, "u_phi")
+    check_finite(parent, "parent")
+    if is_concrete(parent_mass, ma, mb) and np.any(np.asarray(ma) + np.asarray(mb)
+                                                    > np.asarray(parent_mass)):
+        raise ValueError(f"closed channel: ma + mb > parent_mass ({np.asarray(ma)!r} + "
+                         f"{np.asarray(mb)!r} > {np.asarray(parent_mass)!r} GeV)")
+    return _two_body_decay(parent, parent_mass, ma, mb, u_cos, u_phi)
+
+
+def _two_body_decay(parent, parent_mass, ma, mb, u_cos, u_phi):
+    """:func:`two_body_decay` without the eager checks: the maps call it per event, where an
+    edge point of phase space is valid."""
+
     lam = safe_sqrt(kallen(parent_mass**2, ma**2, mb**2))
     factor = lam / (8.0 * jnp.pi * parent_mass**2)
     pstar = lam / (2.0 * parent_mass)
@@ -120,7 +147,7 @@ def from_unit_cube(
     momenta = []
     for k in range(n - 1):
         uc, up = u[..., n - 2 + 2 * k], u[..., n - 1 + 2 * k]
-        daughter, parent, factor = two_body_decay(parent, big_m[k], masses[k], big_m[k + 1], uc, up)
+        daughter, parent, factor = _two_body_decay(parent, big_m[k], masses[k], big_m[k + 1], uc, up)
         weight = weight * factor
         momenta.append(daughter)
     momenta.append(parent)

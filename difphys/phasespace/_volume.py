@@ -15,6 +15,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import check_finite, check_nonnegative
 from .._numerics import kallen, safe_sqrt
 
 
@@ -26,6 +27,8 @@ def massless_volume(n: int, sqrt_s: Float[ArrayLike, "*batch"]) -> Float[Array, 
     """
     if n < 2:
         raise ValueError(f"phase space needs at least 2 particles; got n = {n}")
+    check_nonnegative(sqrt_s, "sqrt_s")
+    check_finite(sqrt_s, "sqrt_s")
     s = jnp.asarray(sqrt_s) ** 2
     const = (2 * math.pi) ** (4 - 3 * n) * (math.pi / 2) ** (n - 1)
     const /= math.factorial(n - 1) * math.factorial(n - 2)
@@ -39,8 +42,11 @@ def two_body_volume(
 ) -> Float[Array, "*batch"]:
     """Two-body phase-space volume ``lambda^(1/2)(s, m1^2, m2^2) / (8 pi s)`` (dimensionless).
 
-    Zero below threshold.
+    Zero below threshold (a closed channel). Outside ``jit`` NaN/inf or negative values raise.
     """
     sqrt_s, m1, m2 = jnp.asarray(sqrt_s), jnp.asarray(m1), jnp.asarray(m2)
+    for value, label in ((sqrt_s, "sqrt_s"), (m1, "m1"), (m2, "m2")):
+        check_finite(value, label)
+        check_nonnegative(value, label)
     s = sqrt_s**2
     return safe_sqrt(kallen(s, m1**2, m2**2)) / (8 * jnp.pi * s)

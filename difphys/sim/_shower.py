@@ -24,9 +24,17 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import stochad
-from .._checks import check_finite
+from .._checks import (
+    check_count,
+    check_finite,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+    is_concrete,
+)
 from .._fields import array_field
 from .._numerics import safe_norm
 
@@ -64,6 +72,22 @@ class DetectorConfig(eqx.Module):
     max_steps: int = eqx.field(static=True, default=400)
     max_records: int = eqx.field(static=True, default=128)
 
+    def __check_init__(self):
+        for name in ("thickness", "edge", "world_radius", "target_radius", "step",
+                     "interaction_length", "energy"):
+            check_positive(getattr(self, name), name)
+        for name in ("energy_cut", "kick", "opening"):
+            check_finite(getattr(self, name), name)
+            check_nonnegative(getattr(self, name), name)
+        for name in ("loss_min", "loss_max", "split_probability"):
+            check_unit_interval(getattr(self, name), name)
+        if is_concrete(self.loss_min, self.loss_max) and float(self.loss_min) > float(
+                self.loss_max):
+            raise ValueError(f"loss_min must not exceed loss_max; got {float(self.loss_min)} > "
+                             f"{float(self.loss_max)}")
+        for name in ("max_particles", "max_steps", "max_records"):
+            check_count(getattr(self, name), name)
+
 
 class Shower(NamedTuple):
     """The result of one shower.
@@ -100,6 +124,8 @@ def _ring(theta, config, dtype):
 
 def density(r, inner, thickness, edge):
     """Material density in [0, 1] at radius ``r``: a ring [inner, inner + thickness]."""
+    check_nonnegative(thickness, "thickness")
+    check_positive(edge, "edge")
     return jax.nn.sigmoid((r - inner) / edge) * jax.nn.sigmoid((inner + thickness - r) / edge)
 
 
@@ -114,6 +140,10 @@ def simulate(theta, key, config: DetectorConfig | None = None, *, branching: boo
     check_finite(theta, "theta")
     dtype = theta.dtype if jnp.issubdtype(theta.dtype, jnp.floating) else jnp.result_type(float)
     inner, thickness = _ring(theta, config, dtype)
+    if is_concrete(inner, thickness) and (np.any(np.asarray(inner) < 0)
+                                          or np.any(np.asarray(thickness) <= 0)):
+        raise ValueError(f"theta must give an inner radius >= 0 and a thickness > 0; got "
+                         f"inner {np.asarray(inner)!r}, thickness {np.asarray(thickness)!r}")
     c = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), config)
     m = config.max_particles if branching else 1
     n_rec = config.max_records

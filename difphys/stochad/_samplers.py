@@ -162,6 +162,13 @@ def exponential(key, rate=1.0, shape=None):
 def uniform(key, low=0.0, high=1.0, shape=None):
     """Reparameterised uniform draws on [low, high); pathwise in both bounds."""
     low, high = _float(low), _float(high)
+    low = _check_range(low, "uniform low", -np.inf, None)
+    high = _check_range(high, "uniform high", -np.inf, None)
+    if is_concrete(low, high) and np.any(np.asarray(low) > np.asarray(high)):
+        raise ValueError(f"uniform needs low <= high; got {np.asarray(low)!r} > "
+                         f"{np.asarray(high)!r}")
+    if not is_concrete(low, high):
+        high = eqx.error_if(high, jnp.any(low > high), "uniform needs low <= high (must)")
     dtype = jnp.result_type(low, high)
     shape = jnp.broadcast_shapes(low.shape, high.shape) if shape is None else tuple(shape)
     u = jax.random.uniform(key, shape, dtype)

@@ -84,8 +84,14 @@ def restore_pytree(directory, like: Any) -> Any:
 
 
 def save_module(folder, module: nnx.Module, meta: dict) -> Path:
-    """Write ``module``'s state (orbax, ``folder/state``) and ``meta`` (``folder/meta.json``)."""
+    """Write ``module``'s state (orbax, ``folder/state``) and ``meta`` (``folder/meta.json``).
+
+    An existing ``folder/state`` is replaced only when it is one this function wrote (a
+    ``meta.json`` beside it); anything else raises ``FileExistsError`` and is left alone."""
     folder = Path(folder).absolute()
+    if (folder / "state").exists() and not (folder / "meta.json").exists():
+        raise FileExistsError(f"{folder / 'state'} exists and is not a module saved by difphys "
+                              "(no meta.json beside it); refusing to replace it")
     state = nnx.state(module)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(folder / "state", state, force=True)

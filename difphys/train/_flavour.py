@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from .._checks import check_count
 from ..io import Table, concatenate
 from ..nn import VertexTagger, tagger_loss
 from ._loop import fit
@@ -107,6 +108,9 @@ def vertex_performance(position, cov, valid, sv, has_sv, *,
     true decay length |sv| (mm). Per bin: jets, median 3D residual (mm), and the robust width
     (1.4826 x median absolute deviation) of the x, y, z pulls ``(fit - true) / sigma``; a
     well-calibrated unbiased fit has pull widths near 1. Uses jets with ``valid & has_sv``."""
+    edges = np.asarray(edges, np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
+        raise ValueError(f"edges must be >= 2 increasing decay lengths >= 0 (mm); got {edges!r}")
     position, cov, sv = (np.asarray(a, np.float64) for a in (position, cov, sv))
     use = np.asarray(valid, bool) & np.asarray(has_sv, bool)
     length = np.linalg.norm(sv, axis=-1)
@@ -146,6 +150,7 @@ def evaluate_tagger(model: VertexTagger, data: Mapping, *, batch_size: int = 102
     """Run ``model`` over ``data`` (:func:`difphys.io.jet_tracks` arrays) in batches; returns
     a :class:`~difphys.io.Table` of numpy ``logits``, ``weights`` and, with a vertex layer,
     ``position``, ``cov``, ``valid``, one row per jet."""
+    check_count(batch_size, "batch_size")
     n = len(data["mask"])
     if n == 0:
         raise ValueError("no jets to evaluate")

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from .._checks import check_count
 from ..nn import mpm_loss
 from ._loop import TrainState, _modes, _restore_modes, fit, init_state, make_train_step
 from ._run import History, training_loop
@@ -67,6 +68,9 @@ def fit_vqvae(model, features, mask, *, key, steps: int = 500, batch_size: int =
     (drawn from ``(key, step)``, so a run resumed from ``checkpoint_dir`` draws the same ones),
     dead codes restarted every ``restart_every`` steps. Returns ``(model, history)``, logged
     at every restart: ``loss``, ``recon`` and ``codes_used`` (the fraction of codes used)."""
+    check_count(steps, "steps")
+    check_count(batch_size, "batch_size")
+    check_count(restart_every, "restart_every")
     pts = np.asarray(features, np.float32).reshape(-1, features.shape[-1])
     pts = pts[np.asarray(mask).reshape(-1)]
     if len(pts) < batch_size:
@@ -97,6 +101,9 @@ def _vq_optimizer(learning_rate: float) -> optax.GradientTransformation:
 
 def codebook_utilisation(tokenizer, features, mask) -> float:
     """Fraction of the codebook used by the real particles of ``features``."""
+    if np.shape(mask) != np.shape(features)[:-1]:
+        raise ValueError(f"mask {np.shape(mask)} must match features {np.shape(features)} "
+                         "without the feature axis")
     tokens = np.asarray(tokenizer.tokenize(jnp.asarray(features)))[np.asarray(mask)]
     return float(len(np.unique(tokens)) / tokenizer.codebook_size)
 
@@ -104,7 +111,14 @@ def codebook_utilisation(tokenizer, features, mask) -> float:
 def token_entropy(tokens, mask) -> float:
     """Shannon entropy (nats) of the token distribution over the real particles: the loss of
     a masked-particle model that predicts only the marginal frequencies."""
+    if np.shape(tokens) != np.shape(mask):
+        raise ValueError(f"tokens {np.shape(tokens)} and mask {np.shape(mask)} must have one "
+                         "shape")
     real = np.asarray(tokens)[np.asarray(mask, dtype=bool)]
+    if real.size == 0:
+        raise ValueError("token_entropy: no real particles (the mask is all False)")
+    if np.any(real < 0):
+        raise ValueError("tokens must be non-negative codebook indices")
     freq = np.bincount(real) / len(real)
     freq = freq[freq > 0]
     return float(-np.sum(freq * np.log(freq)))
@@ -116,6 +130,10 @@ def pretrain_mpm(model, data: dict, *, steps: int, batch_size: int, key, fractio
     """Masked-particle-modelling pretraining of a :class:`difphys.nn.MaskedParticleModel` on
     ``data`` (``features``, ``p4``, ``mask``, ``tokens``; labels are not used). Returns
     ``(model, history)``."""
+    check_count(steps, "steps")
+    check_count(batch_size, "batch_size")
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"fraction (of particles hidden) must lie in (0, 1); got {fraction!r}")
 
     loss = functools.partial(mpm_loss, fraction=fraction)
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
@@ -141,6 +159,9 @@ def masked_loss(model, data, *, key, fraction: float = 0.4, batch_size: int = 25
     ``fraction`` drawn from ``key`` per batch: the number to compare with
     :func:`context_free_baseline` (the "context gain" is the difference). Batches are weighted
     by their real particles; the last partial batch is dropped. Modes are restored."""
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"fraction (of particles hidden) must lie in (0, 1); got {fraction!r}")
+    check_count(batch_size, "batch_size")
     n = len(data["mask"])
     if n < batch_size:
         raise ValueError(f"masked_loss needs at least batch_size={batch_size} jets; got {n}")
@@ -195,6 +216,11 @@ def strategy_optimizer(strategy: str, *, learning_rate: float, steps: int,
     Equal arguments return the same (stateless) optimiser object, so repeated runs reuse one
     compiled training step.
     """
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and > 0; got {learning_rate!r}")
+    check_count(steps, "steps")
+    if not (np.isfinite(backbone_lr_factor) and backbone_lr_factor >= 0):
+        raise ValueError(f"backbone_lr_factor must be finite and >= 0; got {backbone_lr_factor!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
     head_lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)

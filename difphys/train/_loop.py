@@ -124,6 +124,20 @@ def _compiled_forward(graphdef):
     return jax.jit(lambda s, f, p, m, extra: nnx.merge(graphdef, s)(f, p, m, **extra))
 
 
+def _check_labels(model, data) -> None:
+    """Integer labels in range of the model's classes (when it has a classification head):
+    an out-of-range label would index past the logits and train on garbage."""
+    if "label" not in data:
+        return
+    labels = np.asarray(data["label"])
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0):
+        raise ValueError("labels must be non-negative integer class indices")
+    classes = getattr(getattr(model, "head", None), "out_features", None)
+    if classes is not None and labels.size and labels.max() >= classes:
+        raise ValueError(f"label {int(labels.max())} is out of range for a model with {classes} "
+                         "classes")
+
+
 def fit(
     model: nnx.Module,
     data: Mapping[str, np.ndarray],
@@ -163,6 +177,7 @@ def fit(
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
+    _check_labels(model, data)
     graphdef, state = init_state(model, optimizer)
     restored = restore_latest(checkpoint_dir, state)
     # the step donates its input buffers: never donate arrays the caller still holds

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._checks import check_finite
+
 
 def _binary(scores, is_signal):
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -23,6 +25,11 @@ def _binary(scores, is_signal):
 def accuracy(logits, labels) -> float:
     """Fraction of examples whose arg-max class equals ``labels``; ``logits (n, k)``."""
     logits, labels = np.asarray(logits), np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"accuracy needs logits (n, k) and labels (n,); got {logits.shape} and "
+                         f"{labels.shape}")
+    if np.any((labels < 0) | (labels >= logits.shape[1])):
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]}) (the classes of the logits)")
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
@@ -113,6 +120,10 @@ def class_logit(logits, k: int = 0) -> np.ndarray:
 
     ``logits``: ``(n, classes)``; returns ``(n,)``."""
     z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or not 0 <= int(k) < z.shape[1]:
+        raise ValueError(f"class_logit needs logits (n, classes) and a class k in "
+                         f"[0, {z.shape[-1] if z.ndim else 0}); got shape {z.shape}, k = {k!r}")
+    check_finite(z, "logits")
     rest = np.delete(z, k, axis=1)
     top = rest.max(axis=1, keepdims=True)
     return z[:, k] - (top[:, 0] + np.log(np.exp(rest - top).sum(axis=1)))

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from .._checks import check_count, check_finite
 from ..nn import TOKEN_FEATURES
 
 #: Indices of the ParT features (``difphys.io.PART_FEATURES``) of d0, d0 error, dz, dz error:
@@ -26,6 +27,9 @@ def neutral_impact_mask(features) -> np.ndarray:
     """``(..., d)`` bool: the impact-parameter entries of neutral particles (no track), to be
     held out of a :class:`RankGauss` fit and kept at their value (0)."""
     features = np.asarray(features)
+    if features.ndim < 1 or features.shape[-1] <= CHARGE_FEATURE:
+        raise ValueError(f"features must have the 17 ParT particle features on the last axis; "
+                         f"got shape {features.shape}")
     out = np.zeros(features.shape, bool)
     neutral = features[..., CHARGE_FEATURE] == 0
     for i in IMPACT_FEATURES:
@@ -101,6 +105,9 @@ def token_r2(tokens, values, mask) -> np.ndarray:
     explained by the token: ``1 - sum_t n_t var_t / (N var)``, the R^2 of predicting a feature
     by its token's mean. 0: the tokens carry nothing of that feature; 1: they fix it."""
     mask = np.asarray(mask, bool)
+    if np.shape(tokens) != mask.shape or np.shape(values)[:-1] != mask.shape:
+        raise ValueError(f"tokens {np.shape(tokens)}, values {np.shape(values)} (with a last "
+                         f"feature axis) and mask {mask.shape} must share their shape")
     t = np.asarray(tokens)[mask]
     v = np.asarray(values, np.float64)[mask]
     if len(t) == 0:
@@ -131,6 +138,10 @@ def context_free_baseline(revealed_fit, tokens_fit, revealed_eval, tokens_eval, 
     sample), and a lookup table ``p(token | cell)`` with add-``alpha`` smoothing, fitted on
     ``(revealed_fit, tokens_fit)``, is scored on the evaluation particles. A masked-particle
     model must go below ``cross_entropy`` to show it learned anything from the jet."""
+    check_count(codebook_size, "codebook_size")
+    check_count(bins, "bins")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha (add-alpha smoothing) must be finite and > 0; got {alpha!r}")
     rf, re_ = np.asarray(revealed_fit, np.float64), np.asarray(revealed_eval, np.float64)
     tf, te = np.asarray(tokens_fit, np.int64), np.asarray(tokens_eval, np.int64)
     if rf.ndim != 2 or re_.ndim != 2 or rf.shape[1] != re_.shape[1]:
@@ -175,6 +186,10 @@ class TokenInputs(NamedTuple):
         """Fit the transform on the real particles of ``features (..., 17)``."""
         idx = tuple(TOKEN_FEATURES if token_features is None else token_features)
         features = np.asarray(features)
+        if features.ndim < 2 or features.shape[-1] <= max(idx):
+            raise ValueError(f"features must have the 17 ParT particle features on the last "
+                             f"axis; got shape {features.shape}")
+        check_finite(features[np.asarray(mask, bool)], "features (real particles)")
         transform = None
         if rank_gauss:
             transform = RankGauss.fit(features[..., idx], mask,

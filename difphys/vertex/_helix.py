@@ -14,13 +14,42 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from .._checks import check_finite, check_trailing_dim, is_concrete
 
 #: c in GeV / (T mm): a unit charge with pT = 1 GeV in B = 1 T has radius 1 / (C_LIGHT) mm.
 C_LIGHT = 0.299792458e-3
 
 
+def _check_field(bfield) -> None:
+    if np.ndim(bfield) == 0 and is_concrete(bfield) and not (
+            np.isfinite(float(bfield)) and float(bfield) != 0):
+        raise ValueError(f"bfield must be finite and non-zero (T); got {float(bfield)!r}")
+
+
+def _check_direction(theta, qoverp) -> None:
+    """Outside ``jit``: finite, 0 < theta < pi, q/p != 0 (a charged track with momentum)."""
+    check_finite(theta, "theta")
+    check_finite(qoverp, "qoverp")
+    if is_concrete(theta) and np.any((np.asarray(theta) <= 0) | (np.asarray(theta) >= np.pi)):
+        raise ValueError(f"theta must lie in (0, pi); got {np.asarray(theta)!r}")
+    if is_concrete(qoverp) and np.any(np.asarray(qoverp) == 0):
+        raise ValueError("qoverp must be non-zero (a charged track with finite momentum)")
+
+
+def _vector(x, dim: int, name: str, what: str):
+    x = jnp.asarray(x)
+    check_trailing_dim(x, dim, name, what)
+    check_finite(x, name)
+    return x
+
+
 def curvature(qoverp, theta, bfield):
-    """Signed transverse curvature ``rho`` (1/mm)."""
+    """Signed transverse curvature ``rho`` (1/mm). Outside ``jit`` bad inputs raise
+    (``theta`` outside (0, pi), ``qoverp = 0``, a zero or non-finite field)."""
+    _check_direction(theta, qoverp)
+    _check_field(bfield)
     return C_LIGHT * bfield * qoverp / jnp.sin(theta)
 
 
@@ -31,6 +60,8 @@ def _wrap(angle):
 def perigee_from_local(position, phi, theta, qoverp, bfield):
     """Perigee parameters of the helix through ``position`` (mm) with direction ``(phi, theta)``
     and ``qoverp`` (e/GeV) there. Returns ``(..., 5)``."""
+    position = _vector(position, 3, "position", "(x, y, z) in mm")
+    check_finite(phi, "phi")
     x0, y0, z0 = position[..., 0], position[..., 1], position[..., 2]
     rho = curvature(qoverp, theta, bfield)
     sphi, cphi = jnp.sin(phi), jnp.cos(phi)
@@ -58,7 +89,13 @@ def perigee_from_local(position, phi, theta, qoverp, bfield):
 
 
 def momentum_to_local(momentum, charge):
-    """``(phi, theta, qoverp)`` of a momentum vector (GeV) and charge (e)."""
+    """``(phi, theta, qoverp)`` of a momentum vector (GeV) and charge (e), non-zero both."""
+    momentum = _vector(momentum, 3, "momentum", "(px, py, pz) in GeV")
+    check_finite(charge, "charge")
+    if is_concrete(charge) and np.any(np.asarray(charge) == 0):
+        raise ValueError("charge must be non-zero (a neutral particle leaves no track)")
+    if is_concrete(momentum) and np.any(np.linalg.norm(np.asarray(momentum), axis=-1) == 0):
+        raise ValueError("momentum must be non-zero")
     px, py, pz = momentum[..., 0], momentum[..., 1], momentum[..., 2]
     pt = jnp.sqrt(px * px + py * py)
     p = jnp.sqrt(pt * pt + pz * pz)
@@ -67,6 +104,8 @@ def momentum_to_local(momentum, charge):
 
 def local_to_momentum(phi, theta, qoverp):
     """Momentum vector (GeV) from ``(phi, theta, qoverp)``; ``|p| = 1 / |qoverp|`` (unit charge)."""
+    check_finite(phi, "phi")
+    _check_direction(theta, qoverp)
     p = 1.0 / jnp.abs(qoverp)
     return jnp.stack(
         [p * jnp.sin(theta) * jnp.cos(phi), p * jnp.sin(theta) * jnp.sin(phi), p * jnp.cos(theta)],
@@ -85,6 +124,10 @@ def perigee_from_state(position, momentum, charge, bfield):
 def state_at_vertex(params, vertex, bfield):
     """Inverse map: the helix point closest (transversely) to ``vertex`` and the local momentum
     ``(phi, theta, qoverp)`` there. Returns ``(point (..., 3), local (..., 3))``."""
+    params = _vector(params, 5, "params", "perigee (d0, z0, phi0, theta, qoverp)")
+    vertex = _vector(vertex, 3, "vertex", "(x, y, z) in mm")
+    _check_direction(params[..., 3], params[..., 4])
+    _check_field(bfield)
     d0, z0, phi0, theta, qoverp = (params[..., i] for i in range(5))
     rho = curvature(qoverp, theta, bfield)
     vx, vy = vertex[..., 0], vertex[..., 1]
@@ -110,6 +153,10 @@ def state_at_vertex(params, vertex, bfield):
 
 def perigee_jacobians(vertex, local, bfield):
     """``(d perigee / d vertex (..., 5, 3), d perigee / d (phi, theta, qoverp) (..., 5, 3))``."""
+    vertex = _vector(vertex, 3, "vertex", "(x, y, z) in mm")
+    local = _vector(local, 3, "local", "(phi, theta, qoverp)")
+    _check_direction(local[..., 1], local[..., 2])
+    _check_field(bfield)
 
     def h(v, q):
         return perigee_from_local(v, q[0], q[1], q[2], bfield)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._checks import check_finite, check_nonnegative
 from .._fields import array_field
 from ._helix import perigee_from_state
 
@@ -46,6 +47,11 @@ class TrackResolution(eqx.Module):
     ang_b: Array = array_field(1.5e-3)
     pt_a: Array = array_field(0.005)
     pt_b: Array = array_field(5e-4)
+
+    def __check_init__(self):
+        for name in ("d0_a", "d0_b", "z0_a", "z0_b", "ang_a", "ang_b", "pt_a", "pt_b"):
+            check_finite(getattr(self, name), name)
+            check_nonnegative(getattr(self, name), name)
 
     def sigmas(self, params):
         """Standard deviations ``(..., 5)`` for perigee ``params (..., 5)``."""
