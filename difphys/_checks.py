@@ -32,8 +32,8 @@ def check_finite(x, name: str) -> None:
         bad = ~np.isfinite(a)
         if np.any(bad):
             first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite value(s) "
-                             f"(first at index {first}: {a[first]!r})")
+            raise ValueError(f"{name} contains NaN or infinite values ({int(bad.sum())} of "
+                             f"them; the first at index {first}: {a[first]!r})")
 
 
 def check_nonnegative(x, name: str) -> None:

@@ -200,6 +200,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``difphys sample: error: ...``) and exit status 2,
+    the form every bad request of the command line takes."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parents() -> dict[str, argparse.ArgumentParser]:
     """Option blocks shared by several subcommands (argparse parent parsers); a subcommand
     changes a default with ``set_defaults`` and keeps the one definition."""
@@ -253,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data import SAMPLES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="difphys",
         description="difphys: differentiable high-energy physics in JAX (GeV, mm, Tesla).",
     )

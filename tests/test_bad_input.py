@@ -932,7 +932,7 @@ def _vx_sim(name):
 def _vx_helix(name):
     f = getattr(vx, name.split(".")[1])
     args = {
-        "curvature": (0.1, 1.0, jnp.nan),
+        "curvature": (0.1, 1.0, jnp.nan),  # a NaN field (B = 0 is the straight-line limit)
         "local_to_momentum": (0.0, 1.0, 0.0),  # q/p = 0: no momentum
         "momentum_to_local": (jnp.ones(3), 0.0),  # neutral
         "perigee_from_local": (jnp.zeros(3), 0.0, 0.0, 0.1, B),  # theta = 0
@@ -1568,3 +1568,56 @@ def test_fuzz(name, tmp_path):
         fn(name, tmp_path)
     else:
         fn(name)
+
+
+# ---------------------------------------------------------------------- command line
+CLI_BAD = {
+    "demo": [["--points", "0"], ["--points", "many"]],
+    "optimize-detector": [["--steps", "0"], ["--methods", "magic"]],
+    "sample": [["--batch", "0"], ["--process", "e+ e- > t t~", "--sqrt-s", "300"],
+               ["--method", "magic"]],
+    "generate": [["zpole", "--events", "0"], ["nosuchsample"]],
+    "train": [["{missing}"], ["{missing}", "--steps", "0"]],
+    "tokenize": [["{missing}"], ["{missing}", "--codebook", "x"]],
+    "pretrain": [["{missing}"], ["{missing}", "--method", "magic"]],
+    "finetune": [["{missing}"], ["{missing}", "--strategy", "finetune"]],
+}
+
+
+def _cli_out(command, tmp_path):
+    """The output argument of each command, pointing into a folder that holds a user's file."""
+    out = tmp_path / "out"
+    if command in ("demo", "optimize-detector"):
+        return ["--out", str(out)], out
+    if command in ("sample", "generate"):
+        return ["--out", str(out / "precious.txt")], out
+    return ["--out", str(out)], out
+
+
+def test_every_cli_command_has_bad_argument_cases():
+    from difphys.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0]
+    assert set(sub.choices) == set(CLI_BAD)
+
+
+@pytest.mark.parametrize("command", sorted(CLI_BAD))
+def test_cli_bad_arguments_exit_2_with_one_line_and_touch_nothing(command, tmp_path, capsys):
+    from difphys.cli import main
+
+    out_args, out = _cli_out(command, tmp_path)
+    out.mkdir()
+    (out / "precious.txt").write_text("mine")
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    for bad in CLI_BAD[command]:
+        argv = [command] + [a.format(missing=tmp_path / "missing.root") for a in bad]
+        argv += out_args + (["--quiet"] if command != "generate" else [])
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (argv, code, err)
+        assert len(err.splitlines()) == 1 and "error" in err, (argv, err)
+        after = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+        assert after == before and (out / "precious.txt").read_text() == "mine", argv

@@ -275,12 +275,13 @@ def test_gradient_guard_skips_outliers():
     opt = optax.sgd(1.0)
     norms = jnp.full((GMM_CONFIG.history,), 1.0)
 
-    def loss(scale):
-        return lambda f: scale * jnp.sum(f.weights[-1])
+    def loss(scale):  # (loss, dead): a step that saw a finite target value
+        return lambda f: (scale * jnp.sum(f.weights[-1]), jnp.asarray(False))
 
     with jax.numpy_dtype_promotion("standard"):
         opt_state = opt.init(params)
-        base = float(optax.tree.norm(jax.grad(lambda p: loss(1.0)(eqx.combine(p, static)))(params)))
+        base = float(optax.tree.norm(jax.grad(lambda p: loss(1.0)(eqx.combine(p, static))[0])(
+            params)))
         norms = norms * base
         out = _guarded_update(opt, GMM_CONFIG, loss(1000.0), params, static, opt_state, norms)
         assert bool(out[4])

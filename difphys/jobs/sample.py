@@ -191,6 +191,9 @@ def sample_events(
         pdf = pdfs.load(pdf, alpha_s=alpha_s_mz) if isinstance(pdf, str) else pdf
         if scale is None:
             raise ValueError("a proton-proton sample needs --scale (muF = muR in GeV)")
+        lo, hi = pdf.q_range
+        if not lo <= float(scale) <= hi:  # before alpha_s is read there
+            raise ValueError(f"scale = {scale} GeV is outside the PDF grid {pdf.q_range} GeV")
         params = SMParams()
         if pdf.alpha_s_mz is not None:
             params = params.replace(aS=float(pdf.alpha_s(float(scale))))

@@ -23,9 +23,8 @@ C_LIGHT = 0.299792458e-3
 
 
 def _check_field(bfield) -> None:
-    if np.ndim(bfield) == 0 and is_concrete(bfield) and not (
-            np.isfinite(float(bfield)) and float(bfield) != 0):
-        raise ValueError(f"bfield must be finite and non-zero (T); got {float(bfield)!r}")
+    """A finite field (T); 0 is allowed here: the helix maths has the straight-line limit."""
+    check_finite(bfield, "bfield")
 
 
 def _check_direction(theta, qoverp) -> None:
@@ -47,7 +46,7 @@ def _vector(x, dim: int, name: str, what: str):
 
 def curvature(qoverp, theta, bfield):
     """Signed transverse curvature ``rho`` (1/mm). Outside ``jit`` bad inputs raise
-    (``theta`` outside (0, pi), ``qoverp = 0``, a zero or non-finite field)."""
+    (``theta`` outside (0, pi), ``qoverp = 0``, a non-finite field)."""
     _check_direction(theta, qoverp)
     _check_field(bfield)
     return C_LIGHT * bfield * qoverp / jnp.sin(theta)
