@@ -922,7 +922,7 @@ def _vx_sim(name):
     _raises(vx.simulate_tracks, jax.random.key(0), jnp.zeros(3), jnp.ones((2, 3)),
             jnp.array([1.0, 0.0]), B, match="charge")
     _raises(vx.simulate_tracks, jax.random.key(0), jnp.zeros(3), jnp.ones((2, 3)),
-            jnp.array([1.0, -1.0]), 0.0, match="bfield")
+            jnp.array([1.0, -1.0]), jnp.nan, match="bfield")
     _raises(vx.TrackResolution, d0_a=-1.0, match="d0_a")
 
 

@@ -10,6 +10,7 @@ colours, the quantity MadGraph's standalone ``check_sa`` prints as the matrix el
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -110,6 +111,27 @@ class _External:
 #: per leg). The mass tolerance admits finite differences in a mass at fixed momenta and
 #: still refuses massless momenta for a massive leg or a wrong mass.
 KINEMATICS_TOLERANCE = {np.dtype("float64"): (1e-6, 1e-3), np.dtype("float32"): (1e-5, 1e-3)}
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _kinematic_summary(p, masses, n):
+    """One fused pass over momenta ``(..., n, 4)`` (matrix products on the flattened events,
+    which XLA runs far faster than reductions over the small trailing axes): (is every entry
+    finite, the smallest incoming energy, the largest relative momentum imbalance, the largest
+    relative off-shellness). Where a check fails, the caller locates the event in NumPy."""
+    flat = p.reshape(-1, 4 * n)
+    sign = np.zeros((4 * n, 4))
+    metric = np.zeros((4 * n, 2 * n))
+    for leg in range(n):
+        sign[4 * leg: 4 * leg + 4, :] = np.eye(4) * (1.0 if leg < 2 else -1.0)
+        metric[4 * leg, leg] = metric[4 * leg, n + leg] = 1.0
+        metric[4 * leg + 1: 4 * leg + 4, leg] = -1.0
+    finite = jnp.isfinite(jnp.sum(flat))
+    e_in = flat[:, 0] + flat[:, 4]
+    imbalance = jnp.max(jnp.abs(flat @ jnp.asarray(sign, p.dtype)), axis=-1) / e_in
+    q = (flat * flat) @ jnp.asarray(metric, p.dtype)
+    off = jnp.abs(q[:, :n] - masses**2) / jnp.maximum(q[:, n:], masses**2)
+    return finite, jnp.min(e_in), jnp.max(imbalance), jnp.max(off)
 
 
 class Process:
@@ -261,9 +283,10 @@ class Process:
         return children(top), tuple(names)
 
     def _validate(self, momenta, params=None, check: bool = True):
-        """Shape always; outside ``jit`` (and with ``check``) also the values: finite, positive
-        incoming energy, four-momentum conservation and on-shell external masses within
-        :data:`KINEMATICS_TOLERANCE` (relative to the incoming energy), each violation named."""
+        """Shape always; outside ``jit`` (and with ``check``) also the values, in one jitted
+        reduction (:func:`_kinematic_summary`): finite, positive incoming energy, four-momentum
+        conservation and on-shell external masses within :data:`KINEMATICS_TOLERANCE`, each
+        violation named with its event (and leg)."""
         momenta = jnp.asarray(momenta)
         if momenta.ndim < 2 or momenta.shape[-2:] != (self.n_external, 4):
             raise ValueError(
@@ -272,39 +295,43 @@ class Process:
             )
         if not jnp.issubdtype(momenta.dtype, jnp.floating):
             momenta = momenta.astype(float)
-        if is_concrete(momenta) and not np.all(np.isfinite(np.asarray(momenta))):
-            raise ValueError(f"momenta for {self.name!r} contain NaN or infinite values")
-        if check and momenta.size and is_concrete(momenta, *jax.tree.leaves(params)):
-            self._check_kinematics(np.asarray(momenta, np.float64), params, momenta.dtype)
-        return momenta
-
-    def _check_kinematics(self, p, params, dtype) -> None:
-        tol, tol_mass = KINEMATICS_TOLERANCE.get(np.dtype(dtype), (1e-5, 1e-3))
-        e_in = p[..., 0, 0] + p[..., 1, 0]
-        if np.any(~(e_in > 0)):
-            bad = int(np.argmax(~(e_in > 0)))
+        if not check or not is_concrete(momenta) or not momenta.size:
+            return momenta
+        concrete_params = is_concrete(*jax.tree.leaves(params))
+        masses = self.external_masses(SMParams() if params is None else params)
+        if not concrete_params:
+            masses = jnp.zeros_like(masses)  # traced parameters: the mass check is skipped
+        tol, tol_mass = KINEMATICS_TOLERANCE.get(np.dtype(momenta.dtype), (1e-5, 1e-3))
+        finite, e_min, rel, off = (np.asarray(w).item() for w in jax.device_get(
+            _kinematic_summary(momenta, masses.astype(momenta.dtype), self.n_external)))
+        if finite and e_min > 0 and rel <= tol and (off <= tol_mass or not concrete_params):
+            return momenta
+        # a check failed: find and name the event (NumPy, the error path only)
+        p = np.asarray(momenta, np.float64).reshape(-1, self.n_external, 4)
+        bad = ~np.isfinite(p)
+        if bad.any():
+            raise ValueError(f"momenta for {self.name!r} contain NaN or infinite values "
+                             f"({int(bad.sum())} of them; the first in event "
+                             f"{int(np.argwhere(bad)[0][0])})")
+        e_in = p[:, 0, 0] + p[:, 1, 0]
+        if not np.all(e_in > 0):
+            event = int(np.argmin(e_in))
             raise ValueError(f"momenta for {self.name!r}: the incoming energy must be > 0 "
-                             f"(event {bad} has {e_in.reshape(-1)[bad]!r} GeV)")
-        scale = e_in[..., None]
-        imbalance = p[..., :2, :].sum(-2) - p[..., 2:, :].sum(-2)
-        rel = np.max(np.abs(imbalance) / scale, axis=-1)
-        if np.any(rel > tol):
-            bad = int(np.argmax(rel.reshape(-1)))
+                             f"(event {event} has {e_in[event]!r} GeV)")
+        imbalance = np.max(np.abs(p[:, :2].sum(1) - p[:, 2:].sum(1)), axis=-1) / e_in
+        if np.max(imbalance) > tol:
+            event = int(np.argmax(imbalance))
             raise ValueError(f"momenta for {self.name!r} do not conserve four-momentum: "
-                             f"|sum p_in - sum p_out| / E_in = {rel.reshape(-1)[bad]:.3g} "
-                             f"(event {bad}) > {tol:g}; incoming first, (E, px, py, pz) in GeV")
-        masses = np.asarray(self.external_masses(SMParams() if params is None else params),
-                            np.float64)
+                             f"|sum p_in - sum p_out| / E_in = {imbalance[event]:.3g} (event "
+                             f"{event}) > {tol:g}; incoming first, (E, px, py, pz) in GeV")
+        m = np.asarray(masses, np.float64)
         m2 = p[..., 0] ** 2 - np.sum(p[..., 1:] ** 2, axis=-1)
-        off = np.abs(m2 - masses**2) / np.maximum(np.maximum(p[..., 0] ** 2, masses**2), 1e-300)
-        if np.any(off > tol_mass):
-            flat = off.reshape(-1, self.n_external)
-            event, leg = np.unravel_index(int(np.argmax(flat)), flat.shape)
-            got = np.sqrt(abs(m2.reshape(-1, self.n_external)[event, leg]))
-            raise ValueError(f"momenta for {self.name!r}: leg {leg} ({self.particles[leg].name}) "
-                             f"has mass {got:.6g} GeV in event {event}, expected "
-                             f"{masses[leg]:.6g} GeV (|p^2 - m^2| / E^2 = "
-                             f"{flat[event, leg]:.3g} > {tol_mass:g})")
+        shell = np.abs(m2 - m**2) / np.maximum(p[..., 0] ** 2, m**2)
+        event, leg = np.unravel_index(int(np.argmax(shell)), shell.shape)
+        raise ValueError(f"momenta for {self.name!r}: leg {leg} ({self.particles[leg].name}) "
+                         f"has mass {np.sqrt(abs(m2[event, leg])):.6g} GeV in event {event}, "
+                         f"expected {m[leg]:.6g} GeV (|p^2 - m^2| / E^2 = "
+                         f"{shell[event, leg]:.3g} > {tol_mass:g})")
 
     def _reference_point(self, params, dtype):
         """A finite phase-space point of this process (the flat map at u = 1/2, sqrt_s above
@@ -384,10 +411,10 @@ class Process:
         """|M|^2 summed over helicities and colours, averaged over the initial state.
 
         ``momenta (..., n_external, 4)`` GeV, incoming first. Outside ``jit`` the momenta are
-        validated (finite, positive incoming energy, momentum conservation and on-shell masses
-        to :data:`KINEMATICS_TOLERANCE`; ``check=False`` skips the last two, which cost a
-        pass over the batch in NumPy). Inside ``jit`` an event with non-finite momenta or
-        no incoming energy gives |M|^2 = 0 with a zero gradient (masked, never NaN).
+        validated in one fused pass over the batch (finite, positive incoming energy, momentum
+        conservation and on-shell masses to :data:`KINEMATICS_TOLERANCE`); ``check=False``
+        skips it. Inside ``jit`` (and with ``check=False``) an event with non-finite momenta
+        or no incoming energy gives |M|^2 = 0 with a zero gradient (masked, never NaN).
         """
         params = SMParams() if params is None else params
         momenta = self._validate(momenta, params, check)

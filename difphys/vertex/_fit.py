@@ -333,22 +333,21 @@ def fit(
         else jnp.broadcast_to(jnp.asarray(weights, dtype), batch + (n,))
     )
     if is_concrete(params, cov, weights):
-        w_np = np.asarray(weights)
-        if np.any((w_np < 0) | (w_np > 1)) or not np.all(np.isfinite(w_np)):
+        weights_bad, params_bad, cov_bad = (bool(x) for x in jax.device_get(
+            _track_summary(params, cov, weights)))
+        if weights_bad:
             raise ValueError("weights must be finite and lie in [0, 1]")
-        active = w_np > 0
-        if not np.all(np.isfinite(np.asarray(params))[active]):
+        if params_bad:
             raise ValueError(
                 "track parameters contain NaN or infinite values (for tracks with weight > 0)"
             )
-        eig = np.linalg.eigvalsh(0.5 * (np.asarray(cov) + np.swapaxes(np.asarray(cov), -1, -2)))
-        if np.any(eig[active][..., 0] <= 0):
+        if cov_bad:
             raise ValueError("a track covariance with weight > 0 is not positive definite")
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
     _check_options(bfield, start, max_iter, tol, constraint)
     # inside jit: a NaN weight drops its track, weights outside [0, 1] are clipped (documented)
-    weights = jnp.where(jnp.isfinite(weights), jnp.clip(weights, 0, 1), jnp.zeros_like(weights))
+    weights = _clean_weights(weights)
     bfield = jnp.asarray(bfield, dtype)
     if constraint is not None:
         prior_position = jnp.asarray(constraint.position, dtype)
@@ -367,6 +366,26 @@ def fit(
         out = _fit_batch(*inputs, max_iter=int(max_iter), has_constraint=has_constraint,
                          seeded_prior=seeded_prior)
     return _mask_invalid(out, bfield, prior_position, prior_information, seeds)
+
+
+@jax.jit
+def _clean_weights(weights):
+    return jnp.where(jnp.isfinite(weights), jnp.clip(weights, 0, 1), jnp.zeros_like(weights))
+
+
+@jax.jit
+def _track_summary(params, cov, weights):
+    """The eager input checks of :func:`fit` as one fused pass: (a weight non-finite or outside
+    [0, 1], a non-finite parameter of a track with weight > 0, a covariance of such a track
+    that is not positive definite)."""
+    weights_bad = jnp.any(~jnp.isfinite(weights) | (weights < 0) | (weights > 1))
+    active = weights > 0
+    params_bad = jnp.any(active & ~jnp.all(jnp.isfinite(params), axis=-1))
+    sym = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    finite = jnp.all(jnp.isfinite(sym), axis=(-1, -2))
+    _, positive = cholesky_spd(jnp.where(finite[..., None, None], sym, jnp.eye(5, dtype=cov.dtype)))
+    cov_bad = jnp.any(active & ~(finite & positive))
+    return weights_bad, params_bad, cov_bad
 
 
 def _check_options(bfield, start, max_iter, tol, constraint) -> None:
@@ -401,6 +420,7 @@ def _check_options(bfield, start, max_iter, tol, constraint) -> None:
                                  f"eigenvalues {np.linalg.eigvalsh(0.5 * (c + c.T))!r}")
 
 
+@jax.jit
 def _mask_invalid(out: VertexFit, bfield, prior_position, prior_information, seeds) -> VertexFit:
     """The documented result of a fit that is not determined (``valid = False``): the same
     finite values in every field (the vertex at the prior centre, a covariance of
