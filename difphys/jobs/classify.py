@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from .._checks import check_count
 from ..io import load_jets
 from ..nn import ParTConfig, ParticleTransformer, count_params
 from ..sharding import make_mesh
@@ -20,12 +21,6 @@ from ._classes import SIGNAL_CLASS
 from ._plots import plot_roc
 from ._report import Report
 from ._runs import prepare_run_dir, save_history, write_run_config
-
-
-def _check_counts(**counts) -> None:
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
 
 def train_jet_classifier(
@@ -76,7 +71,9 @@ def train_jet_classifier(
         config["bucket"] = bucket
     cfg = ParTConfig.named(model_size, num_classes=len(labels))  # refuses unknown sizes
     out = prepare_run_dir(out, config, policy="resume" if resume else "new", write=False)
-    _check_counts(steps=steps, batch_size=batch_size, max_particles=max_particles)
+    for name, value in (("steps", steps), ("batch_size", batch_size),
+                        ("max_particles", max_particles)):
+        check_count(value, name)
     if not (0.0 < val_fraction < 1.0):
         raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
     if not (np.isfinite(learning_rate) and learning_rate > 0):

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from .. import pdf as pdfs
+from .._checks import check_count
 from ..amplitudes import SMParams, colour_flows
 from ..flows import (
     TrainConfig,
@@ -182,8 +183,7 @@ def sample_events(
     for name, value, low in (("n_events", n_events, 1), ("train_steps", train_steps, 1),
                              ("batch", batch, 1), ("flow_layers", flow_layers, 1),
                              ("calibration", calibration, 100)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+        check_count(value, name, low)
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     params = None

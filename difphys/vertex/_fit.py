@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from .._checks import is_concrete
+from .._checks import check_count, is_concrete
 from .._fields import array_field
 from . import _cpu_kernel
 from ._helix import _wrap, local_to_momentum, perigee_from_local, state_at_vertex
@@ -390,8 +390,7 @@ def _track_summary(params, cov, weights):
 
 def _check_options(bfield, start, max_iter, tol, constraint) -> None:
     """Eager checks of the fit's options (shapes always; values when concrete)."""
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
+    check_count(max_iter, "max_iter")
     if is_concrete(tol) and not (np.isfinite(float(tol)) and float(tol) > 0):
         raise ValueError(f"tol must be a finite positive step (mm); got {tol!r}")
     if np.ndim(bfield) != 0:
