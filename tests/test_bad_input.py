@@ -174,6 +174,98 @@ def test_parallel_tracks_give_a_masked_fit_with_positive_variances(backend):
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
+def _jets_with_problems(key, n_jets=24, n=5):
+    """Jets of ``n`` tracks, some of them made unfittable: parallel tracks (singular
+    information), a single usable track, a track pushed to theta = 0 (dropped)."""
+    keys = jax.random.split(key, n_jets)
+    tracks = [_tracks(k, n) for k in keys]
+    params = jnp.stack([t.params for t in tracks])
+    cov = jnp.stack([t.cov for t in tracks])
+    straight = vx.perigee_from_state(jnp.zeros(3), jnp.array([1e6, 0.0, 0.0]), 1.0, B)
+    params = params.at[0].set(jnp.stack([straight.at[0].set(0.01 * i) for i in range(n)]))
+    params = params.at[1, 2, 3].set(0.0)  # theta = 0: not usable, dropped
+    weights = jnp.ones((n_jets, n)).at[2, 1:].set(0.0)  # one track left: not determined
+    return vx.Perigee(params, cov), weights
+
+
+def test_the_eager_kernel_fit_equals_the_traced_fit_including_masked_jets(key):
+    """Outside jit the kernel is called directly and the mask applied only where needed;
+    inside jit it runs through the callback with the mask always applied: same result."""
+    pytest.importorskip("numba")
+    tracks, weights = _jets_with_problems(key)
+    for kwargs in ({}, {"start": jnp.array([0.1, 0.0, 0.5])},
+                   {"constraint": vx.BeamSpot(jnp.zeros(3), jnp.eye(3) * 0.04)}):
+        eager = vx.fit(tracks, weights, bfield=B, backend="kernel", **kwargs)
+        traced = jax.jit(lambda t, w, kw=kwargs: vx.fit(t, w, bfield=B, backend="kernel",
+                                                         **kw))(tracks, weights)
+        if "constraint" not in kwargs:  # the beam spot determines even these jets
+            assert not bool(eager.valid[0]) and not bool(eager.valid[2])
+            assert float(eager.cov[0, 0, 0]) == vx.WEAK_PRIOR_SIGMA**2  # masked, as documented
+        assert bool(eager.valid[3])
+        # and on the jets that are all valid (where the eager path skips the mask)
+        rest = vx.Perigee(tracks.params[3:], tracks.cov[3:])
+        eager_rest = vx.fit(rest, weights[3:], bfield=B, backend="kernel", **kwargs)
+        assert bool(jnp.all(eager_rest.valid))
+        for name in eager._fields:
+            a, b = np.asarray(getattr(eager, name)), np.asarray(getattr(traced, name))
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+            np.testing.assert_allclose(getattr(eager_rest, name), b[3:], rtol=1e-12,
+                                       atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("problem", ["nan_param", "inf_cov", "not_pd", "negative_weight",
+                                     "nan_weight"])
+def test_the_kernel_reports_the_same_track_problems_as_the_xla_checks(key, problem):
+    """The eager kernel path takes its track checks from the kernel's preparation pass; they
+    must refuse exactly what the XLA summary refuses, and ignore problems of weight-0 tracks."""
+    pytest.importorskip("numba")
+    tracks, weights = _jets_with_problems(key)
+    params, cov = tracks.params, tracks.cov
+    if problem == "nan_param":
+        params = params.at[5, 3, 0].set(jnp.nan)
+    elif problem == "inf_cov":
+        cov = cov.at[5, 3, 2, 2].set(jnp.inf)
+    elif problem == "not_pd":
+        cov = cov.at[5, 3].set(-cov[5, 3])
+    elif problem == "negative_weight":
+        weights = weights.at[5, 3].set(-0.5)
+    else:
+        weights = weights.at[5, 3].set(jnp.nan)
+    bad = vx.Perigee(params, cov)
+    messages = []
+    for backend in ("xla", "kernel"):
+        with pytest.raises(ValueError) as err:
+            vx.fit(bad, weights, bfield=B, backend=backend)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    if problem in ("nan_param", "inf_cov", "not_pd"):  # the same track with weight 0: fine
+        res = vx.fit(bad, weights.at[5, 3].set(0.0), bfield=B, backend="kernel")
+        assert bool(res.valid[5])
+
+
+def test_the_host_kinematic_check_equals_the_jitted_reduction(key):
+    """The numba pass of the eager |M|^2 check computes the four numbers of the jitted
+    reduction (finite, least incoming energy, largest imbalance, largest off-shellness)."""
+    pytest.importorskip("numba")
+    from difphys import amplitudes as amp
+    from difphys.amplitudes import _kinematic_check, _process
+
+    proc = amp.process("e+ e- > t t~ g")
+    u = jax.random.uniform(key, (500, proc.phase_space_dim), jnp.float64, 0.02, 0.98)
+    p, _ = proc.phase_space(u, 800.0)
+    masses = np.asarray(proc.external_masses())
+    p = p.at[7, 3, 1].add(0.3).at[11, 2, 0].mul(1.01)  # an imbalance and an off-shell leg
+    for momenta in (p, p.astype(jnp.float32), p.at[4, 1, 2].set(jnp.nan)):
+        host = _kinematic_check.summary(np.asarray(momenta), masses)
+        ref = [np.asarray(x).item() for x in _process._kinematic_summary(
+            momenta, jnp.asarray(masses, momenta.dtype), proc.n_external)]
+        assert host[0] == ref[0]
+        if ref[0]:
+            rtol = 1e-12 if momenta.dtype == jnp.float64 else 1e-4
+            np.testing.assert_allclose(host[1:], ref[1:], rtol=rtol)
+
+
 # ------------------------------------------------------------------- flows and training
 def _unit_flow(key, dim=2):
     from difphys import flows

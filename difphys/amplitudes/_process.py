@@ -27,6 +27,7 @@ from ..phasespace import (
     resonant_pair_from_unit_cube,
     unit_cube_dim,
 )
+from . import _kinematic_check
 from ._dirac import complex_dtype
 from ._params import SMParams
 from ._particles import PARTICLES, Particle
@@ -132,6 +133,14 @@ def _kinematic_summary(p, masses, n):
     q = (flat * flat) @ jnp.asarray(metric, p.dtype)
     off = jnp.abs(q[:, :n] - masses**2) / jnp.maximum(q[:, n:], masses**2)
     return finite, jnp.min(e_in), jnp.max(imbalance), jnp.max(off)
+
+
+def _on_cpu(x: jax.Array) -> bool:
+    """Whether every shard of ``x`` lives in host memory (NumPy can read it without a copy)."""
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except AttributeError:  # pragma: no cover - not a committed jax.Array
+        return False
 
 
 class Process:
@@ -298,12 +307,19 @@ class Process:
         if not check or not is_concrete(momenta) or not momenta.size:
             return momenta
         concrete_params = is_concrete(*jax.tree.leaves(params))
-        masses = self.external_masses(SMParams() if params is None else params)
-        if not concrete_params:
-            masses = jnp.zeros_like(masses)  # traced parameters: the mass check is skipped
+        params = SMParams() if params is None else params
+        if concrete_params:
+            masses = np.array([0.0 if leg.mass is None else float(getattr(params, leg.mass))
+                               for leg in self.particles])
+        else:
+            masses = np.zeros(self.n_external)  # traced parameters: the mass check is skipped
         tol, tol_mass = KINEMATICS_TOLERANCE.get(np.dtype(momenta.dtype), (1e-5, 1e-3))
-        finite, e_min, rel, off = (np.asarray(w).item() for w in jax.device_get(
-            _kinematic_summary(momenta, masses.astype(momenta.dtype), self.n_external)))
+        if _kinematic_check.available() and _on_cpu(momenta):
+            finite, e_min, rel, off = _kinematic_check.summary(np.asarray(momenta), masses)
+        else:
+            finite, e_min, rel, off = (np.asarray(w).item() for w in jax.device_get(
+                _kinematic_summary(momenta, jnp.asarray(masses, momenta.dtype),
+                                   self.n_external)))
         if finite and e_min > 0 and rel <= tol and (off <= tol_mass or not concrete_params):
             return momenta
         # a check failed: find and name the event (NumPy, the error path only)

@@ -107,22 +107,29 @@ if nb is not None:
     def _prepare(params, cov, weights, jet, S, n, nblk):
         """Track checks, dummy substitution and weight matrices of one jet (as
         ``_fit._usable_tracks``, ``inv_spd`` and the substitution in ``_fit_one``).
-        Returns (sum of weights, number of usable tracks with weight > 0)."""
+        Returns (sum of weights, number of usable tracks with weight > 0, input flags): the
+        flags are those of ``_fit._track_summary`` for this jet, bit 2 a track with weight > 0
+        and a non-finite parameter, bit 4 such a track whose covariance is not finite or not
+        positive definite (the eager path of ``fit`` raises on them)."""
+        flags = 0
         for t in range(nblk * _L):  # scalar pass: copy in, finiteness, sin(theta)
             o = (t // _L) * _BLOCK + t % _L
             if t < n:
-                ok = True
+                pfin = True
                 for i in range(5):
                     S[o + (_R_M + i) * _L] = params[jet, t, i]
-                    ok = ok and math.isfinite(params[jet, t, i])
+                    pfin = pfin and math.isfinite(params[jet, t, i])
+                cfin = True
                 k = 0
                 for i in range(5):
                     for j in range(5):
-                        ok = ok and math.isfinite(cov[jet, t, i, j])
+                        cfin = cfin and math.isfinite(cov[jet, t, i, j])
                         if j >= i:
                             S[o + (_R_C + k) * _L] = 0.5 * (cov[jet, t, i, j] + cov[jet, t, j, i])
                             k += 1
-                ok = ok and params[jet, t, 4] != 0.0 and math.sin(params[jet, t, 3]) > 0.0
+                if weights[jet, t] > 0.0:
+                    flags |= (0 if pfin else 2) | (0 if cfin else 4)
+                ok = pfin and cfin and params[jet, t, 4] != 0.0 and math.sin(params[jet, t, 3]) > 0.0
                 S[o + _R_OK * _L] = 1.0 if ok else 0.0
                 S[o + _R_WT * _L] = weights[jet, t]
             else:  # padding lane: the dummy track, weight 0
@@ -135,6 +142,7 @@ if nb is not None:
                         k += 1
                 S[o + _R_OK * _L] = 1.0
                 S[o + _R_WT * _L] = 0.0
+        not_pd = 0.0
         for blk in range(nblk):  # SIMD pass: Cholesky, inverse, substitution
             ob = blk * _BLOCK
             for t in range(_L):
@@ -189,6 +197,7 @@ if nb is not None:
                 m42 = -(l42 * m22 + l43 * m32) * m44
                 m43 = -(l43 * m33) * m44
                 usable = (S[ob + _R_OK * _L + t] == 1.0) & pd
+                not_pd += 1.0 if ((S[ob + _R_WT * _L + t] > 0.0) & (not pd)) else 0.0
                 S[ob + (_R_W + 0) * _L + t] = (m00 * m00 + m10 * m10 + m20 * m20 + m30 * m30 + m40 * m40) if usable else 1.0
                 S[ob + (_R_W + 1) * _L + t] = (m10 * m11 + m20 * m21 + m30 * m31 + m40 * m41) if usable else 0.0
                 S[ob + (_R_W + 2) * _L + t] = (m20 * m22 + m30 * m32 + m40 * m42) if usable else 0.0
@@ -217,7 +226,9 @@ if nb is not None:
             for t in range(_L):
                 wsum += S[ob + _R_WT * _L + t]
                 n_use += S[ob + _R_USE * _L + t]
-        return wsum, n_use
+        if not_pd > 0.0:
+            flags |= 4
+        return wsum, n_use, flags
 
     @_jit
     def _directions(S, nblk, vx, vy, kb):
@@ -401,7 +412,7 @@ if nb is not None:
     @_jit
     def _fit_jets(params, cov, weights, seeds, use_seeds, bfield, ppos, pinfo, tol, max_iter,
                   has_constraint, out_v, out_cov, out_chi2, out_ndf, out_local, out_mom,
-                  out_iter, out_conv, out_valid):
+                  out_iter, out_conv, out_valid, out_flags):
         n_jets, n = params.shape[0], params.shape[1]
         nblk = (n + _L - 1) // _L
         S = np.zeros(nblk * _BLOCK)
@@ -411,7 +422,7 @@ if nb is not None:
         rhs = np.empty(3)
         for jet in range(n_jets):
             kb = C_LIGHT * bfield[jet]
-            wsum, n_use = _prepare(params, cov, weights, jet, S, n, nblk)
+            wsum, n_use, out_flags[jet] = _prepare(params, cov, weights, jet, S, n, nblk)
             if use_seeds:
                 vx, vy, vz = seeds[jet, 0], seeds[jet, 1], seeds[jet, 2]
             else:
@@ -525,6 +536,18 @@ if nb is not None:
             well = eig_min > 1e-9 * max(eig_max, 1e-30)
             out_valid[jet] = ((n_use >= 2) or has_constraint) and well and math.isfinite(
                 vx + vy + vz)
+            # bit 8: a result the mask of _fit._mask_invalid would change (not valid, or a
+            # non-finite or non-positive entry it replaces)
+            acc = chi2 + out_ndf[jet]
+            for i in range(3):
+                acc += 0.0 if out_cov[jet, i, i] > 0.0 else math.nan
+                for j in range(3):
+                    acc += out_cov[jet, i, j]
+            for t in range(n):
+                for i in range(3):
+                    acc += out_local[jet, t, i] + out_mom[jet, t, i]
+            if not (out_valid[jet] and math.isfinite(acc * 0.0)):
+                out_flags[jet] |= 8
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -545,7 +568,10 @@ def _threads() -> int:
 def fit_host(params, cov, weights, seeds, bfield, prior_position, prior_information, tol, *,
              max_iter: int, has_constraint: bool, use_seeds: bool):
     """Run the kernel on NumPy arrays with leading batch axes (any of them may be broadcast);
-    returns the tuple of :class:`difphys.vertex.VertexFit` fields as NumPy arrays."""
+    returns the tuple of :class:`difphys.vertex.VertexFit` fields as NumPy arrays, then the
+    input flags of all jets OR-ed (bit 2: a track with weight > 0 has a non-finite
+    parameter; bit 4: such a track's covariance is not finite or not positive definite; bit 8:
+    some fit is not valid or has a non-finite field, so the mask of ``fit`` is needed)."""
     global _POOL
     params = np.asarray(params)
     out_dtype = params.dtype
@@ -564,7 +590,7 @@ def fit_host(params, cov, weights, seeds, bfield, prior_position, prior_informat
             flat(prior_information, (3, 3)), flat(tol, ()))
     outs = (np.empty((total, 3)), np.empty((total, 3, 3)), np.empty(total), np.empty(total),
             np.empty((total, n, 3)), np.empty((total, n, 3)), np.empty(total, np.int64),
-            np.empty(total, np.bool_), np.empty(total, np.bool_))
+            np.empty(total, np.bool_), np.empty(total, np.bool_), np.empty(total, np.int64))
 
     def run(lo, hi):
         p, c, w, s, b, pp, pi, tl = (a[lo:hi] for a in args)
@@ -586,8 +612,8 @@ def fit_host(params, cov, weights, seeds, bfield, prior_position, prior_informat
         edges = np.linspace(0, total, n_threads + 1).astype(int)
         for fut in [_POOL.submit(run, lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]:
             fut.result()
-    v, cov_v, chi2, ndf, local, mom, n_iter, conv, valid = outs
+    v, cov_v, chi2, ndf, local, mom, n_iter, conv, valid, flags = outs
     shape = lambda x: x.reshape(batch + x.shape[1:])  # noqa: E731
     cast = lambda x: shape(x).astype(out_dtype, copy=False)  # noqa: E731
     return (cast(v), cast(cov_v), cast(chi2), cast(ndf), cast(mom), cast(local), shape(n_iter),
-            shape(conv), shape(valid))
+            shape(conv), shape(valid), int(np.bitwise_or.reduce(flags)) if total else 0)

@@ -332,19 +332,16 @@ def fit(
         if weights is None
         else jnp.broadcast_to(jnp.asarray(weights, dtype), batch + (n,))
     )
-    if is_concrete(params, cov, weights):
-        weights_bad, params_bad, cov_bad = (bool(x) for x in jax.device_get(
-            _track_summary(params, cov, weights)))
-        if weights_bad:
-            raise ValueError("weights must be finite and lie in [0, 1]")
-        if params_bad:
-            raise ValueError(
-                "track parameters contain NaN or infinite values (for tracks with weight > 0)"
-            )
-        if cov_bad:
-            raise ValueError("a track covariance with weight > 0 is not positive definite")
     if tol is None:
         tol = 1e-9 if dtype == jnp.float64 else 1e-4
+    constraint_arrays = () if constraint is None else (constraint.position, constraint.cov)
+    if use_kernel and is_concrete(params, cov, weights, bfield, start, tol, *constraint_arrays):
+        # eager on the CPU: the kernel checks the tracks as it prepares them (no extra pass)
+        _check_options(bfield, start, max_iter, tol, constraint)
+        return _fit_eager_kernel(params, cov, weights, start, bfield, max_iter, tol, constraint)
+    if is_concrete(params, cov, weights):
+        _raise_track_problems(*(bool(x) for x in jax.device_get(
+            _track_summary(params, cov, weights))))
     _check_options(bfield, start, max_iter, tol, constraint)
     # inside jit: a NaN weight drops its track, weights outside [0, 1] are clipped (documented)
     weights = _clean_weights(weights)
@@ -366,6 +363,57 @@ def fit(
         out = _fit_batch(*inputs, max_iter=int(max_iter), has_constraint=has_constraint,
                          seeded_prior=seeded_prior)
     return _mask_invalid(out, bfield, prior_position, prior_information, seeds)
+
+
+def _raise_track_problems(weights_bad: bool, params_bad: bool, cov_bad: bool) -> None:
+    if weights_bad:
+        raise ValueError("weights must be finite and lie in [0, 1]")
+    if params_bad:
+        raise ValueError(
+            "track parameters contain NaN or infinite values (for tracks with weight > 0)")
+    if cov_bad:
+        raise ValueError("a track covariance with weight > 0 is not positive definite")
+
+
+def _fit_eager_kernel(params, cov, weights, start, bfield, max_iter, tol, constraint):
+    """:func:`fit` on concrete CPU inputs: the compiled kernel called directly (nothing to
+    differentiate), the track checks taken from the kernel's own preparation pass, and the mask
+    of :func:`_mask_invalid` applied only when some fit needs it (where every fit is valid and
+    finite the mask is the identity). Same results as the traced path."""
+    dtype = params.dtype
+    w = np.asarray(weights)
+    weights_bad = not bool(np.all((w >= 0) & (w <= 1)))  # NaN fails both comparisons
+    if weights_bad:
+        _raise_track_problems(True, False, False)
+    batch = params.shape[:-2]
+    if constraint is not None:
+        prior_position = np.asarray(constraint.position, np.float64)
+        prior_information = np.linalg.inv(np.asarray(constraint.cov, np.float64))
+    else:
+        prior_position = np.zeros(3)
+        prior_information = np.eye(3) / WEAK_PRIOR_SIGMA**2
+    seeds = (np.zeros(batch + (3,)) if start is None
+             else np.broadcast_to(np.asarray(start, np.float64), batch + (3,)))
+    prior_centre = seeds if (start is not None and constraint is None) else prior_position
+    *fields, flags = _cpu_kernel.fit_host(
+        np.asarray(params), np.asarray(cov), w, seeds, np.float64(bfield), prior_centre,
+        prior_information, np.float64(tol), max_iter=int(max_iter),
+        has_constraint=constraint is not None, use_seeds=start is not None)
+    _raise_track_problems(False, bool(flags & 2), bool(flags & 4))
+    position, vcov, chi2, ndf, momenta, local, n_iter, converged, valid = fields
+    clean = not flags & 8
+    if clean and dtype != jnp.float64:  # the kernel ran in float64; the cast may overflow
+        clean = all(bool(np.all(np.isfinite(x))) for x in (position, vcov, chi2, ndf, momenta,
+                                                            local))
+    # as the JAX path's iteration counter (jnp.asarray(0).dtype would cost a dispatch)
+    int_dtype = jax.dtypes.canonicalize_dtype(np.int64)
+    out = VertexFit(*jax.device_put((position, vcov, chi2, ndf, momenta, local,
+                                     n_iter.astype(int_dtype, copy=False), converged, valid)))
+    if clean:
+        return out
+    seeds_j = None if start is None else jnp.asarray(seeds, dtype)
+    return _mask_invalid(out, jnp.asarray(bfield, dtype), jnp.asarray(prior_position, dtype),
+                         jnp.asarray(prior_information, dtype), seeds_j)
 
 
 @jax.jit
