@@ -1317,6 +1317,59 @@ def _nn_heads(name):
     _raises(nn.DeepSetsHead, 8, 2, pooling="median", rngs=nnx.Rngs(1), match="pooling")
 
 
+@case("nn.MultiTaskMLP", "nn.NeuronMasks", "nn.isolate", "nn.trainable_masks",
+      "nn.reset_free_units")
+def _nn_continual(name):
+    from flax import nnx
+
+    nn = _mod("nn")
+    _raises(nn.MultiTaskMLP, 4, (), 2, 2, rngs=nnx.Rngs(0), match="hidden")
+    _raises(nn.MultiTaskMLP, 4, (3,), 0, 2, rngs=nnx.Rngs(0), match="n_tasks")
+    _raises(nn.NeuronMasks.empty, (3, 0), match="widths")
+    model = nn.MultiTaskMLP(4, (3,), 2, 2, rngs=nnx.Rngs(0))
+    _raises(model, jnp.ones((2, 5)), 0, match="4 input features")
+    _raises(model, jnp.ones((2, 4)), 2, match="task")
+    wrong = nn.NeuronMasks.empty((5,))
+    bad_owner = nn.NeuronMasks((jnp.array([0, 7, -1]),))
+    for fn in (nn.isolate, lambda m, k: nn.trainable_masks(m, k, 0),
+               lambda m, k: nn.reset_free_units(m, k, key=jax.random.key(0))):
+        _raises(fn, model, wrong, match="units")
+        _raises(fn, model, bad_owner, match="owners")
+        _raises(fn, model, (jnp.zeros(3),), exc=TypeError, match="NeuronMasks")
+    _raises(nn.trainable_masks, model, nn.NeuronMasks.empty((3,)), 5, match="task")
+
+
+@case("train.frozen", "train.neuron_activity", "train.activation_l1", "train.allocate",
+      "train.graceful_threshold", "train.capacity_report", "train.fisher_diagonal",
+      "train.ewc_penalty")
+def _train_continual(name):
+    import optax
+    from flax import nnx
+
+    nn, train = _mod("nn"), _mod("train")
+    model = nn.MultiTaskMLP(4, (3,), 2, 2, rngs=nnx.Rngs(0))
+    masks = nn.NeuronMasks.empty((3,))
+    opt = train.frozen(optax.adam(0.1), {"w": jnp.ones(3, bool)})
+    params = {"w": jnp.ones(4)}
+    _raises(lambda: opt.update(params, opt.init(params), params), match="shape")
+    _raises(lambda: opt.update({"w": jnp.ones(3), "b": jnp.ones(1)}, None), match="leaves")
+    _raises(train.neuron_activity, model, jnp.ones((0, 4)), match="non-empty")
+    _raises(train.neuron_activity, "model", jnp.ones((2, 4)), exc=TypeError)
+    _raises(train.activation_l1, model, jnp.ones((2, 4)), nn.NeuronMasks.empty((5,)),
+            match="units")
+    act = (jnp.ones(3),)
+    _raises(train.allocate, masks, (jnp.array([1.0, jnp.nan, 0.0]),), 0.1, 0, match="NaN")
+    _raises(train.allocate, masks, (jnp.ones(4),), 0.1, 0, match="shape")
+    _raises(train.allocate, masks, act, -0.1, 0, match="threshold")
+    _raises(train.allocate, masks, act + act, 0.1, 0, match="layers")
+    _raises(train.graceful_threshold, lambda m: 1.0, masks, act, 0, 1.5, match="eps")
+    _raises(train.capacity_report, model, nn.NeuronMasks.empty((2,)), match="units")
+    _raises(train.fisher_diagonal, lambda p, x: p * x, jnp.ones(()), [], match="at least one")
+    _raises(train.ewc_penalty, params, [params], [], 1.0, match="one Fisher")
+    _raises(train.ewc_penalty, params, [params], [params], jnp.nan, match="strength")
+    assert float(train.ewc_penalty(params, [], [], 1.0)) == 0.0
+
+
 @case("nn.Dropout", "nn.dropout_keep_mask")
 def _nn_dropout(name):
     nn = _mod("nn")
@@ -1635,6 +1688,7 @@ def _jobs_report(name):
 RESULT_TYPES = {
     "phasespace.IntegrationResult", "amplitudes.ColourFlows", "amplitudes.CrossSection",
     "amplitudes.Histogram", "amplitudes.Resonance", "vertex.VertexFit", "sim.DesignResult",
+    "train.GracefulChoice", "train.LayerCapacity",
 }
 
 

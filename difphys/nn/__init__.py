@@ -1,8 +1,15 @@
-"""Flax NNX networks: the Particle Transformer backbone (see ``docs/nn.md``).
+"""Flax NNX networks: the Particle Transformer backbone, and the multi-task MLP with the
+neuron masks of continual learning (see ``docs/nn.md``, ``docs/continual.md``).
 
 Networks run in float32 (or bf16); physics inputs may be float64 and are cast at the boundary.
 """
 
+from ._continual import FREE as FREE
+from ._continual import MultiTaskMLP as MultiTaskMLP
+from ._continual import NeuronMasks as NeuronMasks
+from ._continual import isolate as isolate
+from ._continual import reset_free_units as reset_free_units
+from ._continual import trainable_masks as trainable_masks
 from ._dropout import Dropout as Dropout
 from ._dropout import dropout_keep_mask as dropout_keep_mask
 from ._heads import ANGULAR_FEATURES as ANGULAR_FEATURES

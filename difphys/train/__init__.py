@@ -1,5 +1,6 @@
 """Sharded training of NNX models: the pure train step, the loop with orbax checkpoints and
-exact resume, prediction, classifier metrics, fine-tuning strategies and the flavour tagger
+exact resume, prediction, classifier metrics, fine-tuning strategies, continual learning
+(CLNP and EWC; ``docs/continual.md``) and the flavour tagger
 (see ``docs/train.md``). Nothing here writes a run folder: the jobs behind ``difphys train``,
 ``tokenize``, ``pretrain`` and ``finetune`` live in :mod:`difphys.jobs`."""
 
@@ -8,6 +9,16 @@ from ._checkpoint import restore_latest as restore_latest
 from ._checkpoint import restore_pytree as restore_pytree
 from ._checkpoint import save_module as save_module
 from ._checkpoint import save_pytree as save_pytree
+from ._continual import GracefulChoice as GracefulChoice
+from ._continual import LayerCapacity as LayerCapacity
+from ._continual import activation_l1 as activation_l1
+from ._continual import allocate as allocate
+from ._continual import capacity_report as capacity_report
+from ._continual import ewc_penalty as ewc_penalty
+from ._continual import fisher_diagonal as fisher_diagonal
+from ._continual import frozen as frozen
+from ._continual import graceful_threshold as graceful_threshold
+from ._continual import neuron_activity as neuron_activity
 from ._flavour import TAGGER_INPUTS as TAGGER_INPUTS
 from ._flavour import FlavourMetrics as FlavourMetrics
 from ._flavour import TaggerResult as TaggerResult
