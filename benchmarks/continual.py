@@ -3,7 +3,7 @@
 scikit-learn's bundled 8x8 digits (1797 images, no download), split 60/20/20 into train,
 validation and test once; task 0 is the original pixel order, tasks 1-9 ten fixed random
 permutations of the 64 pixels (seed 0). One :class:`difphys.nn.MultiTaskMLP` (64 -> 128 -> 128,
-one 10-class head per task) learns the tasks in order:
+one 10-class head per task; ``--hidden`` widens it) learns the tasks in order:
 
 * ``finetune``: every weight trained on each task in turn (AdamW);
 * ``ewc``: the same plus the EWC penalty of every earlier task (empirical Fisher on 300 training
@@ -106,10 +106,11 @@ def fisher(model, task, data, n=300):
     return params, train.fisher_diagonal(nll, params, examples)
 
 
-def run(method, tasks, seed, *, steps, lr, eps, l1=0.0, ewc_strength=None, split="test"):
+def run(method, tasks, seed, *, steps, lr, eps, l1=0.0, ewc_strength=None, split="test",
+        hidden=HIDDEN):
     key = jax.random.key(seed)
-    model = nn.MultiTaskMLP(64, HIDDEN, N_TASKS, 10, rngs=nnx.Rngs(seed))
-    masks = nn.NeuronMasks.empty(HIDDEN)
+    model = nn.MultiTaskMLP(64, hidden, N_TASKS, 10, rngs=nnx.Rngs(seed))
+    masks = nn.NeuronMasks.empty(hidden)
     anchors, fishers, rows, extra = [], [], [], {}
     for t, data in enumerate(tasks):
         k = jax.random.fold_in(key, t)
@@ -165,6 +166,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600, help="AdamW steps per task")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN),
+                    help="hidden widths of the MLP (the same network for every method)")
     ap.add_argument("--methods", nargs="+", default=["finetune", "ewc", "clnp"],
                     choices=["finetune", "ewc", "clnp"])
     ap.add_argument("--l1-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
@@ -183,7 +186,7 @@ def main():
         for value in grid:
             kw = dict(fixed, **({"ewc_strength": value} if method == "ewc" else {"l1": value}))
             rows, _ = run(method, tasks, 100, steps=args.steps, lr=args.lr, eps=args.eps,
-                          split="val", **kw)
+                          split="val", hidden=tuple(args.hidden), **kw)
             scores.append(float(np.mean([r["accuracy"] for r in rows
                                          if r["after_task"] == N_TASKS - 1])))
         best = grid[int(np.argmax(scores))]
@@ -197,9 +200,9 @@ def main():
     for method in args.methods:
         for seed in range(args.seeds):
             rows, extra = run(method, tasks, seed, steps=args.steps, lr=args.lr, l1=l1 or 0.0,
-                              eps=args.eps, ewc_strength=lam)
+                              eps=args.eps, ewc_strength=lam, hidden=tuple(args.hidden))
             for r in rows:
-                r.update(steps=args.steps, ewc_strength=lam if method == "ewc" else None,
+                r.update(steps=args.steps, hidden=list(args.hidden), ewc_strength=lam if method == "ewc" else None,
                          l1=l1 if method == "clnp" else None)
             all_rows += rows
             if extra:
