@@ -10,6 +10,7 @@ from ._continual import NeuronMasks as NeuronMasks
 from ._continual import isolate as isolate
 from ._continual import reset_free_units as reset_free_units
 from ._continual import trainable_masks as trainable_masks
+from ._continual_part import MultiTaskParT as MultiTaskParT
 from ._dropout import Dropout as Dropout
 from ._dropout import dropout_keep_mask as dropout_keep_mask
 from ._heads import ANGULAR_FEATURES as ANGULAR_FEATURES

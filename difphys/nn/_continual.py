@@ -95,14 +95,24 @@ def _age(owner):
     return np.where(owner == FREE, 2**30, owner)
 
 
-def trainable_masks(model: MultiTaskMLP, masks: NeuronMasks, task: int) -> nnx.State:
+def trainable_masks(model, masks: NeuronMasks, task: int) -> nnx.State:
     """Boolean masks, shaped as ``nnx.state(model, nnx.Param)``, of the parameters that task
     ``task`` may change: the incoming weights and biases of free units and of units it owns
     (they may read every unit of the layer below, frozen ones included: that is reuse), and
-    its own head. Everything else (units of earlier tasks, other heads) is frozen."""
+    its own head. Everything else (units of earlier tasks, other heads) is frozen.
+
+    For a :class:`difphys.nn.MultiTaskParT` the same holds per unit group (whole heads,
+    residual channels); weights that :func:`isolate` cuts stay frozen at zero, the per-task
+    rows of the shared inputs' BatchNorm and LayerNorm are open for ``task`` only, and head
+    ``task`` reads the free channels until ``task`` owns units. The masks are installed in
+    the model (as by :func:`isolate`)."""
     _check_masks(model, masks)
     if not 0 <= int(task) < len(model.heads):
         raise ValueError(f"task must be in [0, {len(model.heads)}); got {task}")
+    if _is_part(model):
+        from ._continual_part import part_trainable
+
+        return part_trainable(model, masks, int(task))
     owners = _owners_in(masks, model.in_features)
     state = nnx.state(model, nnx.Param)
     flags = jax.tree.map(lambda x: np.zeros(x.shape, bool), state)
@@ -118,12 +128,21 @@ def trainable_masks(model: MultiTaskMLP, masks: NeuronMasks, task: int) -> nnx.S
     return flags
 
 
-def isolate(model: MultiTaskMLP, masks: NeuronMasks) -> None:
+def isolate(model, masks: NeuronMasks) -> None:
     """Cut, in place, every weight that would let a unit reach an older one: into a unit owned
     by task ``s`` only units of tasks ``<= s`` (and the inputs) may feed, and head ``s`` reads
     only units of tasks ``<= s``. Free units feed only free units and the heads of tasks that do
-    not exist yet. Call it after :func:`allocate`; the cut weights stay zero while frozen."""
+    not exist yet. Call it after :func:`allocate`; the cut weights stay zero while frozen.
+
+    For a :class:`difphys.nn.MultiTaskParT` it also installs ``masks`` in the model: its
+    masked LayerNorms group the channels by owner and each head reads pair-bias channels
+    not younger than itself (see ``difphys.nn._continual_part``)."""
     _check_masks(model, masks)
+    if _is_part(model):
+        from ._continual_part import part_isolate
+
+        part_isolate(model, masks)
+        return
     owners = _owners_in(masks, model.in_features)
     for i, layer in enumerate(model.layers):
         src, dst = _age(owners[i]), _age(owners[i + 1])
@@ -142,8 +161,13 @@ def reset_free_units(model: MultiTaskMLP, masks: NeuronMasks, *, key) -> None:
     ``nnx.Linear`` initialises them) and zero its bias. Call it before a new task: the L1
     penalty of the previous task leaves its unallocated units silent (ReLUs that never fire
     get no gradient), and a fresh draw gives the new task their capacity back. Frozen units
-    and every weight into them are untouched, so earlier tasks do not change."""
+    and every weight into them are untouched, so earlier tasks do not change. For the
+    ReLU :class:`MultiTaskMLP` only: the GELU units of a ``MultiTaskParT`` keep a gradient
+    at zero activation."""
     _check_masks(model, masks)
+    if _is_part(model):
+        raise TypeError("reset_free_units is for the ReLU MultiTaskMLP; a MultiTaskParT's "
+                        "GELU units are not silenced by the L1 penalty")
     for i, (layer, owner) in enumerate(zip(model.layers, masks.owner, strict=True)):
         free = jnp.asarray(np.asarray(owner) == FREE)
         kernel = layer.kernel[...]
@@ -153,15 +177,21 @@ def reset_free_units(model: MultiTaskMLP, masks: NeuronMasks, *, key) -> None:
         layer.bias[...] = jnp.where(free, jnp.zeros_like(layer.bias[...]), layer.bias[...])
 
 
-def _check_masks(model: MultiTaskMLP, masks: NeuronMasks) -> None:
+def _is_part(model) -> bool:
+    from ._continual_part import MultiTaskParT
+
+    return isinstance(model, MultiTaskParT)
+
+
+def _check_masks(model, masks: NeuronMasks) -> None:
     if not isinstance(masks, NeuronMasks):
         raise TypeError("masks must be a difphys.nn.NeuronMasks")
-    if not isinstance(model, MultiTaskMLP):
-        raise TypeError("model must be a difphys.nn.MultiTaskMLP")
+    if not isinstance(model, MultiTaskMLP) and not _is_part(model):
+        raise TypeError("model must be a difphys.nn.MultiTaskMLP or MultiTaskParT")
     shapes = tuple(int(np.shape(o)[0]) if np.ndim(o) == 1 else -1 for o in masks.owner)
     if shapes != model.hidden:
-        raise ValueError(f"masks hold units {shapes} but the model's hidden layers have "
-                         f"{model.hidden}")
+        raise ValueError(f"masks hold units {shapes} but the model's hidden layers (unit "
+                         f"groups) have {model.hidden}")
     for layer, owner in enumerate(masks.owner):
         owner = np.asarray(owner)
         if not np.issubdtype(owner.dtype, np.integer) or np.any(owner < FREE) or np.any(

@@ -9,11 +9,14 @@ from ._checkpoint import restore_latest as restore_latest
 from ._checkpoint import restore_pytree as restore_pytree
 from ._checkpoint import save_module as save_module
 from ._checkpoint import save_pytree as save_pytree
+from ._continual import ContinualMetrics as ContinualMetrics
 from ._continual import GracefulChoice as GracefulChoice
 from ._continual import LayerCapacity as LayerCapacity
 from ._continual import activation_l1 as activation_l1
 from ._continual import allocate as allocate
 from ._continual import capacity_report as capacity_report
+from ._continual import continual_loss as continual_loss
+from ._continual import continual_optimizer as continual_optimizer
 from ._continual import ewc_penalty as ewc_penalty
 from ._continual import fisher_diagonal as fisher_diagonal
 from ._continual import frozen as frozen

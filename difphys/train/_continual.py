@@ -18,6 +18,7 @@ The CLNP cycle for task ``t`` on a :class:`difphys.nn.MultiTaskMLP` with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -66,9 +67,34 @@ def frozen(inner: optax.GradientTransformation, trainable) -> optax.GradientTran
     return optax.GradientTransformation(init, update)
 
 
-def neuron_activity(model: MultiTaskMLP, x) -> tuple[jax.Array, ...]:
+def _part_batch(x):
+    """The ``features``, ``p4`` and ``mask`` of a ParT batch (a mapping or Table)."""
+    try:
+        batch = {k: x[k] for k in ("features", "p4", "mask")}
+    except (KeyError, TypeError, IndexError):
+        raise ValueError("a MultiTaskParT batch must be a mapping with 'features', 'p4' and "
+                         "'mask'") from None
+    if np.shape(batch["mask"])[0] == 0 or not np.any(np.asarray(batch["mask"])):
+        raise ValueError("the batch holds no real particle")
+    return batch
+
+
+def neuron_activity(model, x, task: int | None = None) -> tuple[jax.Array, ...]:
     """Mean ``|activation|`` of every hidden unit over the batch ``x (batch, in_features)``:
-    one ``(units_l,)`` array per hidden layer."""
+    one ``(units_l,)`` array per hidden layer.
+
+    For a :class:`difphys.nn.MultiTaskParT`, ``x`` is a batch ``{"features", "p4",
+    "mask"}`` and the result has one array per unit group (``model.unit_names``): the mean
+    over real particles (pairs, jets for the class token) of ``|activation|``, averaged over
+    the places a group is recorded (the residual stream after every block); ``task``
+    (default ``model.task``) picks the head and BatchNorm row. Evaluate it in the mode you
+    want (``model.eval()`` for the running statistics)."""
+    from ..nn._continual import _is_part
+
+    if _is_part(model):
+        from ..nn._continual_part import part_activity
+
+        return part_activity(model, _part_batch(x), task)
     x = jnp.asarray(x)
     if not isinstance(model, MultiTaskMLP):
         raise TypeError("model must be a difphys.nn.MultiTaskMLP")
@@ -78,10 +104,18 @@ def neuron_activity(model: MultiTaskMLP, x) -> tuple[jax.Array, ...]:
     return tuple(jnp.mean(jnp.abs(h), axis=0) for h in model.hidden_activations(x))
 
 
-def activation_l1(model: MultiTaskMLP, x, masks: NeuronMasks) -> jax.Array:
+def activation_l1(model, x, masks: NeuronMasks, task: int | None = None) -> jax.Array:
     """The sparsity penalty of CLNP: the mean over the batch of ``sum |activation|`` of the
-    free hidden units (frozen units carry earlier tasks and are not penalised)."""
+    free hidden units (frozen units carry earlier tasks and are not penalised). For a
+    :class:`difphys.nn.MultiTaskParT` (``x`` a batch as in :func:`neuron_activity`) the sum
+    runs over every recorded activation of the free units, each averaged over real rows."""
     _check_masks(model, masks)
+    from ..nn._continual import _is_part
+
+    if _is_part(model):
+        from ..nn._continual_part import part_l1
+
+        return part_l1(model, _part_batch(x), masks, task)
     terms = []
     for h, owner in zip(model.hidden_activations(x), masks.owner, strict=True):
         free = (jnp.asarray(owner) == FREE).astype(h.dtype)
@@ -170,10 +204,26 @@ class LayerCapacity(NamedTuple):
     reused: tuple
 
 
-def capacity_report(model: MultiTaskMLP, masks: NeuronMasks) -> tuple[LayerCapacity, ...]:
-    """Per hidden layer: free units, units per task, and reuse of older units by each task."""
+def capacity_report(model, masks: NeuronMasks) -> tuple[LayerCapacity, ...]:
+    """Per hidden layer: free units, units per task, and reuse of older units by each task.
+
+    For a :class:`difphys.nn.MultiTaskParT` one entry per unit group (``model.unit_names``);
+    a task reuses an older unit when a unit of the task (or its head, for the residual
+    stream) reads it through a non-zero weight."""
     _check_masks(model, masks)
     n_tasks = len(model.heads)
+    from ..nn._continual import _is_part
+
+    if _is_part(model):
+        from ..nn._continual_part import part_reuse
+
+        out = []
+        for i, owner in enumerate(masks.owner):
+            owner = np.asarray(owner)
+            used = tuple(int(np.sum(owner == t)) for t in range(n_tasks))
+            reused = tuple(part_reuse(model, masks, i, t) for t in range(n_tasks))
+            out.append(LayerCapacity(len(owner), int(np.sum(owner == FREE)), used, reused))
+        return tuple(out)
     out = []
     owners = [np.asarray(o) for o in masks.owner]
     for i, owner in enumerate(owners):
@@ -221,3 +271,49 @@ def ewc_penalty(params, anchors: Sequence, fishers: Sequence, strength: float) -
         terms = jax.tree.map(lambda p, a, f: jnp.sum(f * (p - a) ** 2), params, anchor, fisher)
         total = total + sum(jax.tree.leaves(terms))
     return 0.5 * strength * total
+
+
+class ContinualMetrics(NamedTuple):
+    """Metrics of :func:`continual_loss`: the batch ``accuracy`` and the ``l1`` penalty."""
+
+    accuracy: jax.Array
+    l1: jax.Array
+
+
+@functools.lru_cache(maxsize=16)
+def continual_loss(l1: float):
+    """The CLNP training loss of a :class:`difphys.nn.MultiTaskParT` for
+    :func:`difphys.train.fit`: the softmax cross-entropy of task ``model.task``'s head plus
+    ``l1`` times :func:`activation_l1` of the free units under the installed masks (one
+    forward pass for both). Equal ``l1`` values return the same function, so repeated runs
+    reuse one compiled step."""
+    if not (np.isfinite(l1) and l1 >= 0):
+        raise ValueError(f"l1 must be finite and >= 0; got {l1!r}")
+
+    def loss_fn(model, batch, *, key):
+        del key  # no dropout
+        from ..nn._continual_part import _l1_of
+
+        logits, acts = model.unit_activations(batch["features"], batch["p4"], batch["mask"])
+        labels = batch["label"]
+        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        penalty = _l1_of(model, acts, model.masks)
+        acc = jnp.mean((jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels
+                        ).astype(logits.dtype))
+        return ce + jnp.asarray(l1, logits.dtype) * penalty, ContinualMetrics(acc, penalty)
+
+    return loss_fn
+
+
+def continual_optimizer(model, masks: NeuronMasks, task: int, *, learning_rate: float,
+                        steps: int, weight_decay: float = 1e-4
+                        ) -> optax.GradientTransformation:
+    """AdamW with warm-up and cosine decay inside :func:`frozen`: only what task ``task`` may
+    change (:func:`difphys.nn.trainable_masks`) moves."""
+    from ..nn import trainable_masks
+
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and > 0; got {learning_rate!r}")
+    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
+    return frozen(optax.adamw(sched, weight_decay=weight_decay),
+                  trainable_masks(model, masks, task))

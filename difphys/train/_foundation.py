@@ -246,14 +246,28 @@ HEAD_WARMUP_FRACTION = 0.2
 
 def finetune(model, data: dict, strategy: str, *, steps: int, batch_size: int, key,
              learning_rate: float = 1e-3, backbone_lr_factor: float = 1.0,
-             frozen_warmup_steps: int | None = None, progress: bool = False, **fit_options):
+             frozen_warmup_steps: int | None = None, progress: bool = False,
+             masks=None, task: int | None = None, l1: float = 0.0, **fit_options):
     """Train ``model`` (a ``backbone`` + head model) on labelled ``data`` with one of
     :data:`STRATEGIES`; in ``frozen`` mode the pretrained parts also run in evaluation mode, so
     their batch statistics stay fixed too. The ``finetune`` recipe: the head alone for
     ``frozen_warmup_steps`` (default :data:`HEAD_WARMUP_FRACTION` of ``steps``), then head and
     backbone at one peak rate (``backbone_lr_factor = 1``), each with warm-up + cosine decay.
     A smaller factor for a fixed number of steps handicaps the pretrained backbone (at 0.3x a
-    fresh backbone also loses ~0.02 AUC). Returns ``(model, history)``."""
+    fresh backbone also loses ~0.02 AUC). Returns ``(model, history)``.
+
+    ``strategy="continual"`` trains task ``task`` of a :class:`difphys.nn.MultiTaskParT`
+    under CLNP ``masks`` (:class:`difphys.nn.NeuronMasks`): the masks are installed and
+    isolated, the optimiser is :func:`continual_optimizer` (what earlier tasks own gets
+    exactly zero updates) and the loss :func:`continual_loss` with penalty ``l1`` on the
+    free units; ``model.task`` is set to ``task``. Allocate afterwards with
+    :func:`neuron_activity` and :func:`allocate` (see ``docs/continual.md``)."""
+    if strategy == "continual":
+        return _finetune_continual(model, data, steps=steps, batch_size=batch_size, key=key,
+                                   learning_rate=learning_rate, masks=masks, task=task, l1=l1,
+                                   progress=progress, **fit_options)
+    if masks is not None or task is not None or l1:
+        raise ValueError("masks, task and l1 belong to strategy='continual'")
     if frozen_warmup_steps is None:
         frozen_warmup_steps = int(round(HEAD_WARMUP_FRACTION * steps))
     if not 0 <= frozen_warmup_steps < steps:
@@ -270,3 +284,30 @@ def finetune(model, data: dict, strategy: str, *, steps: int, batch_size: int, k
                     module.eval()
     return fit(model, data, steps=steps, batch_size=batch_size, key=key, optimizer=opt,
                progress=progress, **fit_options)
+
+
+def _finetune_continual(model, data, *, steps, batch_size, key, learning_rate, masks, task, l1,
+                        progress, **fit_options):
+    from ..nn import MultiTaskParT, NeuronMasks, isolate
+    from ._continual import continual_loss, continual_optimizer
+
+    if not isinstance(model, MultiTaskParT):
+        raise TypeError(f"strategy='continual' trains a difphys.nn.MultiTaskParT; got "
+                        f"{type(model).__name__}")
+    if not isinstance(masks, NeuronMasks):
+        raise ValueError("strategy='continual' needs masks (difphys.nn.NeuronMasks; "
+                         "NeuronMasks.empty(model.hidden) before the first task)")
+    if task is None:
+        raise ValueError("strategy='continual' needs the task index")
+    task = model._check_task(task)
+    labels = np.asarray(data["label"])
+    classes = model.heads[task].out_features
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
+                        or labels.max() >= classes):
+        raise ValueError(f"labels must be integers in [0, {classes}) for task {task}'s head")
+    check_count(steps, "steps")
+    isolate(model, masks)
+    model.task = task
+    opt = continual_optimizer(model, masks, task, learning_rate=learning_rate, steps=steps)
+    return fit(model, data, steps=steps, batch_size=batch_size, key=key, optimizer=opt,
+               loss_fn=continual_loss(float(l1)), progress=progress, **fit_options)
