@@ -1370,6 +1370,39 @@ def _train_continual(name):
     assert float(train.ewc_penalty(params, [], [], 1.0)) == 0.0
 
 
+@case("nn.MultiTaskParT", "train.continual_loss", "train.continual_optimizer")
+def _continual_part(name):
+    from flax import nnx
+
+    nn, train = _mod("nn"), _mod("train")
+    cfg = nn.ParTConfig(input_dim=3, embed_dims=(8,), pair_embed_dims=(4,), num_heads=2,
+                        num_layers=1, num_cls_layers=1, ffn_ratio=1)
+    _raises(nn.MultiTaskParT, cfg, 0, 2, rngs=nnx.Rngs(0), match="n_tasks")
+    _raises(nn.MultiTaskParT, cfg, 2, (2,), rngs=nnx.Rngs(0), match="n_classes")
+    model = nn.MultiTaskParT(cfg, 2, 2, rngs=nnx.Rngs(0))
+    f, p4, mask = jnp.ones((1, 3, 3)), jnp.ones((1, 3, 4)), jnp.ones((1, 3), bool)
+    _raises(model, jnp.ones((1, 3, 4)), p4, mask, match="features")
+    _raises(model, f, jnp.ones((1, 2, 4)), mask, match="p4")
+    _raises(model, f, p4, mask, 2, match="task")
+    _raises(nn.reset_free_units, model, model.masks, key=jax.random.key(0), exc=TypeError,
+            match="ReLU")
+    _raises(train.neuron_activity, model, {"features": f}, match="'p4'")
+    _raises(train.neuron_activity, model, {"features": f, "p4": p4, "mask": mask & False},
+            match="no real particle")
+    _raises(train.continual_loss, -1.0, match="l1")
+    _raises(train.continual_optimizer, model, model.masks, 0, learning_rate=0.0, steps=5,
+            match="learning_rate")
+    data = {"features": f, "p4": p4, "mask": mask, "label": jnp.array([2])}
+    _raises(train.finetune, model, data, "continual", steps=2, batch_size=1,
+            key=jax.random.key(0), masks=model.masks, task=0, match="labels")
+    _raises(train.finetune, model, data, "continual", steps=2, batch_size=1,
+            key=jax.random.key(0), task=0, match="needs masks")
+    _raises(train.finetune, model, data, "frozen", steps=2, batch_size=1,
+            key=jax.random.key(0), task=0, match="continual")
+    _raises(train.allocate, model.masks, train.neuron_activity(model, data), 0.1, 0,
+            exhausted="maybe", match="exhausted")
+
+
 @case("nn.Dropout", "nn.dropout_keep_mask")
 def _nn_dropout(name):
     nn = _mod("nn")
@@ -1688,7 +1721,7 @@ def _jobs_report(name):
 RESULT_TYPES = {
     "phasespace.IntegrationResult", "amplitudes.ColourFlows", "amplitudes.CrossSection",
     "amplitudes.Histogram", "amplitudes.Resonance", "vertex.VertexFit", "sim.DesignResult",
-    "train.GracefulChoice", "train.LayerCapacity",
+    "train.GracefulChoice", "train.LayerCapacity", "train.ContinualMetrics",
 }
 
 

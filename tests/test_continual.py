@@ -131,6 +131,19 @@ def test_allocate_takes_the_active_free_units_only():
         train.allocate(masks, activity, 1.5, 1)
 
 
+def test_allocate_caps_a_task_at_max_fraction_and_skips_full_layers_on_request():
+    masks = nn.NeuronMasks((jnp.array([0, -1, -1, -1, -1]), jnp.array([0, 0])))
+    activity = (jnp.array([5.0, 1.0, 0.3, 0.9, 0.5]), jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="hidden layer 1 has no free unit"):
+        train.allocate(masks, activity, 0.0, 1)
+    # 4 free units, at most ceil(0.4 * 4) = 2: the two most active (1.0 and 0.9)
+    new = train.allocate(masks, activity, 0.0, 1, exhausted="skip", max_fraction=0.4)
+    np.testing.assert_array_equal(new.owner[0], [0, 1, -1, 1, -1])
+    np.testing.assert_array_equal(new.owner[1], [0, 0])
+    with pytest.raises(ValueError, match="max_fraction"):
+        train.allocate(masks, activity, 0.0, 1, max_fraction=0.0)
+
+
 def test_capacity_report_counts_units_and_reuse():
     model, masks, _, _ = _clnp_sequence()
     report = train.capacity_report(model, masks)

@@ -16,7 +16,7 @@ DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"(?:^(<!-- docs-test: not run \((?P<why>[^)]*)\) -->)\n)?"
                    r"^```python\n(?P<code>.*?)^```", re.S | re.M)
 # Pages whose examples read zpole.root, run after data.md in its folder.
-ON_GENERATED_DATA = ("data", "io", "nn", "train", "flavour_tagging")
+ON_GENERATED_DATA = ("data", "io", "nn", "train", "flavour_tagging", "continual")
 
 
 def _pages():

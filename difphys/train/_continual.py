@@ -123,12 +123,23 @@ def activation_l1(model, x, masks: NeuronMasks, task: int | None = None) -> jax.
     return sum(terms[1:], terms[0])
 
 
-def allocate(masks: NeuronMasks, activity: Sequence, threshold: float, task: int
-             ) -> NeuronMasks:
+def allocate(masks: NeuronMasks, activity: Sequence, threshold: float, task: int, *,
+             exhausted: str = "raise", max_fraction: float = 1.0) -> NeuronMasks:
     """Give task ``task`` the free units whose activity exceeds ``threshold`` times the largest
     activity of the layer's free units (``threshold`` in [0, 1): 0 keeps every free unit that
     fired at all). Raises ``ValueError`` when a layer has no free unit left (the network's
-    capacity is exhausted) or when ``task`` already owns units."""
+    capacity is exhausted) or when ``task`` already owns units; with ``exhausted="skip"`` a
+    layer without free units gives ``task`` nothing there (the task then reads only older
+    units of that layer, e.g. the attention heads of earlier tasks).
+
+    ``max_fraction`` in (0, 1] caps what one task takes: at most ``ceil(max_fraction * free)``
+    units of each layer, the most active ones. A transformer's residual stream is dense (every
+    channel carries the LayerNorm'd signal), so an activity threshold alone gives the first
+    task every channel; a cap keeps room for the tasks after it."""
+    if exhausted not in ("raise", "skip"):
+        raise ValueError(f"exhausted must be 'raise' or 'skip'; got {exhausted!r}")
+    if not 0 < float(max_fraction) <= 1:
+        raise ValueError(f"max_fraction must lie in (0, 1]; got {max_fraction!r}")
     if not 0 <= float(threshold) < 1:
         raise ValueError(f"threshold must lie in [0, 1) (a fraction of the layer's largest "
                          f"activity); got {threshold!r}")
@@ -145,11 +156,19 @@ def allocate(masks: NeuronMasks, activity: Sequence, threshold: float, task: int
         if np.any(owner == task):
             raise ValueError(f"task {task} already owns units of layer {layer}")
         free = owner == FREE
+        if not free.any() and exhausted == "skip":
+            new.append(jnp.asarray(owner, jnp.int32))
+            continue
         if not free.any():
             raise ValueError(f"capacity exhausted: hidden layer {layer} has no free unit left "
                              f"for task {task} (widen the layer or forget gracefully)")
         scale = act[free].max()
         active = free & (act > float(threshold) * scale) & (act > 0)
+        cap = int(np.ceil(float(max_fraction) * free.sum()))
+        if active.sum() > cap:  # keep the `cap` most active (ties: the lower index)
+            order = np.argsort(-np.where(active, act, -np.inf), kind="stable")
+            active = np.zeros_like(active)
+            active[order[:cap]] = True
         new.append(jnp.asarray(np.where(active, task, owner), jnp.int32))
     return NeuronMasks(tuple(new))
 
@@ -168,14 +187,14 @@ class GracefulChoice(NamedTuple):
 
 def graceful_threshold(evaluate: Callable[[NeuronMasks], float], masks: NeuronMasks,
                        activity: Sequence, task: int, eps: float,
-                       thresholds: Sequence[float] = tuple(np.linspace(0, 0.9, 19))
-                       ) -> GracefulChoice:
+                       thresholds: Sequence[float] = tuple(np.linspace(0, 0.9, 19)), *,
+                       exhausted: str = "raise", max_fraction: float = 1.0) -> GracefulChoice:
     """The largest threshold whose allocation loses at most ``eps`` validation accuracy.
 
     ``evaluate(candidate_masks)`` returns the validation accuracy of the network after
     ``allocate(masks, activity, th, task)`` and ``nn.isolate`` (the caller isolates a copy);
     ``evaluate(None)`` that of the network as trained. ``eps`` is an absolute accuracy
-    (0.01 = one point)."""
+    (0.01 = one point). ``exhausted`` and ``max_fraction`` are passed to :func:`allocate`."""
     if not 0 <= eps < 1:
         raise ValueError(f"eps must lie in [0, 1); got {eps!r}")
     reference = float(evaluate(None))
@@ -183,7 +202,8 @@ def graceful_threshold(evaluate: Callable[[NeuronMasks], float], masks: NeuronMa
     accs, freed = [], []
     n_free = sum(int(np.sum(np.asarray(o) == FREE)) for o in masks.owner)
     for th in ths:
-        cand = allocate(masks, activity, float(th), task)
+        cand = allocate(masks, activity, float(th), task, exhausted=exhausted,
+                        max_fraction=max_fraction)
         accs.append(float(evaluate(cand)))
         freed.append(sum(int(np.sum(np.asarray(o) == FREE)) for o in cand.owner)
                      / max(n_free, 1))
