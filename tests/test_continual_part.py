@@ -122,6 +122,7 @@ def test_a_group_without_free_units_gets_zero_finite_updates_and_refuses_allocat
 
 
 def test_masked_layernorm_normalises_each_owner_group_on_its_own():
+    """And with every channel in one group it is the plain LayerNorm."""
     model = nn.MultiTaskParT(CFG, 3, 2, rngs=nnx.Rngs(0))
     owner = np.array([0, 1, 0, -1, 1, 0, -1, 2, 0, 1, 0, -1, 1, 0, -1, 2])
     masks = list(model.masks.owner)
@@ -135,11 +136,16 @@ def test_masked_layernorm_normalises_each_owner_group_on_its_own():
         groups = staticmethod(lambda spec: np.eye(4, dtype=bool)[np.where(owner < 0, 3, owner)])
 
     y = np.asarray(norm(jnp.asarray(x), Ctx))
-    for g in (0, 1, 2, -1):
+    for g in (0, 1, 2, -1):  # each group's sums over the layer width (others count as 0)
         sel = owner == g
-        ref = (x[:, sel] - x[:, sel].mean(1, keepdims=True)) / np.sqrt(
-            x[:, sel].var(1, keepdims=True) + 1e-5)
+        mean = x[:, sel].sum(1, keepdims=True) / 16
+        var = ((x[:, sel] - mean) ** 2).sum(1, keepdims=True) / 16
+        ref = (x[:, sel] - mean) / np.sqrt(var + 1e-5)
         np.testing.assert_allclose(y[:, sel], ref, rtol=1e-12, atol=1e-12)
+    owner = np.full(16, -1)
+    ref = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x), Ctx)), ref, rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_trainable_masks_open_the_task_rows_and_the_free_channels_only():

@@ -21,7 +21,11 @@ transformer needs and an MLP does not:
 
 * **masked LayerNorm**: each LayerNorm normalises every task's channels over that task's
   channels only (free channels form one more group). A plain LayerNorm's mean and variance
-  would mix the channels of later tasks into an earlier task's outputs;
+  would mix the channels of later tasks into an earlier task's outputs. The group sums are
+  divided by the layer width, not the group size (the other channels count as zeros): a task
+  trains with all free channels in its group, and pruning the ones its L1 penalty silenced
+  then leaves its statistics nearly unchanged (with the group size they would jump by the
+  ratio of the widths);
 * **per-task BatchNorm**: every BatchNorm keeps one row of running statistics per task, and
   the BatchNorms and the first LayerNorm of the shared inputs have one affine row per task;
   training task ``t`` updates row ``t`` only;
@@ -107,11 +111,14 @@ class _Norm(nnx.Module):
 
     def __call__(self, x, ctx):
         if self.masked and self.spec.group is not None:
+            # sums over each owner group, divided by the layer width: the other groups'
+            # channels count as zeros, so pruning channels that the L1 penalty silenced
+            # leaves the statistics of the kept ones (nearly) as they were in training
             onehot = ctx.groups(self.spec).astype(x.dtype)  # (C, K)
-            count = jnp.maximum(jnp.sum(onehot, axis=0), 1.0)
-            mean = ((x @ onehot) / count) @ onehot.T
+            width = jnp.asarray(x.shape[-1], x.dtype)
+            mean = ((x @ onehot) / width) @ onehot.T
             d = x - mean
-            var = (((d * d) @ onehot) / count) @ onehot.T
+            var = (((d * d) @ onehot) / width) @ onehot.T
         else:
             mean = jnp.mean(x, axis=-1, keepdims=True)
             d = x - mean
