@@ -1384,6 +1384,7 @@ def _continual_part(name):
     _raises(model, jnp.ones((1, 3, 4)), p4, mask, match="features")
     _raises(model, f, jnp.ones((1, 2, 4)), mask, match="p4")
     _raises(model, f, p4, mask, 2, match="task")
+    _raises(model, f.at[0, 1, 0].set(jnp.nan), p4, mask, match="NaN")
     _raises(nn.reset_free_units, model, model.masks, key=jax.random.key(0), exc=TypeError,
             match="ReLU")
     _raises(train.neuron_activity, model, {"features": f}, match="'p4'")

@@ -55,7 +55,7 @@ from flax import nnx
 from ..kinematics import pairwise_features
 from ._continual import FREE, NeuronMasks
 from ._layers import _BN_MOMENTUM, _EPS, _gelu
-from ._part import ParTConfig
+from ._part import ParTConfig, check_jet_inputs
 
 #: age of the shared network inputs (older than every task) and of free units in the cuts
 _SHARED, _YOUNGEST = -(2**30), 2**30
@@ -288,18 +288,8 @@ class MultiTaskParT(nnx.Module):
         return int(task)
 
     # -- forward -------------------------------------------------------------------------
-    def _check(self, features, p4, mask):
-        cfg = self.config
-        if features.ndim != 3 or features.shape[-1] != cfg.input_dim:
-            raise ValueError(f"features must be (batch, particles, {cfg.input_dim}); "
-                             f"got {features.shape}")
-        if p4.shape[:-1] != features.shape[:-1] or p4.shape[-1] != 4:
-            raise ValueError(f"p4 must be {features.shape[:-1] + (4,)}; got {p4.shape}")
-        if mask.shape != features.shape[:-1]:
-            raise ValueError(f"mask must be {features.shape[:-1]}; got {mask.shape}")
-
     def _forward(self, features, p4, mask, ctx: _Context):
-        self._check(features, p4, mask)
+        check_jet_inputs(self.config.input_dim, features, p4, mask)
         dtype = self.param_dtype
         mask = mask.astype(bool)
         features = jnp.where(mask[..., None], features, jnp.zeros_like(features)).astype(dtype)

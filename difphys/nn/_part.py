@@ -152,19 +152,7 @@ class ParticleTransformer(nnx.Module):
                                                (1, cfg.embed_dim), param_dtype))
 
     def _check(self, features, p4, mask):
-        cfg = self.config
-        if features.ndim != 3 or features.shape[-1] != cfg.input_dim:
-            raise ValueError(f"features must be (batch, particles, {cfg.input_dim}); "
-                             f"got {features.shape}")
-        if p4.shape[:-1] != features.shape[:-1] or p4.shape[-1] != 4:
-            raise ValueError(f"p4 must be {features.shape[:-1] + (4,)}; got {p4.shape}")
-        if mask.shape != features.shape[:-1]:
-            raise ValueError(f"mask must be {features.shape[:-1]}; got {mask.shape}")
-        if is_concrete(features, p4, mask):  # outside jit: no silent NaN
-            real = np.asarray(mask, dtype=bool)
-            for name, x in (("features", features), ("p4", p4)):
-                if not np.all(np.isfinite(np.asarray(x)[real])):
-                    raise ValueError(f"{name} contain NaN or infinity on real particles")
+        check_jet_inputs(self.config.input_dim, features, p4, mask)
 
     def encode(self, features, p4, mask, *, key=None, hidden=None, mask_embedding=None):
         """Per-particle representations ``(B, n, embed_dim)`` after the particle-attention
@@ -219,6 +207,23 @@ class ParticleTransformer(nnx.Module):
         for linear in self.fcs:
             h = self.fc_dropout(jax.nn.relu(linear(h)), fc_key)
         return self.head(h)
+
+
+def check_jet_inputs(input_dim: int, features, p4, mask) -> None:
+    """The shapes of a ParT call (``features (B, n, input_dim)``, ``p4 (B, n, 4)``, ``mask
+    (B, n)``) and, outside ``jit``, finite features and momenta on the real particles."""
+    if features.ndim != 3 or features.shape[-1] != input_dim:
+        raise ValueError(f"features must be (batch, particles, {input_dim}); "
+                         f"got {features.shape}")
+    if p4.shape[:-1] != features.shape[:-1] or p4.shape[-1] != 4:
+        raise ValueError(f"p4 must be {features.shape[:-1] + (4,)}; got {p4.shape}")
+    if mask.shape != features.shape[:-1]:
+        raise ValueError(f"mask must be {features.shape[:-1]}; got {mask.shape}")
+    if is_concrete(features, p4, mask):  # outside jit: no silent NaN
+        real = np.asarray(mask, dtype=bool)
+        for name, x in (("features", features), ("p4", p4)):
+            if not np.all(np.isfinite(np.asarray(x)[real])):
+                raise ValueError(f"{name} contain NaN or infinity on real particles")
 
 
 def count_params(model: nnx.Module) -> int:
