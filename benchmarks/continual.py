@@ -226,7 +226,8 @@ def main():
         if seed == 0:
             for layer, cap in enumerate(extra["capacity"]):
                 print(f"clnp seed 0 layer {layer}: free {cap['free']}/{cap['units']}, used per "
-                      f"task {cap['used']}, reused by task {cap['reused']}")
+                      f"task {cap['used']}, reused by task {cap['reused']}, weight from older "
+                      f"units by task ({', '.join(f'{w:.2f}' for w in cap['reuse_weight'])})")
             g = extra["graceful_task0"]
             print("clnp task-0 graceful scan: threshold -> val accuracy (freed fraction):",
                   ", ".join(f"{t:.2f}->{a:.3f} ({f:.2f})" for t, a, f in

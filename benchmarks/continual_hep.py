@@ -245,7 +245,8 @@ def main():
                           + ", ".join(f"{a:.3f}" for a in p["val_auc"]) + ")")
                 for name, c in extra["capacity"].items():
                     print(f"  {name:12s} free {c['free']:4d}/{c['units']:4d} used {c['used']} "
-                          f"reused {c['reused']}")
+                          f"reused {c['reused']} weight from older units "
+                          f"({', '.join(f'{w:.2f}' for w in c['reuse_weight'])})")
     print("method    " + "  ".join(f"task {t} after {t} -> after {len(tasks) - 1}"
                                    for t in range(len(tasks))) + "   average")
     for method in args.methods:

@@ -152,6 +152,12 @@ def test_capacity_report_counts_units_and_reuse():
         assert layer.free + sum(layer.used) == width
         assert layer.reused[0] == 0  # task 0 has nothing older to reuse
         assert all(0 <= r <= sum(layer.used[:t]) for t, r in enumerate(layer.reused))
+        assert layer.reuse_weight[0] == 0 and all(0 <= w <= 1 for w in layer.reuse_weight)
+    # the weight fraction of the last layer for task 2, by hand: |head 2| rows of older units
+    owner = np.asarray(masks.owner[-1])
+    w = np.abs(np.asarray(model.heads[2].kernel[...])).sum(axis=1)
+    expected = w[(owner >= 0) & (owner < 2)].sum() / w.sum()
+    np.testing.assert_allclose(report[-1].reuse_weight[2], expected, rtol=1e-6)  # float32
 
 
 def test_graceful_threshold_picks_the_largest_within_the_budget():

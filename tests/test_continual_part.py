@@ -182,6 +182,7 @@ def test_capacity_report_counts_the_groups_and_the_reuse_of_older_channels():
         assert entry.reused[0] == 0
     res = report[model.unit_names.index("residual")]
     assert res.reused[1] == res.used[0]  # task 1's units read every task-0 channel
+    assert 0 < res.reuse_weight[1] < 1 and res.reuse_weight[0] == 0
 
 
 def test_gradients_match_finite_differences_in_float64():

@@ -562,24 +562,33 @@ def _reduce(model, acts):
     return tuple(sums[name] / counts[name] for name in model.unit_names)
 
 
-def part_reuse(model: MultiTaskParT, masks: NeuronMasks, layer: int, task: int) -> int:
-    """Units of group ``layer`` owned by tasks older than ``task`` that a unit of ``task`` (or
-    its head, for the residual stream) reads through a non-zero weight."""
+def part_reuse(model: MultiTaskParT, masks: NeuronMasks, layer: int, task: int
+               ) -> tuple[int, float]:
+    """``(count, weight)``: the units of group ``layer`` owned by tasks older than ``task``
+    that a unit of ``task`` (or its head, for the residual stream) reads through a non-zero
+    weight, and the fraction of the summed ``|weight|`` from the group into ``task``'s units
+    that leaves older units."""
     model._install(masks)
     name = model.unit_names[layer]
     owner = np.asarray(model.owners[layer])
     reads = np.zeros(len(owner), bool)
+    magnitude = np.zeros(len(owner))
     specs = _param_specs(model)
     state = nnx.state(model, nnx.Param)
     for path, x in jax.tree_util.tree_leaves_with_path(state):
         spec = specs[_path_key(path)]
         if spec[0] == "dense" and spec[1].group == name:
             dst_owner = model._channel_owners(spec[2])
-            w = np.asarray(x)[:, dst_owner == task]
-            per_channel = np.any(w != 0, axis=1)
-            reads |= per_channel.reshape(spec[1].tile, len(owner), spec[1].repeat).any(
-                axis=(0, 2))
+            w = np.abs(np.asarray(x)[:, dst_owner == task])
+            per_unit = w.sum(axis=1).reshape(spec[1].tile, len(owner), spec[1].repeat)
+            reads |= (per_unit > 0).any(axis=(0, 2))
+            magnitude += per_unit.sum(axis=(0, 2))
         if spec[0] == "head" and spec[1] == task and name == "residual" and \
                 _path_key(path)[-1] == "kernel":
-            reads |= np.any(np.asarray(x) != 0, axis=1)
-    return int(np.sum(reads & (owner != FREE) & (owner < task)))
+            w = np.abs(np.asarray(x))
+            reads |= np.any(w > 0, axis=1)
+            magnitude += w.sum(axis=1)
+    older = (owner != FREE) & (owner < task)
+    total = magnitude.sum()
+    return int(np.sum(reads & older)), float(magnitude[older].sum() / total) if total > 0 \
+        else 0.0

@@ -215,13 +215,17 @@ def graceful_threshold(evaluate: Callable[[NeuronMasks], float], masks: NeuronMa
 
 class LayerCapacity(NamedTuple):
     """One hidden layer in :func:`capacity_report`: ``free`` units, ``used[t]`` units owned by
-    task ``t``, and ``reused[t]``: units of earlier tasks that task ``t``'s units (or head,
-    for the last layer) read through a non-zero weight."""
+    task ``t``, ``reused[t]``: units of earlier tasks that task ``t``'s units (or head, for
+    the last layer) read through a non-zero weight, and ``reuse_weight[t]``: the fraction of
+    the summed ``|weight|`` from this layer into task ``t``'s units (or head) that comes from
+    units of earlier tasks (a count saturates once every older unit is read at all; the
+    weight fraction says how much a task leans on them)."""
 
     units: int
     free: int
     used: tuple
     reused: tuple
+    reuse_weight: tuple
 
 
 def capacity_report(model, masks: NeuronMasks) -> tuple[LayerCapacity, ...]:
@@ -241,14 +245,15 @@ def capacity_report(model, masks: NeuronMasks) -> tuple[LayerCapacity, ...]:
         for i, owner in enumerate(masks.owner):
             owner = np.asarray(owner)
             used = tuple(int(np.sum(owner == t)) for t in range(n_tasks))
-            reused = tuple(part_reuse(model, masks, i, t) for t in range(n_tasks))
-            out.append(LayerCapacity(len(owner), int(np.sum(owner == FREE)), used, reused))
+            reuse = [part_reuse(model, masks, i, t) for t in range(n_tasks)]
+            out.append(LayerCapacity(len(owner), int(np.sum(owner == FREE)), used,
+                                     tuple(r[0] for r in reuse), tuple(r[1] for r in reuse)))
         return tuple(out)
     out = []
     owners = [np.asarray(o) for o in masks.owner]
     for i, owner in enumerate(owners):
         used = tuple(int(np.sum(owner == t)) for t in range(n_tasks))
-        reused = []
+        reused, weight = [], []
         for t in range(n_tasks):
             if i + 1 < len(owners):
                 readers = owners[i + 1] == t
@@ -258,8 +263,16 @@ def capacity_report(model, masks: NeuronMasks) -> tuple[LayerCapacity, ...]:
             older = (owner != FREE) & (owner < t)
             reads = np.any(w != 0, axis=1) if w.size else np.zeros(len(owner), bool)
             reused.append(int(np.sum(older & reads)))
-        out.append(LayerCapacity(len(owner), int(np.sum(owner == FREE)), used, tuple(reused)))
+            weight.append(_older_fraction(np.abs(w).sum(axis=1), older))
+        out.append(LayerCapacity(len(owner), int(np.sum(owner == FREE)), used, tuple(reused),
+                                 tuple(weight)))
     return tuple(out)
+
+
+def _older_fraction(per_unit, older) -> float:
+    """``sum(per_unit[older]) / sum(per_unit)``, 0 where nothing is read."""
+    total = float(np.sum(per_unit)) if np.size(per_unit) else 0.0
+    return float(np.sum(per_unit[older])) / total if total > 0 else 0.0
 
 
 def fisher_diagonal(loss_fn: Callable, params, batches) -> object:
