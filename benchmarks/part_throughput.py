@@ -176,9 +176,11 @@ def setup_difphys(size, batches, trim=None, trim_quantile=None, by_length=False)
     return {"forward": fwd, "train_step": train}, info
 
 
-def setup_weaver(size, batches):
+def setup_weaver(size, batches, device="cpu"):
     """``({mode: one call}, info)`` for weaver-core's PyTorch ParticleTransformer (its
-    default ``SequenceTrimmer`` on); one call runs every batch of ``batches``."""
+    default ``SequenceTrimmer`` on) on torch ``device``; one call runs every batch of
+    ``batches`` (and waits for the device). On CUDA its float32 matmuls use TF32, as JAX's
+    default precision does on the GPU, so that both do the same arithmetic."""
     import torch
     from weaver.nn.model.ParticleTransformer import ParticleTransformer as TorchParT
 
@@ -187,8 +189,19 @@ def setup_weaver(size, batches):
     model = TorchParT(input_dim=17, num_classes=2, embed_dims=list(cfg["embed_dims"]),
                       pair_embed_dims=list(cfg["pair_embed_dims"]), num_heads=cfg["num_heads"],
                       num_layers=cfg["num_layers"], num_cls_layers=cfg["num_cls_layers"])
+    model = model.to(device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     info = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "torch_device": device,
+            "torch": torch.__version__}
     # weaver-core layout: x (B, C, P), v (B, 4, P) as (px, py, pz, E), mask (B, 1, P)
     tensors = []
     for data in batches:
@@ -199,6 +212,7 @@ def setup_weaver(size, batches):
                 np.stack([p4[..., 1], p4[..., 2], p4[..., 3], p4[..., 0]], axis=1))),
             torch.from_numpy(data["mask"][:, None, :].astype(np.float32)),
             torch.from_numpy(data["label"].astype(np.int64))))
+    tensors = [tuple(t.to(device) for t in group) for group in tensors]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -207,6 +221,7 @@ def setup_weaver(size, batches):
         with torch.no_grad():
             for x, v, mask, _ in tensors:
                 model(x, v, mask)
+        sync()
 
     def train():
         model.train()
@@ -215,6 +230,7 @@ def setup_weaver(size, batches):
             loss = loss_fn(model(x, v, mask), y)
             loss.backward()
             opt.step()
+        sync()
 
     return {"forward": fwd, "train_step": train}, info
 
@@ -242,6 +258,8 @@ def main():
                         help="with --data: difphys regroups the timed jets by length "
                              "(predict(by_length=True) forward, batches(bucket=--cycle) in "
                              "training); weaver-core keeps the random batches")
+    parser.add_argument("--torch-device", default="cpu",
+                        help="torch device of weaver-core's model (cuda on a GPU machine)")
     args = parser.parse_args()
     if args.by_length and not args.data:
         parser.error("--by-length needs --data (synthetic jets all have the same length)")
@@ -271,7 +289,7 @@ def main():
                                           tuple(args.trim_quantile) if trim else None,
                                           args.by_length)}
         if have_torch:
-            impls["weaver-core"] = setup_weaver(size, data)
+            impls["weaver-core"] = setup_weaver(size, data, args.torch_device)
         for mode in ("forward", "train_step"):
             # The implementations take turns, the first alternating between rounds, so that
             # both see the same state of this shared machine; a pause lets the other

@@ -39,14 +39,21 @@ def coupling_masks(dim: int, n_layers: int) -> np.ndarray:
     return np.asarray(masks, dtype=np.float64)
 
 
-def _unroll() -> bool:
-    """Unroll the layer scan on CPU.
+SCAN_MODES = ("auto", "rolled", "unrolled")
+
+
+def _unroll(mode: str = "auto") -> bool:
+    """Whether the layer scan is unrolled: ``"auto"`` unrolls on CPU only.
 
     XLA:CPU (jax 0.10.2) miscompiles the reverse-mode derivative of this scan for batches of a
     few thousand points (garbage or NaN gradients, reproducible, eager mode correct); unrolling
     avoids it at the cost of compile time linear in depth. Other backends keep the rolled scan.
+    ``"rolled"`` / ``"unrolled"`` force one path (the tests run the rolled one on CPU too, at
+    batch sizes the bug does not reach, so that the GPU path is exercised in CI).
     """
-    return jax.default_backend() == "cpu"
+    if mode == "auto":
+        return jax.default_backend() == "cpu"
+    return mode == "unrolled"
 
 
 _MIN_BIN = 1e-3
@@ -148,6 +155,7 @@ class SplineFlow(eqx.Module):
     loc: float = eqx.field(static=True)
     scale: float = eqx.field(static=True)
     actnorm: bool = eqx.field(static=True)
+    scan: str = eqx.field(static=True, default="auto")
 
     # ---------------------------------------------------------------- one coupling layer
     def _conditioner(self, layer_params, kept):
@@ -203,7 +211,7 @@ class SplineFlow(eqx.Module):
 
         (y, ld), _ = jax.lax.scan(
             step, (z, jnp.zeros(z.shape[:-1], z.dtype)), self._layer_stack(z.dtype),
-            unroll=_unroll(),
+            unroll=_unroll(self.scan),
         )
         if self.support == "real":
             y = self.loc + self.scale * y
@@ -228,7 +236,7 @@ class SplineFlow(eqx.Module):
             return (y, ld + dld), None
 
         (z, ld), _ = jax.lax.scan(
-            step, (x, ld0), self._layer_stack(x.dtype), reverse=True, unroll=_unroll()
+            step, (x, ld0), self._layer_stack(x.dtype), reverse=True, unroll=_unroll(self.scan)
         )
         return z, ld
 
@@ -273,7 +281,8 @@ class SplineFlow(eqx.Module):
 
 def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8, hidden: int = 64,
                      depth: int = 2, n_bins: int = 8, bound: float = 5.0, loc: float = 0.0,
-                     scale: float = 1.0, actnorm: bool = False, dtype=None) -> SplineFlow:
+                     scale: float = 1.0, actnorm: bool = False, dtype=None,
+                     scan: str = "auto") -> SplineFlow:
     """A new identity-initialised spline coupling flow.
 
     Args:
@@ -284,7 +293,13 @@ def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8,
       bound: spline interval ``[-bound, bound]`` in standardised coordinates (real support).
       loc, scale: the standardisation ``x = loc + scale * y`` (real support).
       actnorm: add a learnable elementwise affine after each layer (real support only).
+      scan: how the layers run: ``"auto"`` (a rolled ``lax.scan``, unrolled on CPU where
+        XLA:CPU miscompiles its derivative for large batches), ``"rolled"`` or ``"unrolled"``.
+        The three give the same values; ``dataclasses.replace(flow, scan=...)`` switches a
+        trained flow.
     """
+    if scan not in SCAN_MODES:
+        raise ValueError(f"scan must be one of {SCAN_MODES}; got {scan!r}")
     if support not in ("real", "unit_cube"):
         raise ValueError(f"support must be 'real' or 'unit_cube'; got {support!r}")
     if actnorm and support == "unit_cube":
@@ -316,4 +331,5 @@ def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8,
         loc=float(loc),
         scale=float(scale),
         actnorm=bool(actnorm),
+        scan=scan,
     )
