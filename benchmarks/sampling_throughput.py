@@ -42,6 +42,8 @@ def run(batch: int, scan: str, steps: int, levels: int, updates: int, n_eval: in
     state, info = step(jax.random.key(3), state)
     jax.block_until_ready(info)
     compile_s = time.perf_counter() - t0
+    print(json.dumps({"note": "compiled", "batch": batch, "scan": scan,
+                      "compile_s": round(compile_s, 2)}), flush=True)
     n0 = float(state.n_target_values)
     t0 = time.perf_counter()
     for i in range(steps):

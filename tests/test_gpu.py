@@ -130,7 +130,9 @@ def test_part_forward_on_gpu_equals_cpu():
     with jax.default_matmul_precision("highest"):
         out = {name: np.asarray(forward(_on(dev, state), *_on(dev, inputs)))
                for name, dev in (("gpu", gpu), ("cpu", CPU))}
-    np.testing.assert_allclose(out["gpu"], out["cpu"], rtol=1e-4, atol=1e-5)
+    # float32 through 4 blocks: GPU and CPU kernels sum in other orders (measured on an H200:
+    # 5.5e-4 at most on logits of order 1)
+    np.testing.assert_allclose(out["gpu"], out["cpu"], rtol=2e-3, atol=2e-3)
     # the GPU's default float32 matmuls (TF32, 10-bit mantissa) stay within a looser bound
     tf32 = np.asarray(forward(_on(gpu, state), *_on(gpu, inputs)))
     np.testing.assert_allclose(tf32, out["cpu"], rtol=3e-2, atol=3e-2)
