@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.difphys-installed
 
-.PHONY: demo test test-slow bench bench-part bench-foundation lint clean-venv
+.PHONY: demo test test-slow test-gpu bench bench-part bench-foundation lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow
+
+# GPU against CPU (skips without a GPU); benchmarks/gpu_check.sh runs these and the benchmarks
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/phasespace.py
