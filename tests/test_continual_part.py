@@ -89,6 +89,7 @@ def test_the_exactness_test_fails_without_masked_layernorm_or_frozen_adamw(negat
     assert not np.array_equal(saved[1][0][0], saved[0][0][0])
 
 
+@pytest.mark.slow  # CI time: make test took 58 min here with it
 def test_a_group_without_free_units_gets_zero_finite_updates_and_refuses_allocation():
     model = nn.MultiTaskParT(CFG, 2, 2, rngs=nnx.Rngs(1))
     full = model.unit_names.index("block0.ffn")
@@ -148,6 +149,7 @@ def test_masked_layernorm_normalises_each_owner_group_on_its_own():
                                atol=1e-12)
 
 
+@pytest.mark.slow  # CI time: make test took 58 min here with it
 def test_trainable_masks_open_the_task_rows_and_the_free_channels_only():
     model = nn.MultiTaskParT(CFG, 3, 2, rngs=nnx.Rngs(0))
     masks = _owners(model, 0)
@@ -171,6 +173,7 @@ def test_trainable_masks_open_the_task_rows_and_the_free_channels_only():
     assert fc2[np.ix_(ffn == 0, res == nn.FREE)].all()
 
 
+@pytest.mark.slow  # CI time: make test took 58 min here with it
 def test_capacity_report_counts_the_groups_and_the_reuse_of_older_channels():
     model = nn.MultiTaskParT(CFG, 3, 2, rngs=nnx.Rngs(0))
     masks = _owners(model, 1)
@@ -185,6 +188,7 @@ def test_capacity_report_counts_the_groups_and_the_reuse_of_older_channels():
     assert 0 < res.reuse_weight[1] < 1 and res.reuse_weight[0] == 0
 
 
+@pytest.mark.slow  # CI time: make test took 58 min here with it
 def test_gradients_match_finite_differences_in_float64():
     model = nn.MultiTaskParT(CFG, 2, 2, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
     masks = _owners(model, 0)
