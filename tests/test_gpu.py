@@ -15,6 +15,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+# the same jets and perturbed flows as the CPU tests (pytest puts tests/ on the path)
+from test_flows import _perturbed
+from test_vertex_kernel import _jets
+
 from difphys import amplitudes as amp
 from difphys import flows, sharding
 from difphys import vertex as vx
@@ -75,20 +79,6 @@ def test_matrix_element_and_its_gradient_on_gpu_equal_cpu():
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-14)
 
 
-def _jets(key, n_jets, n_tracks, b=2.0):
-    def one(k):
-        k1, k2, k3, k4, k5 = jax.random.split(k, 5)
-        v = jax.random.uniform(k1, (3,), jnp.float64, -5.0, 5.0)
-        pt = jnp.exp(jax.random.uniform(k2, (n_tracks,), jnp.float64, np.log(0.5), np.log(50.0)))
-        eta = jax.random.uniform(k3, (n_tracks,), jnp.float64, -2.0, 2.0)
-        phi = jax.random.uniform(k4, (n_tracks,), jnp.float64, -np.pi, np.pi)
-        mom = jnp.stack([pt * jnp.cos(phi), pt * jnp.sin(phi), pt * jnp.sinh(eta)], axis=-1)
-        charge = jnp.where(jnp.arange(n_tracks) % 2 == 0, 1.0, -1.0)
-        return vx.simulate_tracks(k5, v, mom, charge, b)[0]
-
-    return jax.vmap(one)(jax.random.split(key, n_jets))
-
-
 def test_vertex_fit_on_gpu_equals_cpu_and_its_implicit_gradient():
     gpu = _gpu()
     tracks = _on(CPU, _jets(jax.random.key(2), 4096, 12))
@@ -144,10 +134,7 @@ def test_rolled_flow_scan_gradient_on_gpu_equals_unrolled_on_cpu():
     gpu = _gpu()
     flow = flows.make_spline_flow(jax.random.key(0), 8, support="unit_cube", n_layers=8,
                                   hidden=64, n_bins=10)
-    leaves, tree = jax.tree.flatten(flow)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    flow = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype)
-                                     for x, k in zip(leaves, keys, strict=True)])
+    flow = _perturbed(flow)
     x = jax.random.uniform(jax.random.key(2), (4096, 8), jnp.float64, 0.01, 0.99)
 
     def loss(f, x):
