@@ -11,7 +11,7 @@ STAMP   = $(VENV)/.difphys-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,bench,data]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,data,parquet]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -117,16 +117,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
     Train ParT (Flax NNX) on the 17 JetClass_full particle features and the pair
     features, data-parallel over all devices, with orbax checkpoints (--resume continues
     exactly); evaluates ROC AUC and background rejection on a held-out split. Class k is
-    the k-th label; the first label is the signal.
+    the k-th label; the first label is the signal. With --data-config (a weaver-core YAML
+    data config) the inputs, labels and selection come from the config, the files
+    (--data-train/--data-val/--data-test, ROOT or parquet, globs allowed) are streamed in
+    chunks with bounded memory, and the folder gets model/ for difphys predict.
     """
-    from .jobs import train_jet_classifier
+    from .jobs import train_from_data_config, train_jet_classifier
 
+    if args.data_config is not None:
+        if args.files:
+            raise ValueError("with --data-config, give the files with --data-train (and "
+                             "--data-val, --data-test), not as positional arguments")
+        if not args.data_train:
+            raise ValueError("--data-config needs --data-train FILES (paths or globs)")
+        report = train_from_data_config(
+            args.data_config, args.data_train, args.out, data_val=args.data_val,
+            data_test=args.data_test, model_size=args.model, steps=args.steps,
+            batch_size=args.batch, learning_rate=args.lr, seed=args.seed, resume=args.resume,
+            chunk_size=args.chunk_size, buffer_chunks=args.buffer_chunks, lanes=args.lanes,
+            progress=not args.quiet)
+        print(report.summary())
+        return 0
+    if not args.files:
+        raise ValueError("give JetClass-schema ROOT files, or --data-config with --data-train")
+    for flag in ("data_train", "data_val", "data_test"):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag.replace('_', '-')} needs --data-config")
     report = train_jet_classifier(
         args.files, _labels(args.labels), args.out, model_size=args.model, steps=args.steps,
         batch_size=args.batch, learning_rate=args.lr, val_fraction=args.val_fraction,
         max_particles=args.max_particles, seed=args.seed, resume=args.resume,
         progress=not args.quiet, trim=args.trim, trim_quantile=args.trim_quantile,
         bucket=args.bucket)
+    print(report.summary())
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """write a trained model's scores and the observers for every jet of files
+
+    Read the run folder of difphys train --data-config (its model and resolved data
+    config), score every jet of --data that passes the config's test-time selection, and
+    write score_<label>, the labels and the observers to --out (.root: tree Events;
+    .parquet), chunk by chunk.
+    """
+    from .jobs import predict_files
+
+    report = predict_files(args.run, args.data, args.out, data_config=args.data_config,
+                           chunk_size=args.chunk_size, overwrite=args.overwrite,
+                           progress=not args.quiet)
     print(report.summary())
     return 0
 
@@ -316,7 +355,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hh4b: fraction of the QCD half generated as QCD b b~ (default: 0)")
 
     trn = _command(sub, _cmd_train, "train",
-                   [P["jets"], P["run_dir"], P["model"], P["optim"], P["resume"],                           P["common"]])
+                   [P["run_dir"], P["model"], P["optim"], P["resume"], P["common"]])
+    trn.add_argument("files", nargs="*", help="JetClass-schema ROOT file(s) (without "
+                                              "--data-config)")
+    trn.add_argument("--max-particles", type=int, default=64, help="padding length")
+    trn.add_argument("--data-config", default=None, metavar="YAML",
+                     help="a weaver-core data config (inputs, labels, selection, observers)")
+    trn.add_argument("--data-train", nargs="+", default=None, metavar="FILES",
+                     help="training files or globs (ROOT or parquet; with --data-config)")
+    trn.add_argument("--data-val", nargs="+", default=None, metavar="FILES",
+                     help="validation files or globs (with --data-config)")
+    trn.add_argument("--data-test", nargs="+", default=None, metavar="FILES",
+                     help="test files or globs (with --data-config)")
+    trn.add_argument("--chunk-size", type=int, default=4096,
+                     help="entries read at a time (with --data-config; default 4096)")
+    trn.add_argument("--buffer-chunks", type=int, default=8,
+                     help="chunks shuffled together (with --data-config; default 8)")
+    trn.add_argument("--lanes", type=int, default=None,
+                     help="independent streams the processes share (default: the number of "
+                          "processes; fixes the batches, so runs on 1 or N processes with "
+                          "the same --lanes are equal)")
     trn.add_argument("--labels", default="label_b,label_uds",
                      help="comma-separated label branches, signal first (default: "
                           "label_b,label_uds)")
@@ -332,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --trim, batch training jets of similar length together, "
                           "sorting pools of K batches by length (less padding, less random "
                           "batches)")
+
+    prd = _command(sub, _cmd_predict, "predict", [P["overwrite"], P["common"]])
+    prd.add_argument("run", help="run folder written by difphys train --data-config")
+    prd.add_argument("--data", nargs="+", required=True, metavar="FILES",
+                     help="files or globs to score (ROOT or parquet)")
+    prd.add_argument("--out", required=True, help="output file (.root or .parquet)")
+    prd.add_argument("--data-config", default=None, metavar="YAML",
+                     help="replace the run's resolved data config (same inputs)")
+    prd.add_argument("--chunk-size", type=int, default=10_000, help="entries per chunk")
 
     tok = _command(sub, _cmd_tokenize, "tokenize",
                    [P["jets"], P["run_dir"], P["overwrite"], P["common"]])
@@ -376,9 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from .sharding import initialize_distributed
+
+        initialize_distributed()  # a no-op unless launched by SLURM/MPI/coordinator variables
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError, FloatingPointError,
-            NotImplementedError) as err:
+            NotImplementedError, ModuleNotFoundError) as err:
         print(f"difphys: error: {err}", file=sys.stderr)
         return 2
 

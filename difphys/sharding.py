@@ -75,14 +75,29 @@ def initialize_distributed(environ: dict[str, str] | None = None, **kwargs) -> b
     """Call :func:`jax.distributed.initialize` if launched under a multi-host launcher.
 
     Detection: ``JAX_COORDINATOR_ADDRESS`` set, or more than one task under SLURM or MPI
-    (``SLURM_NTASKS``, ``OMPI_COMM_WORLD_SIZE``, ``PMI_SIZE``). ``kwargs`` go to
-    ``jax.distributed.initialize`` (which auto-detects the coordinator on SLURM/MPI clusters).
-    Returns True if the distributed runtime is (now) initialised, False on a single process.
-    Safe to call twice.
+    (``SLURM_NTASKS``, ``OMPI_COMM_WORLD_SIZE``, ``PMI_SIZE``). With the coordinator variables
+    (``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) those
+    are passed on; on SLURM/MPI clusters ``jax.distributed.initialize`` finds them itself.
+    ``kwargs`` go to ``jax.distributed.initialize`` and win over the variables. Returns True
+    if the distributed runtime is (now) initialised, False on a single process. Safe to call
+    twice. Every ``difphys`` command calls it first.
     """
-    if not launched_multihost(environ):
+    env = os.environ if environ is None else environ
+    if not launched_multihost(env):
         return False
     if jax.distributed.is_initialized():
         return True
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        for var, arg in (("JAX_NUM_PROCESSES", "num_processes"),
+                         ("JAX_PROCESS_ID", "process_id")):
+            if arg not in kwargs:
+                if var not in env:
+                    raise ValueError(f"JAX_COORDINATOR_ADDRESS is set but {var} is not: set "
+                                     "JAX_NUM_PROCESSES and JAX_PROCESS_ID for every process")
+                try:
+                    kwargs[arg] = int(env[var])
+                except ValueError:
+                    raise ValueError(f"{var} must be an integer; got {env[var]!r}") from None
+        kwargs.setdefault("coordinator_address", env["JAX_COORDINATOR_ADDRESS"])
     jax.distributed.initialize(**kwargs)
     return True

@@ -1,10 +1,16 @@
-"""File formats: Les Houches Event files and JetClass-schema ROOT files (uproot)."""
+"""File formats: Les Houches Event files, JetClass-schema ROOT files (uproot), weaver-core
+YAML data configs and the streaming of ROOT/parquet files in chunks."""
 
 from ..kinematics import pairwise_features as pairwise_features
 from ._batches import batches as batches
 from ._batches import epoch_batches as epoch_batches
 from ._batches import epoch_order as epoch_order
 from ._batches import trim_padding as trim_padding
+from ._data_config import DataConfig as DataConfig
+from ._data_config import Expression as Expression
+from ._data_config import InputGroup as InputGroup
+from ._data_config import InputVar as InputVar
+from ._data_config import auto_standardise as auto_standardise
 from ._jetclass import JET_BRANCHES as JET_BRANCHES
 from ._jetclass import JET_KINEMATICS as JET_KINEMATICS
 from ._jetclass import PART_FEATURES as PART_FEATURES
@@ -19,6 +25,14 @@ from ._jetclass import write_jetclass as write_jetclass
 from ._lhe import EventRecord as EventRecord
 from ._lhe import process_events as process_events
 from ._lhe import write_lhe as write_lhe
+from ._stream import Chunk as Chunk
+from ._stream import JetStream as JetStream
+from ._stream import evaluate_chunk as evaluate_chunk
+from ._stream import expand_files as expand_files
+from ._stream import file_chunks as file_chunks
+from ._stream import iterate_files as iterate_files
+from ._stream import read_chunk as read_chunk
+from ._stream import read_fraction as read_fraction
 from ._table import Table as Table
 from ._table import concatenate as concatenate
 from ._tracks import FLAVOUR_LABELS as FLAVOUR_LABELS

@@ -161,7 +161,9 @@ def write_lhe(path, events, *, beams, beam_energies, sigma_pb: float, error_pb: 
       sigma_pb, error_pb: the cross section and its error (pb), in ``<init>``; every event has
         the weight ``sigma_pb`` (unweighted events, IDWTUP = 3).
       process: the process string, written in the header; ``params``: the ``SMParams`` whose
-        param card goes into ``<slha>``; ``info``: more ``key: value`` header lines;
+        param card goes into ``<slha>``; ``info``: more ``key: value`` header lines (after
+        them: the versions of :data:`difphys.provenance.PACKAGES`, the device and the git
+        commit, :func:`difphys.provenance.provenance`);
       pdf_ids: LHAPDF ids of the beams' PDF sets (0: none or unknown).
     """
     import pylhe
@@ -203,8 +205,15 @@ def write_lhe(path, events, *, beams, beam_energies, sigma_pb: float, error_pb: 
                                        description=process)],
     )
     run = ET.Element("difphys")
+    from ..provenance import provenance
+
+    prov = provenance()
     lines = [f"process = {process}"] + [f"{k} = {v}" for k, v in (info or {}).items()
                                           if v is not None]
+    lines += [f"{k} = {v}" for k, v in prov["versions"].items()]
+    lines += [f"device = {prov['device_count']} x {prov['device_kind']} "
+              f"({prov['device_platform']}, {prov['process_count']} process(es))",
+              f"git_commit = {prov['git_commit']}", f"created = {prov['created']}"]
     run.text = "\n" + "\n".join(lines) + "\n"
     slha = ET.Element("slha")
     slha.text = "\n" + params.param_card_text()

@@ -10,6 +10,7 @@ keys and write nothing.
 | `sample`            | :func:`sample_events`                      | ``jobs/sample.py``  |
 | `generate`          | :func:`generate` (``difphys.data``)        | ``difphys/data``    |
 | `train`             | :func:`train_jet_classifier`               | ``jobs/classify.py``|
+| `train --data-config`, `predict` | :func:`train_from_data_config`, :func:`predict_files` | ``jobs/train_config.py`` |
 | `tokenize`, `pretrain`, `finetune` | :func:`fit_tokenizer_files`, :func:`pretrain_files`, :func:`finetune_files` | ``jobs/foundation.py`` |
 
 Run folders follow one policy (:func:`prepare_run_dir`: new | overwrite | resume) and the
@@ -34,3 +35,6 @@ from .foundation import pretrain_files as pretrain_files
 from .foundation import pretrain_supervised_files as pretrain_supervised_files
 from .sample import SAMPLING_METHODS as SAMPLING_METHODS
 from .sample import sample_events as sample_events
+from .train_config import load_trained as load_trained
+from .train_config import predict_files as predict_files
+from .train_config import train_from_data_config as train_from_data_config

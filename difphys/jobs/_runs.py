@@ -13,7 +13,13 @@
     equal these, except the keys in ``may_change`` (e.g. ``steps``); a difference is refused
     with the list ``key: recorded -> now``.
 
-  In every case ``config.json`` is (re)written with the run's settings.
+  In every case ``config.json`` is (re)written with the run's settings and their
+  ``provenance`` (:func:`difphys.provenance.provenance`: versions, devices, git commit; a
+  resumed run keeps the earlier records under ``provenance_earlier``), which the resume
+  comparison ignores.
+
+Under ``jax.distributed`` only process 0 writes (:func:`difphys.provenance.is_writer`):
+files are written once, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import datetime as _dt
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from ..provenance import is_writer, provenance
 
 RUN_POLICIES = ("new", "overwrite", "resume")
 
@@ -47,7 +55,7 @@ def _jsonable(value):
 
 def config_diff(recorded: Mapping, config: Mapping, may_change: Iterable[str] = ()) -> list[str]:
     """``key: recorded -> now`` for every setting that differs (keys in ``may_change`` aside)."""
-    skip = set(may_change)
+    skip = set(may_change) | {"provenance", "provenance_earlier"}
     now = _jsonable(dict(config))
     return [f"{k}: {recorded.get(k)!r} -> {now.get(k)!r}"
             for k in sorted(set(recorded) | set(now))
@@ -86,11 +94,34 @@ def prepare_run_dir(out, config: Mapping, *, policy: str = "new",
 
 def write_run_config(out, config: Mapping) -> Path:
     """Create ``out`` if needed and write ``out/config.json`` (after :func:`prepare_run_dir`
-    with ``write=False`` has checked the policy)."""
+    with ``write=False`` has checked the policy), with the run's provenance; on process 0
+    only."""
     out = Path(out)
+    if not is_writer():
+        return out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(_jsonable(dict(config)), indent=2))
+    record = _jsonable(dict(config))
+    path = out / "config.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        history = list(earlier.get("provenance_earlier", []))
+        if "provenance" in earlier:
+            history.append(earlier["provenance"])
+        if history:
+            record["provenance_earlier"] = history
+    record["provenance"] = provenance()
+    path.write_text(json.dumps(record, indent=2))
     return out
+
+
+def write_json(path, values: Mapping) -> Path:
+    """Write ``values`` and their ``provenance`` as JSON to ``path`` (``metrics.json``,
+    ``report.json``, ...), on process 0 only."""
+    path = Path(path)
+    if is_writer():
+        path.write_text(json.dumps({**_jsonable(dict(values)), "provenance": provenance()},
+                                   indent=2) + "\n")
+    return path
 
 
 def save_history(path, history, *, append: bool = False) -> None:
@@ -99,6 +130,8 @@ def save_history(path, history, *, append: bool = False) -> None:
     run adds its rows after those of the earlier runs); nothing is ever truncated."""
     rows = history.rows() if hasattr(history, "rows") else history
     path = Path(path)
+    if not is_writer():
+        return
     if path.exists() and not append:
         raise FileExistsError(f"{path} exists; history is appended only by a resumed run")
     with open(path, "a") as fh:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ..train._split import _split
 from ._classes import SIGNAL_CLASS
 from ._plots import plot_roc
 from ._report import Report
-from ._runs import prepare_run_dir, save_history, write_run_config
+from ._runs import prepare_run_dir, save_history, write_json, write_run_config
 
 
 def train_jet_classifier(
@@ -114,7 +113,7 @@ def train_jet_classifier(
         "final_train_loss": history.last("loss") if history.n_rows else None,
     }
     save_history(out / "history.jsonl", history, append=resume)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     plot_roc(out / "roc.png", eff_s, eff_b, metrics["val_auc"],
              f"{labels[0]} vs {', '.join(labels[1:])}")
 

@@ -23,7 +23,6 @@ The report (JSON) and figures (PNG) are written to a new directory.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from .. import phasespace as ps
 from . import _story as st
 from ._plots import plot_demo, plot_story
 from ._report import Report
-from ._runs import new_run_dir
+from ._runs import new_run_dir, write_json
 
 
 def _s12(p):
@@ -204,7 +203,7 @@ def run_demo(
         report["story_figure"] = str(run_dir / "story.png")
     report["all_checks_pass"] = all(checks.values())
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(run_dir / "report.json", report)
     report["report"] = str(run_dir / "report.json")
     return Report("demo", run_dir, report, tuple(format_report(report).splitlines()))
 

@@ -3,8 +3,6 @@ gradient estimator; writes ``summary.json`` and ``design.png``."""
 
 from __future__ import annotations
 
-import json
-
 import jax
 import numpy as np
 
@@ -12,7 +10,7 @@ from ..sim import optimize_detector
 from ..stochad import METHODS
 from ._plots import plot_design
 from ._report import Report
-from ._runs import new_run_dir
+from ._runs import new_run_dir, write_json
 
 
 def detector_study(
@@ -60,7 +58,7 @@ def detector_study(
             for r in results
         ],
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(folder / "summary.json", summary)
     plot_design(folder / "design.png", results)
     lines = [f"{'method':18s} {'median final loss':>18s} {'median theta':>13s}"]
     lines += [f"{r['method']:18s} {r['median_final_loss']:18.4f} "

@@ -47,7 +47,7 @@ from ..train import (
 from ..train._split import _split
 from ._classes import SIGNAL_CLASS
 from ._report import Report
-from ._runs import prepare_run_dir, write_run_config
+from ._runs import prepare_run_dir, write_json, write_run_config
 
 
 def _read_meta(folder, kind: str) -> dict:
@@ -152,7 +152,7 @@ def _save_backbone(out: Path, backbone, history, **meta) -> dict:
                 first_loss=float(history.loss[0]) if history.n_rows else None,
                 final_loss=history.last("loss") if history.n_rows else None)
     save_module(out / "backbone", backbone, meta)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_json(out / "meta.json", meta)
     return meta
 
 
@@ -303,7 +303,7 @@ def finetune_files(files, out, *, labels=("label_b", "label_uds"), pretrained=No
     metrics = dict(strategy=strategy, event_level=event_level, train_examples=len(train_idx),
                    test_examples=len(test_idx), test_auc=record.pop("auc"), **record,
                    final_train_loss=history.last("loss") if history.n_rows else None)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     rej = metrics["rejection_at_50"]
     return Report("finetune", out, metrics, (
         f"{strategy}: {metrics['train_examples']} training examples, test ROC AUC "

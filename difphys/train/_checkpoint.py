@@ -87,7 +87,9 @@ def save_module(folder, module: nnx.Module, meta: dict) -> Path:
     """Write ``module``'s state (orbax, ``folder/state``) and ``meta`` (``folder/meta.json``).
 
     An existing ``folder/state`` is replaced only when it is one this function wrote (a
-    ``meta.json`` beside it); anything else raises ``FileExistsError`` and is left alone."""
+    ``meta.json`` beside it); anything else raises ``FileExistsError`` and is left alone.
+    Under ``jax.distributed`` every process calls it (orbax saves global arrays together)
+    and process 0 writes ``meta.json``."""
     folder = Path(folder).absolute()
     if (folder / "state").exists() and not (folder / "meta.json").exists():
         raise FileExistsError(f"{folder / 'state'} exists and is not a module saved by difphys "
@@ -95,7 +97,8 @@ def save_module(folder, module: nnx.Module, meta: dict) -> Path:
     state = nnx.state(module)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(folder / "state", state, force=True)
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    if jax.process_index() == 0:  # under jax.distributed every process saves, one writes
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     return folder
 
 

@@ -103,11 +103,17 @@ def make_train_step(graphdef, loss_fn: LossFn, optimizer: optax.GradientTransfor
 def classifier_loss(model, batch, *, key) -> tuple[jax.Array, ClassifierMetrics]:
     """Mean softmax cross-entropy of ``model(features, p4, mask, key=key)`` (with
     ``jet_inputs=`` when the batch has them, :class:`difphys.nn.EventClassifier`) against the
-    integer ``label``; reports the batch accuracy."""
+    integer ``label`` (weighted by ``weight (B,)`` when the batch has it: ``sum w l / sum w``);
+    reports the batch accuracy."""
     extra = {"jet_inputs": batch["jet_inputs"]} if "jet_inputs" in batch else {}
     logits = model(batch["features"], batch["p4"], batch["mask"], key=key, **extra)
     labels = batch["label"]
-    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    per_jet = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if "weight" in batch:  # per-jet weights (a data config's precomputed weights)
+        w = batch["weight"].astype(per_jet.dtype)
+        loss = jnp.sum(w * per_jet) / jnp.maximum(jnp.sum(w), jnp.finfo(per_jet.dtype).tiny)
+    else:
+        loss = jnp.mean(per_jet)
     acc = jnp.mean((jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels).astype(logits.dtype))
     return loss, ClassifierMetrics(acc)
 
@@ -158,7 +164,8 @@ def fit(
 ) -> tuple[nnx.Module, History]:
     """Train ``model`` for ``steps`` steps on shuffled batches of ``data`` (a
     :class:`difphys.io.Table` or mapping of arrays with a common leading axis, see
-    :func:`difphys.io.batches`), in :func:`training_loop`.
+    :func:`difphys.io.batches`; or a :class:`difphys.io.JetStream` of files, which orders its
+    batches with its own key), in :func:`training_loop`.
 
     With ``checkpoint_dir``, the full :class:`TrainState` is saved with orbax every
     ``checkpoint_every`` steps and at the end, and a later call resumes from the newest
@@ -177,7 +184,11 @@ def fit(
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
-    _check_labels(model, data)
+    streamed = hasattr(data, "batch_source")  # a difphys.io.JetStream
+    if streamed and (trim is not None or bucket is not None):
+        raise ValueError("trim and bucket apply to in-memory data, not to a JetStream")
+    if not streamed:
+        _check_labels(model, data)
     graphdef, state = init_state(model, optimizer)
     restored = restore_latest(checkpoint_dir, state)
     # the step donates its input buffers: never donate arrays the caller still holds
@@ -189,6 +200,12 @@ def fit(
     def source(start):
         return batches(data, batch_size, key=data_key, start_step=start, mesh=mesh, trim=trim,
                        trim_quantile=trim_quantile, bucket=bucket)
+
+    if streamed:
+        if data.batch_size != batch_size:
+            raise ValueError(f"batch_size {batch_size} differs from the stream's "
+                             f"{data.batch_size}")
+        source = data.batch_source(mesh)
 
     state, history = training_loop(
         _compiled_step(graphdef, loss_fn, optimizer), state, key=dropout_key, steps=steps,

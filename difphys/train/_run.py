@@ -197,8 +197,12 @@ def _check_run_key(checkpoint_dir, key) -> None:
                              f"{recorded}, now {record}): resume it with the same key/seed or "
                              "use a new checkpoint folder")
         return
+    if jax.process_index() != 0:  # under jax.distributed, process 0 records the key
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": record}))
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"key": record}))
+    partial.replace(path)  # atomic: another process never reads half a record
 
 
 def _n_skipped(state):
