@@ -10,8 +10,15 @@ import pytest
 import uproot
 import yaml
 
-from difphys.io import DataConfig, auto_standardise, evaluate_chunk, file_chunks, read_chunk
-from difphys.io import iterate_files, read_fraction
+from difphys.io import (
+    DataConfig,
+    auto_standardise,
+    evaluate_chunk,
+    file_chunks,
+    iterate_files,
+    read_chunk,
+    read_fraction,
+)
 
 CONFIG = Path(__file__).parent / "data" / "zpole_full.yaml"
 LENGTH = 64
