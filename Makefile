@@ -8,10 +8,10 @@ STAMP   = $(VENV)/.difphys-installed
 
 .PHONY: demo test test-slow test-gpu bench bench-part bench-foundation lint clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,bench,data,parquet]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,data,parquet]"
 	touch $(STAMP)
 
 demo: $(STAMP)

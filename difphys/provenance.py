@@ -63,7 +63,7 @@ def provenance() -> dict:
         "process_count": jax.process_count(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

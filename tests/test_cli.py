@@ -38,6 +38,11 @@ def test_demo_report_is_correct(tmp_path, capsys):
         grad["dI_dsqrt_s_autodiff"], grad["dI_dsqrt_s_finite_difference"], rtol=1e-6
     )
     assert report["all_checks_pass"]
+    # the report records what made it (versions, device)
+    import jax
+
+    assert report["provenance"]["versions"]["jax"] == jax.__version__
+    assert report["provenance"]["device_count"] == len(jax.devices())
     out = capsys.readouterr().out
     assert "massless Phi_3" in out and "sigma(e+ e- > mu+ mu-)" in out
     xs = report["cross_section"]
