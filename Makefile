@@ -6,12 +6,12 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.difphys-installed
 
-.PHONY: demo test test-slow test-gpu bench bench-part bench-foundation lint clean-venv
+.PHONY: demo test test-latest test-slow test-gpu bench bench-part bench-foundation lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,data,parquet]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,data,parquet,hep]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,6 +20,16 @@ demo: $(STAMP)
 # two pytest workers: most tests are bound by single-threaded XLA compilation
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal
+
+# the suite against the newest versions the registries serve (no constraints.txt), in its own
+# environment: what a fresh `pip install difphys` resolves today
+LATEST = .venv-latest
+test-latest:
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev,bench,data,parquet,hep]"
+	$(LATEST)/bin/python -m pip list --outdated
+	$(LATEST)/bin/python -m pytest -q -n 2 --dist worksteal
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow

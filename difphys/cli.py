@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="difphys: differentiable high-energy physics in JAX (GeV, mm, Tesla).",
     )
     parser.add_argument("--version", action="version", version=f"difphys {__version__}")
+    parser.add_argument("--plot-style", default=None, metavar="STYLE",
+                        help="draw the figures in an mplhep style (CMS, ATLAS, ALICE, LHCb2, "
+                             "ROOT; needs the 'hep' extra)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     P = _parents()
 
@@ -446,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sharding import initialize_distributed
 
         initialize_distributed()  # a no-op unless launched by SLURM/MPI/coordinator variables
+        if args.plot_style is not None:
+            from .jobs._plots import set_plot_style
+
+            set_plot_style(args.plot_style)
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError, FloatingPointError,
             NotImplementedError, ModuleNotFoundError) as err:

@@ -17,6 +17,7 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 KEY_REUSE_BY_DESIGN = {
     "test_amplitudes", "test_amplitudes_cross_section", "test_analysis", "test_phasespace",
     "test_phasespace_montecarlo", "test_stochad", "test_sim", "test_cli", "test_jobs_demo_story", "test_bad_input",
+    "test_hep_interop",  # the same key for two fits of one likelihood (common random numbers)
 }
 
 

@@ -153,7 +153,7 @@ def test_auto_standardisation_is_weavers_median_and_quantile_rule(zpole_file):
     # explicit null stays untransformed in auto mode (weaver-core: only a missing centre is auto)
     assert got["part_charge"].centre is None
     # the resolved config written back reads as the same config
-    back = DataConfig.from_dict(resolved.to_dict())
+    back = DataConfig.from_dict(yaml.safe_load(resolved.to_yaml()))
     assert back.inputs == resolved.inputs
 
 

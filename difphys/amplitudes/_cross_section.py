@@ -34,6 +34,21 @@ class Histogram(NamedTuple):
     values: jax.Array
     errors: jax.Array
 
+    def to_hist(self, name: str = "x", label: str | None = None):
+        """This histogram as a scikit-hep ``hist.Hist`` (the ``hep`` extra): a variable-width
+        axis on :attr:`edges` and ``Weight`` storage whose values are ``dsigma/dx`` (pb per
+        unit of x) and whose variances are ``errors**2``; ``h.values() * widths`` sums to
+        sigma."""
+        from .._extras import require
+
+        hist = require("hist", "hep", "Histogram.to_hist")
+        h = hist.Hist(hist.axis.Variable(np.asarray(self.edges), name=name, label=label or name),
+                      storage=hist.storage.Weight())
+        view = h.view(flow=False)
+        view["value"] = np.asarray(self.values, np.float64)
+        view["variance"] = np.asarray(self.errors, np.float64) ** 2
+        return h
+
 
 def sigma_integrand(proc: Process, u, sqrt_s, params: SMParams, *, mapping: str = "auto"):
     """The cross-section integrand on the unit cube: ``(momenta (..., n, 4), w (...))`` with

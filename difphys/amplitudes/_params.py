@@ -199,14 +199,21 @@ class SMParams(eqx.Module):
 
     # SLHA / MadGraph param_card I/O.
     @classmethod
-    def from_param_card(cls, path: str | Path) -> SMParams:
+    def from_param_card(cls, path: str | Path, *, backend: str = "difphys") -> SMParams:
         """Read a MadGraph/SLHA ``param_card.dat`` (blocks MASS, SMINPUTS, YUKAWA, DECAY).
 
-        Other blocks are ignored; missing entries keep their defaults. A malformed line, an
-        entry given twice and an unphysical value (NaN, a negative mass or width,
-        ``aEWM1 <= 0``; see :class:`SMParams`) raise ``ValueError`` naming the file (and line).
+        Other blocks (``SPINFO``, ``QNUMBERS``, mixing matrices, text entries) are skipped
+        unread; missing entries keep their defaults. A malformed line of a block it reads,
+        an entry given twice and an unphysical value (NaN, a negative mass or width,
+        ``aEWM1 <= 0``; see :class:`SMParams`) raise ``ValueError`` naming the file (and
+        line). ``backend="pyslha"`` parses the file with pyslha (the ``hep`` extra) instead
+        and takes the same entries from its blocks and decays.
         """
         path = Path(path)
+        if backend == "pyslha":
+            return cls._from_pyslha(path)
+        if backend != "difphys":
+            raise ValueError(f"backend must be 'difphys' or 'pyslha'; got {backend!r}")
         values: dict[str, float] = {}
         seen: dict[str, int] = {}
         block = None
@@ -239,11 +246,36 @@ class SMParams(eqx.Module):
                     key = (block, abs(int(fields[0])))
                     if key in _CARD_ENTRIES:
                         _set_once(values, seen, _CARD_ENTRIES[key], float(fields[1]), lineno)
-                else:
-                    [float(x) for x in fields[:-1] if x]  # other numeric blocks: syntax check
-                    float(fields[-1])
+                # any other block (SPINFO's text, QNUMBERS, mixings): not read, not checked
             except ValueError as err:
                 raise ValueError(f"malformed param card line {where}: {err}") from None
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"param card {path}: {err}") from None
+
+    @classmethod
+    def _from_pyslha(cls, path: Path) -> SMParams:
+        from .._extras import require
+
+        pyslha = require("pyslha", "hep", "from_param_card(backend='pyslha')")
+        try:
+            doc = pyslha.read(str(path), ignoreblocks=[], ignorenomass=True)
+        except Exception as err:  # pyslha raises its own ParseError and plain exceptions
+            raise ValueError(f"pyslha cannot read param card {path}: {err}") from None
+        values = {}
+        for (block, idx), name in _CARD_ENTRIES.items():
+            if block == "DECAY":
+                for pid in (idx, -idx):
+                    if pid in doc.decays:
+                        values[name] = float(doc.decays[pid].totalwidth)
+                        break
+            elif block in doc.blocks:
+                entries = doc.blocks[block]
+                for key in (idx, -idx):
+                    if key in entries:
+                        values[name] = float(entries[key])
+                        break
         try:
             return cls(**values)
         except ValueError as err:

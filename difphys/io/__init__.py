@@ -10,6 +10,7 @@ from ._data_config import DataConfig as DataConfig
 from ._data_config import Expression as Expression
 from ._data_config import InputGroup as InputGroup
 from ._data_config import InputVar as InputVar
+from ._data_config import Roles as Roles
 from ._data_config import auto_standardise as auto_standardise
 from ._jetclass import JET_BRANCHES as JET_BRANCHES
 from ._jetclass import JET_KINEMATICS as JET_KINEMATICS
@@ -42,3 +43,5 @@ from ._tracks import TRACK_PARAMS as TRACK_PARAMS
 from ._tracks import jet_axis as jet_axis
 from ._tracks import jet_tracks as jet_tracks
 from ._tracks import load_tracks as load_tracks
+from ._vector import from_vector as from_vector
+from ._vector import to_vector as to_vector

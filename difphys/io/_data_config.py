@@ -56,6 +56,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -140,6 +141,15 @@ class InputGroup:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.vars)
+
+
+class Roles(NamedTuple):
+    """The input groups a ParT reads: per-particle ``features``, four-momenta ``vectors``
+    (px, py, pz, E) and the particle ``mask``."""
+
+    features: str
+    vectors: str
+    mask: str
 
 
 @dataclass(frozen=True)
@@ -468,13 +478,13 @@ class DataConfig:
         return Table(out)
 
     # -- difphys's ParT ------------------------------------------------------------------
-    def roles(self, roles: Mapping[str, str] | None = None) -> dict[str, str]:
+    def roles(self, roles: Mapping[str, str] | None = None) -> Roles:
         """Which input group is the ParT ``features``, ``vectors`` (px, py, pz, E, as
         weaver-core's ParticleTransformer reads them) and ``mask``: by weaver-core's names
         (groups ending in ``_features``, ``_vectors``, ``_mask``; ``_points`` is not used by
         ParT), unless ``roles`` names them."""
         names = [g.name for g in self.inputs]
-        out = dict(roles or {})
+        out = dict(roles._asdict() if isinstance(roles, Roles) else (roles or {}))
         for role in ("features", "vectors", "mask"):
             if role not in out:
                 hits = [n for n in names if n.endswith(f"_{role}") or n == role]
@@ -495,11 +505,14 @@ class DataConfig:
         if len(lengths) != 1 or None in lengths:
             raise ValueError(f"features, vectors and mask need one common particle length; "
                              f"got {sorted(str(x) for x in lengths)}")
-        return out
+        unknown = sorted(set(out) - set(Roles._fields))
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown}; the roles are {Roles._fields}")
+        return Roles(out["features"], out["vectors"], out["mask"])
 
     def input_dim(self, roles: Mapping[str, str] | None = None) -> int:
         """The number of per-particle features the ParT reads."""
-        name = self.roles(roles)["features"]
+        name = self.roles(roles).features
         return len(next(g for g in self.inputs if g.name == name).vars)
 
     def model_inputs(self, arrays: Mapping, roles: Mapping[str, str] | None = None) -> Table:
@@ -507,10 +520,10 @@ class DataConfig:
         ``p4 (n, P, 4)`` (E, px, py, pz) float32, zero where ``mask (n, P)`` bool is false,
         ``label``, ``weight`` (when present) and the observers."""
         r = self.roles(roles)
-        mask = np.asarray(arrays[r["mask"]])[..., 0] > 0
-        vec = np.asarray(arrays[r["vectors"]])
+        mask = np.asarray(arrays[r.mask])[..., 0] > 0
+        vec = np.asarray(arrays[r.vectors])
         p4 = np.where(mask[..., None], vec[..., [3, 0, 1, 2]], 0.0).astype(np.float32)
-        feats = np.where(mask[..., None], arrays[r["features"]], 0.0).astype(np.float32)
+        feats = np.where(mask[..., None], arrays[r.features], 0.0).astype(np.float32)
         out = {"features": feats, "p4": p4, "mask": mask, "label": np.asarray(arrays["label"])}
         for k in ("weight", *self.observers, *self.monitor_variables):
             if k in arrays:
@@ -518,22 +531,23 @@ class DataConfig:
         return Table(out)
 
     # -- writing back -----------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """The YAML mapping of this config, with resolved centres under ``preprocess.params``
+    def to_yaml(self) -> str:
+        """The YAML text of this config, with resolved centres under ``preprocess.params``
         (as weaver-core writes its auto-standardised configs)."""
+        import yaml
+
         out = dict(self.source)
         params = {v.name: {"length": g.length, "pad_mode": g.pad_mode,
                            "center": v.centre, "scale": v.scale, "min": v.min, "max": v.max,
                            "pad_value": v.pad_value}
                   for g in self.inputs for v in g.vars}
         out["preprocess"] = {**dict(out.get("preprocess") or {}), "params": params}
-        return out
+        return yaml.safe_dump(out, sort_keys=False)
 
     def write_yaml(self, path) -> Path:
-        import yaml
-
+        """Write :meth:`to_yaml` to ``path``."""
         path = Path(path)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.to_yaml())
         return path
 
 

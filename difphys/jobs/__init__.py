@@ -35,6 +35,7 @@ from .foundation import pretrain_files as pretrain_files
 from .foundation import pretrain_supervised_files as pretrain_supervised_files
 from .sample import SAMPLING_METHODS as SAMPLING_METHODS
 from .sample import sample_events as sample_events
+from .train_config import TrainedRun as TrainedRun
 from .train_config import load_trained as load_trained
 from .train_config import predict_files as predict_files
 from .train_config import train_from_data_config as train_from_data_config

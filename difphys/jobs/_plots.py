@@ -8,6 +8,27 @@ import numpy as np
 
 from .. import kinematics as kin
 
+_STYLE: list[str | None] = [None]
+#: The mplhep styles ``--plot-style`` offers (mplhep's names).
+PLOT_STYLES = ("CMS", "ATLAS", "ALICE", "LHCb2", "ROOT")
+
+
+def set_plot_style(name: str | None) -> None:
+    """Draw every later figure of the jobs in mplhep's ``name`` style (:data:`PLOT_STYLES`;
+    the ``hep`` extra), or plain matplotlib (``None``, the default). ``difphys --plot-style``
+    calls it."""
+    if name is not None:
+        if name not in PLOT_STYLES:
+            raise ValueError(f"plot style must be one of {PLOT_STYLES}; got {name!r}")
+        from .._extras import require
+
+        require("mplhep", "hep", f"--plot-style {name}")
+    elif _STYLE[0] is not None:  # back to plain matplotlib
+        import matplotlib
+
+        matplotlib.rcdefaults()
+    _STYLE[0] = name
+
 
 def _pyplot():
     import matplotlib
@@ -15,6 +36,10 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if _STYLE[0] is not None:
+        import mplhep
+
+        plt.style.use(getattr(mplhep.style, _STYLE[0]))
     return plt
 
 

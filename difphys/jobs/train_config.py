@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -153,7 +154,7 @@ def train_from_data_config(
                   labels=list(cfg.label_names), model_size=model_size, steps=steps,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                   chunk_size=chunk_size, buffer_chunks=buffer_chunks, lanes=lanes,
-                  roles=cfg.roles(roles))
+                  roles=cfg.roles(roles)._asdict())
     out = prepare_run_dir(out, record, policy="resume" if resume else "new", write=False)
     mesh = make_mesh()
     if batch_size % mesh.size:
@@ -218,7 +219,16 @@ def train_from_data_config(
     return Report("train", out, metrics, tuple(lines))
 
 
-def load_trained(run) -> tuple[ParticleTransformer, DataConfig, dict]:
+class TrainedRun(NamedTuple):
+    """A run folder of :func:`train_from_data_config`: the trained ``model``, its resolved
+    data ``config`` and the recorded ``settings`` (``config.json``)."""
+
+    model: ParticleTransformer
+    config: DataConfig
+    settings: dict
+
+
+def load_trained(run) -> TrainedRun:
     """The model, resolved data config and ``config.json`` of a run folder written by
     :func:`train_from_data_config`."""
     run = Path(run)
@@ -231,7 +241,7 @@ def load_trained(run) -> tuple[ParticleTransformer, DataConfig, dict]:
     model = ParticleTransformer(ParTConfig(**fields), rngs=nnx.Rngs(0))
     load_module(run / "model", model)
     cfg = DataConfig.from_yaml(run / "data_config.yaml")
-    return model, cfg, json.loads((run / "config.json").read_text())
+    return TrainedRun(model, cfg, json.loads((run / "config.json").read_text()))
 
 
 def predict_files(run, files, out, *, data_config=None, chunk_size: int = 10_000,
