@@ -138,11 +138,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             progress=not args.quiet)
         print(report.summary())
         return 0
-    if not args.files:
-        raise ValueError("give JetClass-schema ROOT files, or --data-config with --data-train")
     for flag in ("data_train", "data_val", "data_test"):
         if getattr(args, flag):
             raise ValueError(f"--{flag.replace('_', '-')} needs --data-config")
+    if not args.files:
+        raise ValueError("give JetClass-schema ROOT files, or --data-config with --data-train")
     report = train_jet_classifier(
         args.files, _labels(args.labels), args.out, model_size=args.model, steps=args.steps,
         batch_size=args.batch, learning_rate=args.lr, val_fraction=args.val_fraction,

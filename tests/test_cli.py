@@ -73,3 +73,30 @@ def test_train_trim_flags_parse_and_reject_bad_quantiles(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["train", "z.root", "--out", "run", "--trim-quantile", bad])
         assert "--trim-quantile" in capsys.readouterr().err
+
+
+def test_train_and_predict_requests_are_checked_before_any_work(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--out", str(run)]) == 2
+    assert "--data-config with --data-train" in capsys.readouterr().err
+    assert cli.main(["train", "--out", str(run), "--data-train", "a.root"]) == 2
+    assert "--data-train needs --data-config" in capsys.readouterr().err
+    assert cli.main(["train", "--out", str(run), "--data-config", "x.yaml", "f.root"]) == 2
+    assert "not as positional arguments" in capsys.readouterr().err
+    assert cli.main(["predict", str(tmp_path), "--data", "f.root",
+                     "--out", str(tmp_path / "s.csv")]) == 2
+    assert ".root or .parquet" in capsys.readouterr().err
+    assert cli.main(["predict", str(tmp_path), "--data", "f.root",
+                     "--out", str(tmp_path / "s.root")]) == 2
+    assert "no trained model" in capsys.readouterr().err
+    assert not run.exists()
+    help_text = subprocess.run([sys.executable, "-m", "difphys.cli", "--help"],
+                               capture_output=True, text=True).stdout
+    assert "predict" in help_text and "--plot-style" in help_text
+
+
+def test_a_missing_extra_is_one_line_naming_it():
+    from difphys._extras import require
+
+    with pytest.raises(ModuleNotFoundError, match=r"'hep' extra: pip install 'difphys\[hep\]'"):
+        require("no_such_package_xyz.sub", "hep", "this feature")

@@ -60,3 +60,16 @@ def test_sampled_lhe_header_records_versions_and_device(tmp_path):
     assert f"difphys = {metadata.version('difphys')}" in header
     assert f"device = {len(jax.devices())} x {jax.devices()[0].device_kind}" in header
     assert "git_commit = " in header
+
+
+def test_figures_carry_the_provenance_in_their_metadata(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from difphys.jobs._plots import plot_roc
+
+    path = tmp_path / "roc.png"
+    plot_roc(path, np.linspace(0, 1, 5), np.linspace(0.01, 1, 5), 0.8, "b vs light")
+    text = Image.open(path).text
+    assert text["Software"] == f"difphys {metadata.version('difphys')}"
+    assert json.loads(text["Description"])["versions"]["jax"] == jax.__version__

@@ -1,4 +1,5 @@
-"""Every figure the ``difphys`` jobs write (matplotlib, Agg backend, PNG)."""
+"""Every figure the ``difphys`` jobs write (matplotlib, Agg backend, PNG with the provenance
+in its metadata; optionally in an mplhep style)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def set_plot_style(name: str | None) -> None:
     _STYLE[0] = name
 
 
+def _save(fig, path, dpi: int) -> None:
+    """Save ``fig`` as PNG with the provenance (:func:`difphys.provenance.provenance`, JSON)
+    in its ``Description`` text chunk and ``difphys <version>`` as its ``Software``, on
+    process 0 only."""
+    import json
+
+    from .. import __version__
+    from ..provenance import is_writer, provenance
+
+    if is_writer():
+        fig.savefig(path, dpi=dpi, metadata={"Software": f"difphys {__version__}",
+                                             "Description": json.dumps(provenance())})
+
+
 def _pyplot():
     import matplotlib
 
@@ -53,7 +68,7 @@ def plot_roc(path, eff_s, eff_b, auc, label):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
     plt.close(fig)
 
 
@@ -77,7 +92,7 @@ def plot_design(path, results):
     ax_theta.set(xlabel="Adam step", ylabel="ring inner radius theta (median, IQR)")
     ax_loss.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, 110)
     plt.close(fig)
 
 
@@ -109,7 +124,7 @@ def plot_demo(path: Path, p, w, rs, exact) -> None:
     ax2.set_title(rf"$\Phi_3$ estimate at $\sqrt{{s}}={float(rs):.4g}$ GeV")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, 110)
     plt.close(fig)
 
 
@@ -135,5 +150,5 @@ def plot_story(path: Path, report: dict, m_top) -> None:
         axes[2].legend()
         axes[2].set_title("e+ e- -> W+ b W- b~ at 1 TeV")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, 100)
     plt.close(fig)

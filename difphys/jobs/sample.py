@@ -70,7 +70,9 @@ def _save_checkpoint(checkpoint: Path, state, meta: dict) -> None:
     if target.exists():
         target.rename(old)
     fresh.rename(target)
-    (checkpoint / _CHECKPOINT_META).write_text(json.dumps(meta))
+    from ..provenance import provenance
+
+    (checkpoint / _CHECKPOINT_META).write_text(json.dumps({**meta, "provenance": provenance()}))
     if old.exists():
         shutil.rmtree(old)
 
