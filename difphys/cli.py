@@ -439,6 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_multiprocess(args: argparse.Namespace) -> None:
+    """Under ``jax.distributed`` with several processes only ``train --data-config`` runs
+    (each process streams its own lanes, process 0 writes); every other command would have
+    each process compute and write the same outputs, so it is refused by name."""
+    import jax
+
+    if jax.process_count() > 1 and not (args.command == "train" and args.data_config):
+        raise ValueError(f"difphys {args.command} runs in one process; under a multi-process "
+                         f"launch ({jax.process_count()} processes) use difphys train "
+                         "--data-config, which streams each process's own share of the files")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -448,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .sharding import initialize_distributed
 
-        initialize_distributed()  # a no-op unless launched by SLURM/MPI/coordinator variables
+        if initialize_distributed():  # a no-op unless launched by SLURM/MPI/coordinator vars
+            _check_multiprocess(args)
         if args.plot_style is not None:
             from .jobs._plots import set_plot_style
 

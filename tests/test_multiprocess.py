@@ -101,3 +101,18 @@ def test_two_processes_equal_one_and_write_once(files, tmp_path):
     assert names == ["checkpoints", "config.json", "data_config.yaml", "history.jsonl",
                      "metrics.json", "model", "roc.png"]
     assert not list(two.glob("*.partial"))
+
+
+def test_commands_that_do_not_share_their_work_refuse_several_processes(tmp_path):
+    port = _port()
+    args = [sys.executable, "-m", "difphys.cli", "predict", str(tmp_path), "--data",
+            "x.root", "--out", str(tmp_path / "s.root")]
+    procs = [subprocess.Popen(args, env=_env(
+        JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+        JAX_PROCESS_ID=str(i)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 2
+        assert "difphys predict runs in one process" in err and "2 processes" in err
+    assert not (tmp_path / "s.root").exists()
