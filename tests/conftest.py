@@ -46,3 +46,24 @@ def zpole_sample(tmp_path_factory):
     path = tmp_path_factory.mktemp("zpole") / "zpole.root"
     report = generate("zpole", 5000, 2026, path, workers=2, progress=False)
     return report, read_jetclass(path, max_particles=96)
+
+
+@pytest.fixture(scope="session")
+def zpole_files(zpole_sample, tmp_path_factory):
+    """``split(n_jets, names) -> (folder, jets)``: the first ``n_jets`` jets of the shared
+    Z-pole sample cut into consecutive, equally long ROOT files ``folder/<name>.root`` (tree
+    ``tree``, every branch), and those jets as an awkward record array."""
+    import uproot
+
+    all_jets = uproot.open(zpole_sample[0].path)["tree"].arrays(library="ak")
+
+    def split(n_jets, names):
+        folder = tmp_path_factory.mktemp("zpole_files")
+        per = n_jets // len(names)
+        for i, name in enumerate(names):
+            part = all_jets[per * i:per * (i + 1)]
+            with uproot.recreate(folder / f"{name}.root") as f:
+                f["tree"] = {k: part[k] for k in part.fields}
+        return folder, all_jets[:n_jets]
+
+    return split

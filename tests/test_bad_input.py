@@ -1278,6 +1278,84 @@ def _io_lhe(name, tmp_path):
             beam_energies=(45.5, -1.0), sigma_pb=1.0, error_pb=0.1, match="beam_energies")
 
 
+def _small_config():
+    io = _mod("io")
+    return io.DataConfig.from_dict({
+        "inputs": {"pf_features": {"length": 4, "vars": ["x"]},
+                   "pf_vectors": {"length": 4, "vars": ["px", "py", "pz", "e"]},
+                   "pf_mask": {"length": 4, "vars": ["m"]}},
+        "labels": {"type": "simple", "value": ["a", "b"]}})
+
+
+def _tiny_root(tmp_path):
+    import uproot
+
+    path = tmp_path / "tiny.root"
+    with uproot.recreate(path) as f:
+        f["tree"] = {"x": np.arange(3.0)}
+    return path
+
+
+@case("io.DataConfig", "io.Expression", "io.InputGroup", "io.InputVar", "io.Roles",
+      "io.auto_standardise")
+def _io_data_config(name, tmp_path):
+    io = _mod("io")
+    _raises(io.DataConfig.from_dict, {}, match="no 'inputs'")
+    _raises(io.DataConfig.from_dict, {"inputs": {"g": {"length": 0, "vars": ["a"]}}},
+            match="length")
+    _raises(io.DataConfig.from_dict, {"inputs": {"g": {"vars": [["a", "centre"]]}},
+                                      "labels": {"type": "simple", "value": ["a", "b"]}},
+            match="number")
+    _raises(io.DataConfig.from_yaml, tmp_path / "none.yaml", exc=FileNotFoundError)
+    _raises(io.Expression.parse, "", "x", match="expression")
+    _raises(io.Expression.parse, "a.__class__", "x", match="'_'")
+    cfg = _small_config()
+    assert cfg.roles() == io.Roles("pf_features", "pf_vectors", "pf_mask")
+    assert isinstance(cfg.inputs[0], io.InputGroup) and isinstance(cfg.inputs[0].vars[0],
+                                                                   io.InputVar)
+    _raises(cfg.roles, {"features": "nosuch"}, match="not an input group")
+    _raises(cfg.roles, {"points": "pf_features"}, match="unknown role")
+    auto = io.DataConfig.from_dict({**cfg.source, "preprocess": {"method": "auto"}})
+    import awkward as ak
+
+    no_particles = {**{v: [[]] for v in ("x", "px", "py", "pz", "e", "m")}, "a": [1], "b": [0]}
+    _raises(io.auto_standardise, auto, lambda branches: ak.Array(no_particles),
+            match="no values")
+
+
+@case("io.Chunk", "io.JetStream", "io.evaluate_chunk", "io.expand_files", "io.file_chunks",
+      "io.iterate_files", "io.read_chunk", "io.read_fraction")
+def _io_stream(name, tmp_path):
+    io = _mod("io")
+    missing = str(tmp_path / "missing*.root")
+    _raises(io.expand_files, [], match="no input files")
+    _raises(io.expand_files, missing, exc=FileNotFoundError)
+    (tmp_path / "x.txt").write_text("")
+    _raises(io.expand_files, tmp_path / "x.txt", match="ROOT or parquet")
+    tiny = _tiny_root(tmp_path)
+    _raises(io.file_chunks, [str(tiny)], 0, match="chunk_size")
+    _raises(io.file_chunks, [str(tiny)], 10, "nosuchtree", match="no tree")
+    _raises(io.read_fraction, tiny, 0.0, ["x"], match="fraction")
+    _raises(io.read_chunk, io.Chunk(str(tiny), 0, 3, "tree"), ["nosuch"], match="nosuch")
+    cfg = _small_config()
+    _raises(io.evaluate_chunk, cfg, io.Chunk(str(tiny), 0, 3, "tree"), training=True,
+            match="px|a")
+    _raises(lambda: next(io.iterate_files(cfg, missing)), exc=FileNotFoundError)
+    _raises(io.JetStream, tiny, cfg, 0, key=jax.random.key(0), match="batch_size")
+    _raises(io.JetStream, tiny, cfg, 6, key=jax.random.key(0), lanes=4, match="lanes")
+
+
+@case("io.to_vector", "io.from_vector")
+def _io_vector(name):
+    pytest.importorskip("vector")
+    io = _mod("io")
+    _raises(io.to_vector, np.zeros((2, 3)), match="E, px, py, pz")
+    _raises(io.to_vector, np.zeros((2, 3, 4)), np.ones((2, 2), bool), match="mask")
+    _raises(io.to_vector, np.zeros((2, 4)), np.ones(2, bool), match="mask")
+    empty = io.to_vector(np.zeros((2, 3, 4)), np.zeros((2, 3), bool))
+    _raises(io.from_vector, empty, match="max_particles")
+
+
 # ------------------------------------------------------------------------------- nn
 def _part_config(num_classes=2, **kw):
     nn = _mod("nn")
@@ -1708,6 +1786,36 @@ def _jobs_long(name, tmp_path):
     assert not [p for p in tmp_path.iterdir()]  # nothing written before the checks
 
 
+@case("jobs.train_from_data_config", "jobs.predict_files", "jobs.load_trained",
+      "jobs.TrainedRun")
+def _jobs_data_config(name, tmp_path):
+    jobs = _mod("jobs")
+    out = tmp_path / "run"
+    _raises(jobs.train_from_data_config, tmp_path / "none.yaml", [], out, progress=False,
+            exc=FileNotFoundError)
+    _raises(jobs.train_from_data_config, tmp_path / "none.yaml", [], out, steps=0,
+            progress=False, match="steps")
+    _raises(jobs.train_from_data_config, tmp_path / "none.yaml", [], out, lanes=0,
+            progress=False, match="lanes")
+    _raises(jobs.load_trained, tmp_path, exc=FileNotFoundError, match="no trained model")
+    _raises(jobs.predict_files, tmp_path, [], tmp_path / "s.csv", match=".root or .parquet")
+    (tmp_path / "s.root").write_text("mine")
+    _raises(jobs.predict_files, tmp_path, [], tmp_path / "s.root", exc=FileExistsError)
+    assert (tmp_path / "s.root").read_text() == "mine" and not out.exists()
+
+
+@case("analysis.minuit_fit", "analysis.MinuitResult")
+def _an_minuit(name):
+    pytest.importorskip("iminuit")
+    an = _mod("analysis")
+    _raises(an.minuit_fit, lambda v: jnp.sum(v**2), {}, match="at least one parameter")
+    _raises(an.minuit_fit, lambda v: jnp.sum(jnp.log(v)), {"a": -1.0}, match="not finite")
+    _raises(an.minuit_fit, lambda v: jnp.sum(v**2), {"a": 1.0}, limits={"b": (0, 1)},
+            match="not a parameter")
+    r = an.minuit_fit(lambda v: jnp.sum((v - 2.0) ** 2), {"a": 0.0})
+    assert isinstance(r, an.MinuitResult) and abs(r.values["a"] - 2.0) < 1e-6
+
+
 @case("jobs.Report", "jobs.format_report")
 def _jobs_report(name):
     jobs = _mod("jobs")
@@ -1757,10 +1865,13 @@ CLI_BAD = {
     "sample": [["--batch", "0"], ["--process", "e+ e- > t t~", "--sqrt-s", "300"],
                ["--method", "magic"]],
     "generate": [["zpole", "--events", "0"], ["nosuchsample"]],
-    "train": [["{missing}"], ["{missing}", "--steps", "0"]],
+    "train": [["{missing}"], ["{missing}", "--steps", "0"],
+              ["--data-config", "{missing}", "--data-train", "{missing}"]],
     "tokenize": [["{missing}"], ["{missing}", "--codebook", "x"]],
     "pretrain": [["{missing}"], ["{missing}", "--method", "magic"]],
     "finetune": [["{missing}"], ["{missing}", "--strategy", "finetune"]],
+    "predict": [["{missing}", "--data", "{missing}"],
+                ["{missing}", "--data", "{missing}", "--chunk-size", "x"]],
 }
 
 

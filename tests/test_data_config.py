@@ -7,7 +7,6 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
-import uproot
 import yaml
 
 from difphys.io import (
@@ -25,13 +24,9 @@ LENGTH = 64
 
 
 @pytest.fixture(scope="module")
-def zpole_file(zpole_sample, tmp_path_factory):
+def zpole_file(zpole_files):
     """The first 3000 jets of the shared Z-pole sample, as a ROOT file and a parquet file."""
-    report, _ = zpole_sample
-    jets = uproot.open(report.path)["tree"].arrays(library="ak")[:3000]
-    folder = tmp_path_factory.mktemp("dataconfig")
-    with uproot.recreate(folder / "z.root") as f:
-        f["tree"] = {k: jets[k] for k in jets.fields}
+    folder, jets = zpole_files(3000, ["z"])
     pytest.importorskip("pyarrow")
     ak.to_parquet(jets, folder / "z.parquet", row_group_size=700)
     return folder / "z.root", folder / "z.parquet", jets

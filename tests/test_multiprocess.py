@@ -11,7 +11,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import uproot
 from flax import nnx
 
 CONFIG = Path(__file__).parent / "data" / "zpole_full.yaml"
@@ -19,15 +18,9 @@ STEPS = 12
 
 
 @pytest.fixture(scope="module")
-def files(zpole_sample, tmp_path_factory):
-    """1600 Z-pole jets in 4 training files and one validation file."""
-    report, _ = zpole_sample
-    jets = uproot.open(report.path)["tree"].arrays(library="ak")[:1600]
-    folder = tmp_path_factory.mktemp("multiprocess")
-    for i in range(5):
-        part = jets[320 * i:320 * (i + 1)]
-        with uproot.recreate(folder / f"{'val' if i == 4 else 'train'}{i}.root") as f:
-            f["tree"] = {k: part[k] for k in part.fields}
+def files(zpole_files):
+    """1600 Z-pole jets in 4 training files and one validation file of 320."""
+    folder, _ = zpole_files(1600, ["train0", "train1", "train2", "train3", "val4"])
     return folder
 
 

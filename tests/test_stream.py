@@ -7,7 +7,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import uproot
 from flax import nnx
 
 from difphys.io import DataConfig, JetStream
@@ -19,19 +18,10 @@ N_FILES = 20
 
 
 @pytest.fixture(scope="module")
-def files(zpole_sample, tmp_path_factory):
+def files(zpole_files):
     """3000 Z-pole jets in 20 ROOT files of 150."""
-    report, _ = zpole_sample
-    jets = uproot.open(report.path)["tree"].arrays(library="ak")[:3000]
-    folder = tmp_path_factory.mktemp("stream")
-    out = []
-    for i in range(N_FILES):
-        part = jets[150 * i:150 * (i + 1)]
-        path = folder / f"z{i:02d}.root"
-        with uproot.recreate(path) as f:
-            f["tree"] = {k: part[k] for k in part.fields}
-        out.append(str(path))
-    return out
+    folder, _ = zpole_files(3000, [f"z{i:02d}" for i in range(N_FILES)])
+    return [str(folder / f"z{i:02d}.root") for i in range(N_FILES)]
 
 
 @pytest.fixture(scope="module")
