@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import uproot
 from flax import nnx
 
 CONFIG = Path(__file__).parent / "data" / "zpole_full.yaml"
@@ -109,3 +110,35 @@ def test_commands_that_do_not_share_their_work_refuse_several_processes(tmp_path
         assert p.returncode == 2
         assert "difphys predict runs in one process" in err and "2 processes" in err
     assert not (tmp_path / "s.root").exists()
+
+
+def test_the_trained_run_predicts_to_root_and_parquet(files, tmp_path):
+    """train --data-config, then predict: one row per selected jet, with its file entry, the
+    label, the observers, and probabilities that sum to one; ROOT and parquet agree."""
+    run = tmp_path / "run"
+    r = _run(_train_args(files, run), _env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    val = json.loads((run / "metrics.json").read_text())["val_jets"]
+    from difphys.cli import main
+
+    root, parquet = tmp_path / "s.root", tmp_path / "s.parquet"
+    for out in (root, parquet):
+        assert main(["predict", str(run), "--data", str(files / "val4.root"), "--out",
+                     str(out), "--quiet"]) == 0
+    events = uproot.open(root)["Events"].arrays(library="np")
+    assert len(events["label"]) == val
+    scores = np.stack([events[f"score_{n}"] for n in ("label_b", "label_c", "label_uds")], 1)
+    np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(events["label"], np.argmax(np.stack(
+        [events[n] for n in ("label_b", "label_c", "label_uds")], 1), 1))
+    raw = uproot.open(files / "val4.root")["tree"].arrays(["jet_pt"], library="np")
+    np.testing.assert_array_equal(events["jet_pt"], raw["jet_pt"][events["entry"]])
+    assert np.all(events["jet_pt"] > 5)  # the config's selection
+    assert json.loads(str(uproot.open(root)["provenance"]))["versions"]["jax"] == jax.__version__
+    pytest.importorskip("pyarrow")
+    import awkward as ak
+
+    table = ak.from_parquet(parquet)
+    np.testing.assert_array_equal(ak.to_numpy(table["score_label_b"]), events["score_label_b"])
+    assert main(["predict", str(run), "--data", str(files / "val4.root"), "--out", str(root),
+                 "--quiet"]) == 2  # never replaced without --overwrite
