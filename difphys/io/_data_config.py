@@ -359,18 +359,12 @@ class DataConfig:
         return self.label_value[0][1].names
 
     def _expand(self, names) -> list[str]:
+        """The file branches that ``names`` read: themselves, or for new variables the
+        branches their expressions read, through :meth:`_closure`."""
         defined = self._defined()
-        out, todo, done = set(), list(names), set()
-        while todo:
-            n = todo.pop()
-            if n in done:
-                continue
-            done.add(n)
-            if n in defined:
-                todo.extend(defined[n].names)
-            else:
-                out.add(n)
-        return sorted(out)
+        nodes = set().union(*(self._closure(n) for n in names))
+        reads = set(names) | {m for v in nodes for m in defined[v].names}
+        return sorted(reads - set(defined))
 
     # -- evaluation -------------------------------------------------------------------------
     def _columns(self, jets, names) -> dict:
@@ -432,8 +426,11 @@ class DataConfig:
         return np.stack([np.asarray(ak.to_numpy(jets[n])).astype(bool).astype(np.int64)
                          for n in self.label_value], axis=1)
 
-    def evaluate(self, jets, *, training: bool = True) -> Table:
-        """The arrays of the jets of ``jets`` that pass :meth:`keep`, as a :class:`Table`.
+    def evaluate(self, jets, *, training: bool = True, keep: np.ndarray | None = None
+                 ) -> Table:
+        """The arrays of the jets of ``jets`` that pass :meth:`keep` (or of those marked by
+        ``keep (n,)`` bool, the caller's own :meth:`keep` of the same jets), as a
+        :class:`Table`.
 
         ``jets`` is an awkward record array of the file branches (:meth:`branches`). Columns:
         one per input group, ``(n, length, n_vars)`` float32 (``(n, n_vars)`` for a group
@@ -446,9 +443,10 @@ class DataConfig:
             auto = sorted(v.name for g in self.inputs for v in g.vars if v.centre == _AUTO)
             raise ValueError(f"variables {auto} have centre 'auto': compute them with "
                              "auto_standardise(config, files) first")
-        jets = jets[self.keep(jets, training=training)]
+        jets = jets[self.keep(jets, training=training) if keep is None else keep]
+        label_reads = () if self.label_type == "simple" else self.label_value[0][1].names
         names = [*(n for g in self.inputs for n in g.names), *self.observers,
-                 *self.monitor_variables]
+                 *self.monitor_variables, *label_reads]
         cols = self._columns(jets, names)
         out = {}
         for name in self.observers:
@@ -461,7 +459,7 @@ class DataConfig:
                 if len(jets) else np.zeros(0, np.int32)
         else:
             (_, expr), = self.label_value
-            value = np.asarray(ak.to_numpy(expr(self._columns(jets, list(expr.names)))))
+            value = np.asarray(ak.to_numpy(expr(cols)))
             if not np.issubdtype(value.dtype, np.integer):
                 if np.any(value != np.round(value)):
                     raise ValueError("a custom label must be an integer class index")

@@ -30,6 +30,7 @@ on 1 process with the same ``lanes`` (tested).
 
 from __future__ import annotations
 
+import bisect
 import glob
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -230,6 +231,8 @@ class JetStream:
                 progress(i + 1, len(self.chunks))
         self.counts = np.asarray(counts, np.int64)
         self._cache: dict = {}
+        self._order_cache: tuple = (None, None)
+        self._epoch_starts = [0]  # global step at which epoch e begins, found lazily
         if self.epoch_steps(0) < 1:
             raise ValueError(f"batch_size {batch_size} is larger than the "
                              f"{int(self.counts.sum())} selected jets allow with {lanes} "
@@ -245,11 +248,17 @@ class JetStream:
     def lane_batch(self) -> int:
         return self.batch_size // self.lanes
 
+    def _order(self, epoch: int) -> np.ndarray:
+        """The chunk permutation of ``epoch`` (that of the newest epoch asked for is kept:
+        every step of an epoch needs it, for each lane)."""
+        if self._order_cache[0] != epoch:
+            self._order_cache = (epoch, np.asarray(jax.random.permutation(
+                jax.random.fold_in(self.key, epoch), len(self.chunks))))
+        return self._order_cache[1]
+
     def lane_chunks(self, epoch: int, lane: int) -> np.ndarray:
         """Indices into :attr:`chunks` of ``lane``'s chunks in ``epoch``, in stream order."""
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(self.key, epoch),
-                                                  len(self.chunks)))
-        return order[lane::self.lanes]
+        return self._order(epoch)[lane::self.lanes]
 
     def _groups(self, epoch: int, lane: int) -> list[np.ndarray]:
         mine = self.lane_chunks(epoch, lane)
@@ -261,16 +270,17 @@ class JetStream:
                        for lane in range(self.lanes)) // self.lane_batch)
 
     def locate(self, step: int) -> tuple[int, int]:
-        """``(epoch, step within the epoch)`` of global ``step``."""
-        epoch = 0
-        while True:
+        """``(epoch, step within the epoch)`` of global ``step``. The first steps of the
+        epochs are kept as they are found, so each epoch's length is computed once."""
+        starts = self._epoch_starts
+        while starts[-1] <= step:
+            epoch = len(starts) - 1
             n = self.epoch_steps(epoch)
             if n < 1:
                 raise ValueError(f"epoch {epoch} has no full batch")
-            if step < n:
-                return epoch, step
-            step -= n
-            epoch += 1
+            starts.append(starts[-1] + n)
+        epoch = bisect.bisect_right(starts, step) - 1
+        return epoch, step - starts[epoch]
 
     # -- reading ----------------------------------------------------------------------------
     def _group(self, epoch: int, lane: int, g: int) -> Table:

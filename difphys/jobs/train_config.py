@@ -141,10 +141,10 @@ def train_from_data_config(
     train_files = expand_files(data_train)
     val_files = None if data_val is None else expand_files(data_val)
     test_files = None if data_test is None else expand_files(data_test)
-    part_cfg = ParTConfig.named(model_size, num_classes=cfg.num_classes or 2,
-                                input_dim=cfg.input_dim(roles))
     if cfg.num_classes is None:
         raise ValueError("a custom label needs its number of classes; use labels.type simple")
+    part_cfg = ParTConfig.named(model_size, num_classes=cfg.num_classes,
+                                input_dim=cfg.input_dim(roles))
     record = dict(data_config=str(config_path), data_config_sha256=_sha256(config_path),
                   data_train=[str(Path(f).absolute()) for f in train_files],
                   data_val=None if val_files is None else [str(Path(f).absolute())
@@ -278,8 +278,9 @@ def predict_files(run, files, out, *, data_config=None, chunk_size: int = 10_000
     try:
         for chunk in file_chunks(files, chunk_size, cfg.treename):
             jets = read_chunk(chunk, cfg.branches(training=False))
-            entries = chunk.start + np.flatnonzero(cfg.keep(jets, training=False))
-            table = cfg.model_inputs(cfg.evaluate(jets, training=False), roles)
+            keep = cfg.keep(jets, training=False)
+            entries = chunk.start + np.flatnonzero(keep)
+            table = cfg.model_inputs(cfg.evaluate(jets, training=False, keep=keep), roles)
             if not table.n_rows:
                 continue
             logits = predict(model, table)

@@ -17,6 +17,8 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from ..provenance import is_writer
+
 
 def checkpoint_manager(directory, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     """An orbax manager of numbered step checkpoints in ``directory`` (created if missing),
@@ -97,7 +99,7 @@ def save_module(folder, module: nnx.Module, meta: dict) -> Path:
     state = nnx.state(module)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(folder / "state", state, force=True)
-    if jax.process_index() == 0:  # under jax.distributed every process saves, one writes
+    if is_writer():  # under jax.distributed every process saves, one writes
         (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     return folder
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..io import Table
 from ..progress import progress_bar
+from ..provenance import is_writer
 from ._checkpoint import checkpoint_manager, restore_latest, save_step
 
 
@@ -197,7 +198,7 @@ def _check_run_key(checkpoint_dir, key) -> None:
                              f"{recorded}, now {record}): resume it with the same key/seed or "
                              "use a new checkpoint folder")
         return
-    if jax.process_index() != 0:  # under jax.distributed, process 0 records the key
+    if not is_writer():  # under jax.distributed, process 0 records the key
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
