@@ -1,4 +1,6 @@
-"""Normalizing flows, annealed importance sampling and FAB training (see ``docs/flows.md``)."""
+"""Normalizing flows (unconditional and conditional), annealed importance sampling, FAB
+training and source estimation by neural empirical Bayes (see ``docs/flows.md`` and
+``docs/source_estimation.md``)."""
 
 from ._ais import AISResult as AISResult
 from ._ais import AISState as AISState
@@ -10,11 +12,34 @@ from ._buffer import buffer_add as buffer_add
 from ._buffer import buffer_adjust as buffer_adjust
 from ._buffer import buffer_init as buffer_init
 from ._buffer import buffer_sample as buffer_sample
+from ._c2st import C2ST as C2ST
+from ._c2st import c2st_auc as c2st_auc
+from ._conditional_flow import ConditionalSplineFlow as ConditionalSplineFlow
+from ._conditional_flow import make_conditional_spline_flow as make_conditional_spline_flow
+from ._inverse_problems import InverseProblem as InverseProblem
+from ._inverse_problems import gaussian_problem as gaussian_problem
+from ._inverse_problems import slcp_problem as slcp_problem
+from ._inverse_problems import two_moons_problem as two_moons_problem
 from ._metrics import LogZ as LogZ
 from ._metrics import importance_log_weights as importance_log_weights
 from ._metrics import log_z_estimate as log_z_estimate
 from ._metrics import sampling_efficiency as sampling_efficiency
 from ._metrics import unweighting_efficiency as unweighting_efficiency
+from ._posterior import Posterior as Posterior
+from ._posterior import credible_interval as credible_interval
+from ._posterior import posterior as posterior
+from ._posterior import weighted_quantile as weighted_quantile
+from ._source import ESTIMATORS as ESTIMATORS
+from ._source import FlowLikelihood as FlowLikelihood
+from ._source import GaussianSource as GaussianSource
+from ._source import flow_likelihood as flow_likelihood
+from ._source import log_marginal as log_marginal
+from ._source_fit import SourceFit as SourceFit
+from ._source_fit import SourceState as SourceState
+from ._source_fit import SourceStepInfo as SourceStepInfo
+from ._source_fit import fit_source as fit_source
+from ._source_fit import make_source_trainer as make_source_trainer
+from ._source_fit import source_from_state as source_from_state
 from ._spline_flow import SplineFlow as SplineFlow
 from ._spline_flow import coupling_masks as coupling_masks
 from ._spline_flow import make_spline_flow as make_spline_flow

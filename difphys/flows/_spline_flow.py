@@ -126,6 +126,27 @@ def rational_quadratic_spline(x, params, lo, hi, *, identity_tails, inverse=Fals
     return out, ld
 
 
+def _standardisation(flow, dtype):
+    """``(loc, scale)`` as arrays of ``dtype``: scalars, or ``(dim,)`` for per-coordinate values."""
+    return jnp.asarray(flow.loc, dtype), jnp.asarray(flow.scale, dtype)
+
+
+def _as_standardisation(value, dim: int, name: str):
+    """A float, or a tuple of ``dim`` floats (hashable, for a static field)."""
+    a = np.asarray(value, np.float64)
+    if a.ndim == 0:
+        out = float(a)
+    elif a.shape == (dim,):
+        out = tuple(float(v) for v in a)
+    else:
+        raise ValueError(f"{name} must be a number or a sequence of {dim} numbers; got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    if name == "scale" and not np.all(a > 0):
+        raise ValueError(f"scale must be positive; got {value!r}")
+    return out
+
+
 def _dense_init(key, n_in, n_out, n_layers, dtype, zero=False):
     if zero:
         return jnp.zeros((n_layers, n_in, n_out), dtype), jnp.zeros((n_layers, n_out), dtype)
@@ -152,8 +173,8 @@ class SplineFlow(eqx.Module):
     n_bins: int = eqx.field(static=True)
     support: str = eqx.field(static=True)
     bound: float = eqx.field(static=True)
-    loc: float = eqx.field(static=True)
-    scale: float = eqx.field(static=True)
+    loc: float | tuple = eqx.field(static=True)
+    scale: float | tuple = eqx.field(static=True)
     actnorm: bool = eqx.field(static=True)
     scan: str = eqx.field(static=True, default="auto")
 
@@ -214,8 +235,9 @@ class SplineFlow(eqx.Module):
             unroll=_unroll(self.scan),
         )
         if self.support == "real":
-            y = self.loc + self.scale * y
-            ld = ld + self.dim * jnp.log(jnp.asarray(self.scale, z.dtype))
+            loc, scale = _standardisation(self, z.dtype)
+            y = loc + scale * y
+            ld = ld + jnp.sum(jnp.log(scale)) * (1 if scale.ndim else self.dim)
         return y, ld
 
     def inverse_and_log_det(self, x):
@@ -223,8 +245,9 @@ class SplineFlow(eqx.Module):
         x = self._check(x)
         ld0 = jnp.zeros(x.shape[:-1], x.dtype)
         if self.support == "real":
-            x = (x - self.loc) / self.scale
-            ld0 = ld0 - self.dim * jnp.log(jnp.asarray(self.scale, x.dtype))
+            loc, scale = _standardisation(self, x.dtype)
+            x = (x - loc) / scale
+            ld0 = ld0 - jnp.sum(jnp.log(scale)) * (1 if scale.ndim else self.dim)
 
         def step(carry, layer):
             y, ld = carry
@@ -291,7 +314,8 @@ def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8,
       support: ``"real"`` (Gaussian base, R^d) or ``"unit_cube"`` (uniform base, [0, 1]^d).
       n_layers, hidden, depth, n_bins: coupling layers, MLP width and hidden layers, spline bins.
       bound: spline interval ``[-bound, bound]`` in standardised coordinates (real support).
-      loc, scale: the standardisation ``x = loc + scale * y`` (real support).
+      loc, scale: the standardisation ``x = loc + scale * y`` (real support): numbers, or
+        sequences of ``dim`` numbers for coordinates of different sizes.
       actnorm: add a learnable elementwise affine after each layer (real support only).
       scan: how the layers run: ``"auto"`` (a rolled ``lax.scan``, unrolled on CPU where
         XLA:CPU miscompiles its derivative for large batches), ``"rolled"`` or ``"unrolled"``.
@@ -304,9 +328,9 @@ def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8,
         raise ValueError(f"support must be 'real' or 'unit_cube'; got {support!r}")
     if actnorm and support == "unit_cube":
         raise ValueError("ActNorm would leave the unit cube; use it with support='real'")
-    if scale <= 0:
-        raise ValueError(f"scale must be positive; got {scale}")
     coupling_masks(dim, n_layers)  # validates dim and n_layers
+    loc = _as_standardisation(loc, dim, "loc")
+    scale = _as_standardisation(scale, dim, "scale")
     check_count(hidden, "hidden")
     check_count(depth, "depth", 0)
     check_count(n_bins, "n_bins")
@@ -328,8 +352,8 @@ def make_spline_flow(key, dim: int, *, support: str = "real", n_layers: int = 8,
         n_bins=n_bins,
         support=support,
         bound=float(bound),
-        loc=float(loc),
-        scale=float(scale),
+        loc=loc,
+        scale=scale,
         actnorm=bool(actnorm),
         scan=scan,
     )
