@@ -4,6 +4,9 @@
 Units: GeV, mm, Tesla. See ``docs/data.md``.
 """
 
+from ._dimuon import DIMUON_SQRT_S as DIMUON_SQRT_S
+from ._dimuon import DimuonSample as DimuonSample
+from ._dimuon import dimuon_sample as dimuon_sample
 from ._generate import CHUNK_EVENTS as CHUNK_EVENTS
 from ._generate import SAMPLES as SAMPLES
 from ._generate import TRACK_COV as TRACK_COV

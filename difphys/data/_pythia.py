@@ -31,6 +31,18 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "23:onMode = off",
         "23:onIfAny = 1 2 3 4 5",
     ),
+    # e+ e- -> gamma*/Z -> mu+ mu- at the Z pole with initial-state radiation (the electron
+    # PDF, PDF:lepton = on, and the QED shower); no hadrons to make.
+    "dimuon": (
+        "Beams:idA = 11",
+        "Beams:idB = -11",
+        "Beams:eCM = 91.1876",
+        "PDF:lepton = on",
+        "WeakSingleBoson:ffbar2gmZ = on",
+        "23:onMode = off",
+        "23:onIfAny = 13",
+        "HadronLevel:all = off",
+    ),
     # g g -> X (H_2 of Pythia's BSM Higgs sector, m = 1 TeV, narrow) -> h h -> b b~ b b~ at 13 TeV.
     "hh4b_signal": (
         "Beams:eCM = 13000",

@@ -86,7 +86,7 @@ def make_source_trainer(source, log_lik: Callable, y, *, estimator: str = "biase
                         batch: int = 256, optimizer: optax.GradientTransformation | None = None,
                         entropy_weight: float = 0.0, entropy_samples: int = 256,
                         recognition=None, fit_likelihood: bool = False,
-                        max_depth: int = 64) -> Trainer:
+                        max_depth: int = 64, shared_draws: bool = False) -> Trainer:
     """The ``(init, step)`` pair of source estimation on observations ``y (N, dy)``.
 
     ``init(key) -> SourceState``; ``step(key, state) -> (SourceState, SourceStepInfo)`` draws
@@ -96,7 +96,8 @@ def make_source_trainer(source, log_lik: Callable, y, *, estimator: str = "biase
     """
     return _make(source, log_lik, y, estimator=estimator, K=K, batch=batch, optimizer=optimizer,
                  entropy_weight=entropy_weight, entropy_samples=entropy_samples,
-                 recognition=recognition, fit_likelihood=fit_likelihood, max_depth=max_depth)[0]
+                 recognition=recognition, fit_likelihood=fit_likelihood, max_depth=max_depth,
+                 shared_draws=shared_draws)[0]
 
 
 def source_from_state(state: SourceState, source, recognition=None, log_lik=None):
@@ -113,7 +114,7 @@ def source_from_state(state: SourceState, source, recognition=None, log_lik=None
 
 
 def _make(source, log_lik, y, *, estimator, K, batch, optimizer, entropy_weight,
-          entropy_samples, recognition, fit_likelihood, max_depth):
+          entropy_samples, recognition, fit_likelihood, max_depth, shared_draws=False):
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")
     if estimator in ("iw", "elbo") and recognition is None:
@@ -138,7 +139,7 @@ def _make(source, log_lik, y, *, estimator, K, batch, optimizer, entropy_weight,
         src, rec, lik = (_combine(p, s) for p, s in zip(params, statics, strict=True))
         k_est, k_ent = jax.random.split(key)
         lm = log_marginal(k_est, src, lik, y_batch, estimator=estimator, K=K, recognition=rec,
-                          max_depth=max_depth)
+                          max_depth=max_depth, shared_draws=shared_draws)
         live = jnp.isfinite(lm)
         mean_lm = jnp.sum(jnp.where(live, lm, 0.0)) / jnp.maximum(jnp.sum(live), 1).astype(lm.dtype)
         if entropy_weight > 0:
@@ -184,7 +185,7 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
                entropy_weight: float = 0.0, validation: float = 0.1, batch: int = 256,
                recognition=None, fit_likelihood: bool = False, max_depth: int = 64,
                eval_every: int = 100, patience: int = 5, val_K: int | None = None,
-               progress=True) -> SourceFit:
+               shared_draws: bool = False, progress=True) -> SourceFit:
     """Fit ``source`` to observations ``y`` by maximising their marginal likelihood.
 
     Args:
@@ -206,6 +207,8 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
       val_K: draws per held-out observation (default ``max(K, 256)``); held-out values use the
         biased estimator (the importance-weighted one with a recognition network) and one fixed
         key, so successive evaluations are comparable.
+      shared_draws: one set of source draws per step for the whole batch (and per held-out
+        evaluation); see :func:`difphys.flows.log_marginal`.
       progress: a progress bar (``True``), none, or a bar factory.
     """
     check_count(steps, "steps")
@@ -223,7 +226,7 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
     trainer, statics = _make(
         source, log_lik, y_fit, estimator=estimator, K=K, batch=batch, optimizer=optimizer,
         entropy_weight=entropy_weight, entropy_samples=256, recognition=recognition,
-        fit_likelihood=fit_likelihood, max_depth=max_depth)
+        fit_likelihood=fit_likelihood, max_depth=max_depth, shared_draws=shared_draws)
     val_K = max(K, 256) if val_K is None else check_count(val_K, "val_K")
     val_estimator = "iw" if recognition is not None else "biased"
 
@@ -231,7 +234,7 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
     def evaluate_with(params, key):
         src, rec, lik = (_combine(p, s) for p, s in zip(params, statics, strict=True))
         lm = log_marginal(key, src, lik, y_val, estimator=val_estimator, K=val_K,
-                          recognition=rec)
+                          recognition=rec, shared_draws=shared_draws and rec is None)
         return jnp.mean(lm)
 
     def evaluate(params):  # one fixed key for every evaluation: comparable values
@@ -239,7 +242,8 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
 
     step = jax.jit(trainer.step)
     state = trainer.init(k_steps)
-    best = (float(evaluate(state.params)), 0, state)
+    first = float(evaluate(state.params))
+    best = (first if np.isfinite(first) else -np.inf, 0, state)
     rows, logged, since_best = [], [], 0
     with progress_bar(progress, total=steps, desc=f"fit source [{estimator}]") as bar:
         for i in range(steps):

@@ -1,5 +1,11 @@
-"""Toy simulators written with :mod:`difphys.stochad` samplers (detector-design studies)."""
+"""Toy simulators written with :mod:`difphys.stochad` samplers (detector-design studies) and
+the dimuon detector models of source estimation."""
 
+from ._dimuon import MUON_MASS as MUON_MASS
+from ._dimuon import DimuonLikelihood as DimuonLikelihood
+from ._dimuon import cld_like_resolution as cld_like_resolution
+from ._dimuon import reconstruct_dimuon as reconstruct_dimuon
+from ._dimuon import smear_dimuon as smear_dimuon
 from ._shower import DetectorConfig as DetectorConfig
 from ._shower import Shower as Shower
 from ._shower import density as density
@@ -8,6 +14,11 @@ from ._shower import objective as objective
 from ._shower import simulate as simulate
 
 __all__ = [
+    "MUON_MASS",
+    "DimuonLikelihood",
+    "cld_like_resolution",
+    "reconstruct_dimuon",
+    "smear_dimuon",
     "DetectorConfig",
     "Shower",
     "density",
