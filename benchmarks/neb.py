@@ -273,12 +273,52 @@ def run_dimuon(args, out, key):
         naive, _ = _train_density(jax.random.fold_in(k_naive, 10 + len(tier)), naive, y_obs, args)
         naive_x = naive.sample(jax.random.fold_in(k_naive, 20 + len(tier)), args.n_c2st)
         mom = _window_moments(naive_x)
+        if out is not None:
+            _plot_dimuon(out.parent / f"neb_dimuon_{tier}.png", tier, x_truth, learned, naive_x,
+                         y_obs[:args.n_c2st])
+            np.savez_compressed(out.parent / f"neb_dimuon_{tier}_samples.npz",
+                                truth=np.asarray(x_truth, np.float32),
+                                learned=np.asarray(learned, np.float32),
+                                naive=np.asarray(naive_x, np.float32),
+                                observed=np.asarray(y_obs[:args.n_c2st], np.float32))
         _line(out, {"problem": "dimuon", "tier": tier, "estimator": "naive", "K": 0,
                     **_c2st(jax.random.fold_in(k_naive, 30 + len(tier)), naive_x, x_truth,
                             args.c2st_steps),
                     "seconds": round(time.perf_counter() - t1, 1), "n_obs": args.n_obs,
                     "window_mean": [round(float(mom[0]), 4), round(float(truth_mom[0]), 4)],
                     "window_width": [round(float(mom[1]), 4), round(float(truth_mom[1]), 4)]})
+
+
+def _plot_dimuon(path, tier, truth, learned, naive, observed):
+    """Learned vs true source (and the observations, and the naive control) in sqrt(s') near
+    the peak, in the radiative tail, and in cos theta*."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = {"Pythia truth": truth, "NEB (learned source)": learned,
+               "naive (flow on observations)": naive, "observations": observed}
+    styles = {"Pythia truth": dict(color="k", lw=2), "NEB (learned source)": dict(color="C0"),
+              "naive (flow on observations)": dict(color="C3", ls="--"),
+              "observations": dict(color="0.6", ls=":")}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = ((0, np.linspace(90.0, 91.6, 81), "sqrt(s') [GeV] (peak)", False),
+              (0, np.linspace(40.0, 92.0, 105), "sqrt(s') [GeV] (radiative tail)", True),
+              (1, np.linspace(-1.0, 1.0, 41), "cos theta*", False))
+    for ax, (col, bins, label, log) in zip(axes, panels, strict=True):
+        for name, values in samples.items():
+            ax.hist(np.asarray(values)[:, col], bins=bins, histtype="step", density=True,
+                    label=name, **styles[name])
+        ax.set_xlabel(label)
+        if log:
+            ax.set_yscale("log")
+    axes[0].axvline(SQRT_S, color="0.3", lw=0.8)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"e+ e- -> mu+ mu- with ISR at the Z: source estimation ({tier} likelihood)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _train_density(key, flow, data, args):

@@ -29,7 +29,7 @@ def test_dimuon_sample_is_physical(dimuons):
     np.testing.assert_allclose(np.sqrt(pair[:, 0] ** 2 - (pair[:, 1:] ** 2).sum(1)), x[:, 0], rtol=1e-10)
     # ISR: a radiative tail, but most events keep sqrt(s') within 1 GeV of sqrt(s)
     frac_near = np.mean(x[:, 0] > dimuons.sqrt_s - 1.0)
-    assert 0.7 < frac_near < 0.95, frac_near
+    assert 0.85 < frac_near < 0.99, frac_near
     assert np.mean(x[:, 0] < 80.0) > 0.003
     # vector-boson decay to fermions: dN/dcos ~ 1 + cos^2 (+ small A_FB), so <cos^2> = 0.4
     c2 = x[:, 1] ** 2
