@@ -69,7 +69,7 @@ def _fit(key, source, log_lik, y, estimator, k_draws, args, recognition=None, lr
                            steps=args.iw_steps if amortised else args.steps,
                            optimizer=optax.adam(lr), batch=args.iw_batch if amortised else args.batch,
                            recognition=recognition, eval_every=args.eval_every,
-                           patience=args.patience, progress=False,
+                           patience=args.patience, progress=False, val_K=args.val_k,
                            shared_draws=estimator in ("biased", "roulette"))
     jax.block_until_ready(jax.tree_util.tree_leaves(fit.source))
     return fit, time.perf_counter() - t0
@@ -88,6 +88,8 @@ def run_benchmark_problem(name, args, out, key):
     else:
         runs = [("biased", 128), ("biased", 512), ("iw", 16), ("elbo", 16)]
     for i, (estimator, k_draws) in enumerate(runs):
+        if args.estimators and estimator not in args.estimators:
+            continue
         k_src, k_rec, k_fit, k_s, k_c = jax.random.split(jax.random.fold_in(k_fits, i), 5)
         source = _flow(k_src, max(problem.dim_x, 2), problem.loc, problem.scale) \
             if problem.dim_x >= 2 else flows.GaussianSource(jnp.zeros(1), jnp.zeros(1))
@@ -101,7 +103,8 @@ def run_benchmark_problem(name, args, out, key):
                   "shared_draws": estimator in ("biased", "roulette"),
                   **_c2st(k_c, learned, truth, args.c2st_steps), "seconds": round(seconds, 1),
                   "n_obs": args.n_obs, "steps_run": int(fit.history.n_rows),
-                  "best_step": fit.best_step, "val_log_marginal": round(fit.best_val, 5)}
+                  "best_step": fit.best_step, "val_log_marginal": round(fit.best_val, 5),
+                  "val_K": args.val_k or max(k_draws, 256)}
         if name == "gaussian":
             record["width"] = round(float(np.std(np.asarray(learned))), 4)
             record["width_ml"] = round(float(np.sqrt(np.var(np.asarray(y)) - 0.25)), 4)
@@ -376,6 +379,10 @@ def main(argv=None):
     parser.add_argument("--c2st-steps", type=int, default=2000)
     parser.add_argument("--posterior-draws", type=int, default=4000)
     parser.add_argument("--iw-k", type=int, default=16)
+    parser.add_argument("--val-k", type=int, default=None,
+                        help="draws per held-out observation (default max(K, 256))")
+    parser.add_argument("--estimators", nargs="+", default=None,
+                        help="run only these estimators (benchmark problems)")
     parser.add_argument("--iw-steps", type=int, default=2000)
     parser.add_argument("--iw-batch", type=int, default=128)
     parser.add_argument("--dimuon-steps", type=int, default=3000)

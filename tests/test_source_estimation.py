@@ -291,3 +291,21 @@ def test_nuisance_is_not_identifiable_from_single_measurements(key):
     assert abs(total[0] - total[1]) / total[0] < 0.05, splits
     assert abs(total[0] - float(np.var(y))) / float(np.var(y)) < 0.05, splits
     assert abs(splits[0][0] - splits[1][0]) > 0.2, splits
+
+
+def test_observations_no_draw_explains_are_left_out_of_fit_and_validation(gaussian_data, key):
+    """A likelihood that is zero for some observations (here: every y > 1.5) gives them a
+    -inf estimate; the fit and the held-out evaluation leave them out, so early stopping still
+    sees the source improve (regression: a -inf held-out mean used to freeze the best step at 0)."""
+    problem, y = gaussian_data
+
+    def log_lik(yy, x):
+        return jnp.where(yy[0] > 1.5, -jnp.inf, problem.log_lik(yy, x))
+
+    assert float(np.mean(np.asarray(y)[:, 0] > 1.5)) > 0.005
+    fit = flows.fit_source(key, flows.GaussianSource(jnp.zeros(1), jnp.zeros(1)), log_lik, y,
+                           estimator="biased", K=64, steps=1000, optimizer=optax.adam(1e-2),
+                           eval_every=200, patience=5, progress=False, shared_draws=True)
+    assert fit.best_step > 0 and np.isfinite(fit.best_val)
+    assert np.all(np.isfinite(fit.history.loss))
+    assert fit.history.n_dead.max() > 0

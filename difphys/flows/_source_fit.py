@@ -206,7 +206,8 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
         evaluations without improvement; the best evaluation's parameters are returned.
       val_K: draws per held-out observation (default ``max(K, 256)``); held-out values use the
         biased estimator (the importance-weighted one with a recognition network) and one fixed
-        key, so successive evaluations are comparable.
+        key, so successive evaluations are comparable; held-out observations whose estimate is
+        ``-inf`` are left out of the mean, as in training.
       shared_draws: one set of source draws per step for the whole batch (and per held-out
         evaluation); see :func:`difphys.flows.log_marginal`.
       progress: a progress bar (``True``), none, or a bar factory.
@@ -235,7 +236,8 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
         src, rec, lik = (_combine(p, s) for p, s in zip(params, statics, strict=True))
         lm = log_marginal(key, src, lik, y_val, estimator=val_estimator, K=val_K,
                           recognition=rec, shared_draws=shared_draws and rec is None)
-        return jnp.mean(lm)
+        live = jnp.isfinite(lm)  # as in training: observations no draw explains are left out
+        return jnp.sum(jnp.where(live, lm, 0.0)) / jnp.maximum(jnp.sum(live), 1).astype(lm.dtype)
 
     def evaluate(params):  # one fixed key for every evaluation: comparable values
         return evaluate_with(params, jax.random.clone(k_val))
