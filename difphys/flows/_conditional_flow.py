@@ -107,15 +107,18 @@ class ConditionalSplineFlow(eqx.Module):
             ld = ld + dld
         return y, ld
 
+    def _base_log_prob(self, z):
+        """``log N(z; 0, I)`` over the last axis."""
+        return -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * self.dim * jnp.log(
+            jnp.asarray(2 * np.pi, z.dtype))
+
     def log_prob(self, x, context):
         """``log q(x | context)``, shape the broadcast leading axes. A point with a NaN
         coordinate raises outside ``jit``."""
         if is_concrete(x) and np.any(np.isnan(np.asarray(x))):
             raise ValueError("log_prob: x contains NaN")
         z, ld = self.inverse_and_log_det(x, context)
-        base = -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * self.dim * jnp.log(
-            jnp.asarray(2 * np.pi, z.dtype))
-        return base + ld
+        return self._base_log_prob(z) + ld
 
     def sample_and_log_prob(self, key, context, n: int | None = None):
         """Reparameterised samples ``x`` and ``log q(x | context)``: one per context row
@@ -125,9 +128,7 @@ class ConditionalSplineFlow(eqx.Module):
         lead = context.shape[:-1] if n is None else (check_count(n, "n"), *context.shape[:-1])
         z = jax.random.normal(key, (*lead, self.dim), dtype)
         x, ld = self.forward_and_log_det(z, context)
-        base = -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * self.dim * jnp.log(
-            jnp.asarray(2 * np.pi, dtype))
-        return x, base - ld
+        return x, self._base_log_prob(z) - ld
 
     def sample(self, key, context, n: int | None = None):
         """Samples only (see :meth:`sample_and_log_prob`)."""

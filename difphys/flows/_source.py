@@ -179,11 +179,9 @@ def log_marginal(key, source, log_lik: Callable, y, *, estimator: str = "biased"
     safe_w = jnp.concatenate([safe_w, jnp.where(live[:, None], log_w[:, K:], 0.0)], axis=1)
     means = jax.lax.cumlogsumexp(safe_w, axis=1) - jnp.log(counts)  # L_j, j = 1..K+D
     base = means[:, K - 1]
-    finite_base = live
-    safe = means[:, K - 1:]
-    deltas = safe[:, 1:] - safe[:, :-1]  # (N, D): L_{K+k} - L_{K+k-1}
+    deltas = jnp.diff(means[:, K - 1:], axis=1)  # (N, D): L_{K+k} - L_{K+k-1}
     u = jax.random.uniform(k_u, (n_obs,), log_w.dtype)
     depth = jnp.minimum(max_depth, jnp.floor(1.0 / u))
     k = jnp.arange(1, max_depth + 1, dtype=log_w.dtype)
     series = jnp.sum(jnp.where(k <= depth[:, None], k * deltas, 0.0), axis=1)
-    return jnp.where(finite_base, base + series, -jnp.inf)
+    return jnp.where(live, base + series, -jnp.inf)

@@ -78,6 +78,13 @@ def _split(obj, train: bool):
     return eqx.partition(obj, eqx.is_inexact_array)
 
 
+def _live_mean(lm):
+    """Mean of the finite estimates and the number of ``-inf`` ones (no draw explains them)."""
+    live = jnp.isfinite(lm)
+    mean = jnp.sum(jnp.where(live, lm, 0.0)) / jnp.maximum(jnp.sum(live), 1).astype(lm.dtype)
+    return mean, jnp.sum(~live)
+
+
 def _combine(params, static):
     return static if params is None else eqx.combine(params, static)
 
@@ -140,15 +147,14 @@ def _make(source, log_lik, y, *, estimator, K, batch, optimizer, entropy_weight,
         k_est, k_ent = jax.random.split(key)
         lm = log_marginal(k_est, src, lik, y_batch, estimator=estimator, K=K, recognition=rec,
                           max_depth=max_depth, shared_draws=shared_draws)
-        live = jnp.isfinite(lm)
-        mean_lm = jnp.sum(jnp.where(live, lm, 0.0)) / jnp.maximum(jnp.sum(live), 1).astype(lm.dtype)
+        mean_lm, n_dead = _live_mean(lm)
         if entropy_weight > 0:
             _, log_q = src.sample_and_log_prob(k_ent, entropy_samples)
             entropy = -jnp.mean(log_q)
         else:
             entropy = jnp.asarray(jnp.nan, mean_lm.dtype)
         loss = -mean_lm - (entropy_weight * entropy if entropy_weight > 0 else 0.0)
-        return loss, (mean_lm, entropy, jnp.sum(~live))
+        return loss, (mean_lm, entropy, n_dead)
 
     def init(key) -> SourceState:
         del key
@@ -236,8 +242,7 @@ def fit_source(key, source, log_lik: Callable, y, *, estimator: str = "biased", 
         src, rec, lik = (_combine(p, s) for p, s in zip(params, statics, strict=True))
         lm = log_marginal(key, src, lik, y_val, estimator=val_estimator, K=val_K,
                           recognition=rec, shared_draws=shared_draws and rec is None)
-        live = jnp.isfinite(lm)  # as in training: observations no draw explains are left out
-        return jnp.sum(jnp.where(live, lm, 0.0)) / jnp.maximum(jnp.sum(live), 1).astype(lm.dtype)
+        return _live_mean(lm)[0]  # as in training: observations no draw explains are left out
 
     def evaluate(params):  # one fixed key for every evaluation: comparable values
         return evaluate_with(params, jax.random.clone(k_val))
